@@ -1,0 +1,21 @@
+[
+  ./misc/nixpkgs.nix
+  ./misc/version.nix
+  ./misc/assertions.nix
+  ./config/i18n.nix
+  ./config/timezone.nix
+  ./config/networking.nix
+  ./config/users-groups.nix
+  ./config/system-path.nix
+  ./config/nix.nix
+  ./system/boot/kernel.nix
+  ./system/boot/grub.nix
+  ./system/boot/filesystems.nix
+  ./system/boot/systemd.nix
+  ./system/etc/etc.nix
+  ./system/activation/activation-script.nix
+  ./system/activation/top-level.nix
+  ./services/sshd.nix
+  ./services/timesyncd.nix
+  ./virtualisation/build-vm.nix
+]

@@ -1,0 +1,174 @@
+# switch-to-configuration of the mini nixpkgs, for the rig's Debian guest.
+# Interface as NixOS's (pkgs/by-name/sw/switch-to-configuration-ng):
+#   switch-to-configuration switch|boot|test|dry-activate|check
+# Exit codes: 0 ok, 1 usage/lock/pre-switch, 2 activation script failed,
+# 4 some unit failed ("warning: the following units failed: …").
+# It compares the units of the running system (/run/current-system) with
+# this one's, stops removed units, restarts or stop/starts changed ones
+# (honouring X-StopIfChanged / X-RestartIfChanged / X-ReloadIfChanged),
+# starts new wanted ones, runs `activate`, and reports failed units.
+# The guest's python3 may be a minimal one: standard library basics only.
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
+OUT = "@out@"
+LOCK = "/run/nixos/switch-to-configuration.lock"
+UNIT_DIR = "etc/systemd/system"
+TARGETS = ("multi-user.target", "default.target", "sysinit.target", "basic.target")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def systemctl(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemctl", *args], check=check, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def units_of(toplevel: str | None) -> dict[str, str | None]:
+    """Unit name → the unit file's text, or None when the unit is masked."""
+    units: dict[str, str | None] = {}
+    if toplevel is None:
+        return units
+    d = os.path.join(toplevel, UNIT_DIR)
+    if not os.path.isdir(d):
+        return units
+    for name in sorted(os.listdir(d)):
+        path = os.path.join(d, name)
+        if "." not in name or os.path.isdir(path):
+            continue
+        real = os.path.realpath(path)
+        if real == "/dev/null":
+            units[name] = None
+        else:
+            with open(real) as f:
+                units[name] = f.read()
+    return units
+
+
+def wanted(toplevel: str, unit: str) -> bool:
+    return any(
+        os.path.lexists(os.path.join(toplevel, UNIT_DIR, f"{t}.{kind}", unit))
+        for t in TARGETS
+        for kind in ("wants", "requires")
+    )
+
+
+def prop(text: str, key: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith(key + "="):
+            return line.split("=", 1)[1].strip()
+    return None
+
+
+def is_active(unit: str) -> bool:
+    state = systemctl("is-active", unit).stdout.strip()
+    return state in ("active", "activating", "reloading")
+
+
+def plan(old: str | None) -> dict[str, list[str]]:
+    old_units, new_units = units_of(old), units_of(OUT)
+    p: dict[str, list[str]] = {"stop": [], "restart": [], "reload": [], "start": []}
+    for unit, text in old_units.items():
+        if text is None:
+            continue
+        new = new_units.get(unit)
+        active = is_active(unit)
+        if new is None:
+            if active:
+                p["stop"].append(unit)
+        elif new != text:
+            if prop(new, "X-RestartIfChanged") == "false":
+                continue
+            if not active:
+                if wanted(OUT, unit):
+                    p["start"].append(unit)
+            elif prop(new, "X-ReloadIfChanged") == "true":
+                p["reload"].append(unit)
+            elif prop(new, "X-StopIfChanged") == "false":
+                p["restart"].append(unit)
+            else:
+                p["stop"].append(unit)
+                p["start"].append(unit)
+    for unit, text in new_units.items():
+        if text is not None and old_units.get(unit) is None and wanted(OUT, unit):
+            p["start"].append(unit)
+    return p
+
+
+def failed_units() -> list[str]:
+    out = systemctl("list-units", "--failed", "--plain", "--no-legend", "--full").stdout
+    return [line.split()[0] for line in out.splitlines() if line.split()]
+
+
+def current_system() -> str | None:
+    try:
+        return os.path.realpath("/run/current-system", strict=True)
+    except OSError:
+        return None
+
+
+def main() -> int:
+    if len(sys.argv) != 2 or sys.argv[1] not in ("switch", "boot", "test", "dry-activate", "check"):
+        log("Usage: switch-to-configuration [check|switch|boot|test|dry-activate]")
+        return 1
+    action = sys.argv[1]
+    if os.geteuid() != 0:
+        log("This program should be run with root privileges.")
+        return 1
+    if action == "check":
+        return 0
+    os.makedirs("/run/nixos", exist_ok=True)
+    lock = open(LOCK, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        log("Could not acquire lock")
+        return 1
+    if action in ("switch", "boot"):
+        # A direct-boot VM has no boot loader to install.
+        log("no boot loader to install (direct boot)")
+        if action == "boot":
+            return 0
+
+    p = plan(current_system())
+    if action == "dry-activate":
+        if p["stop"]:
+            log("would stop the following units: " + ", ".join(p["stop"]))
+        log("would activate the configuration...")
+        for verb in ("restart", "reload", "start"):
+            if p[verb]:
+                log(f"would {verb} the following units: " + ", ".join(p[verb]))
+        return 0
+
+    status = 0
+    if p["stop"]:
+        log("stopping the following units: " + ", ".join(p["stop"]))
+        systemctl("stop", "--", *p["stop"])
+    log("activating the configuration...")
+    if subprocess.run([os.path.join(OUT, "activate")], check=False).returncode != 0:
+        status = 2
+    systemctl("daemon-reload")
+    for verb, doing in (("reload", "reloading"), ("restart", "restarting"), ("start", "starting")):
+        if p[verb]:
+            log(f"{doing} the following units: " + ", ".join(p[verb]))
+            result = systemctl(verb, "--", *p[verb])
+            if result.returncode != 0 and result.stdout.strip():
+                log(result.stdout.strip())
+    if p["restart"] or p["start"]:
+        # A simple service that exits at once fails just after its start job
+        # returned: give it a moment, so it is reported here.
+        time.sleep(0.5)
+    failed = failed_units()
+    if failed:
+        log("warning: the following units failed: " + ", ".join(failed))
+        for unit in failed:
+            log(systemctl("status", "--no-pager", "--lines=10", "--", unit).stdout.rstrip())
+        status = 4
+    return status
+
+
+sys.exit(main())

@@ -1,0 +1,35 @@
+# fileSystems / swapDevices: declared so a server's hardware-configuration
+# evaluates; the VM replaces them (qemu-vm.nix, with mkVMOverride).
+{ lib, ... }:
+let
+  inherit (lib) mkOption types;
+  fsOpts = { name, ... }: {
+    options = {
+      mountPoint = mkOption { type = types.str; default = name; description = "Where it is mounted."; };
+      device = mkOption { type = types.nullOr types.str; default = null; description = "The device."; };
+      fsType = mkOption { type = types.str; default = "auto"; description = "The file system type."; };
+      options = mkOption { type = types.listOf types.str; default = [ "defaults" ]; description = "Mount options."; };
+      label = mkOption { type = types.nullOr types.str; default = null; description = "The file system label."; };
+      neededForBoot = mkOption { type = types.bool; default = false; description = "Mounted in the initrd."; };
+    };
+  };
+in
+{
+  options = {
+    fileSystems = mkOption {
+      type = types.attrsOf (types.submodule fsOpts);
+      default = { };
+      description = "The file systems to mount.";
+    };
+    swapDevices = mkOption {
+      type = types.listOf (types.submodule {
+        options = {
+          device = mkOption { type = types.str; description = "The swap device."; };
+          size = mkOption { type = types.nullOr types.int; default = null; description = "Size of a swap file in MiB."; };
+        };
+      });
+      default = [ ];
+      description = "Swap devices.";
+    };
+  };
+}

@@ -1,0 +1,127 @@
+# systemd.services → unit files in /etc/systemd/system, one etc entry per
+# unit and per `wantedBy` link, in the shape NixOS gives them (X-* keys that
+# switch-to-configuration reads, restart triggers folded into the unit text
+# so a changed trigger changes the unit).
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption types;
+
+  unitValue = types.oneOf [ types.bool types.int types.str types.path (types.listOf (types.oneOf [ types.bool types.int types.str types.path ])) ];
+
+  serviceOpts = { name, config, ... }: {
+    options = {
+      enable = mkOption { type = types.bool; default = true; description = "If false, the unit is masked."; };
+      description = mkOption { type = types.str; default = ""; description = "Description= of the unit."; };
+      documentation = mkOption { type = types.listOf types.str; default = [ ]; description = "Documentation=."; };
+      wantedBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that want this one."; };
+      requiredBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that require this one."; };
+      after = mkOption { type = types.listOf types.str; default = [ ]; description = "After=."; };
+      before = mkOption { type = types.listOf types.str; default = [ ]; description = "Before=."; };
+      wants = mkOption { type = types.listOf types.str; default = [ ]; description = "Wants=."; };
+      requires = mkOption { type = types.listOf types.str; default = [ ]; description = "Requires=."; };
+      bindsTo = mkOption { type = types.listOf types.str; default = [ ]; description = "BindsTo=."; };
+      partOf = mkOption { type = types.listOf types.str; default = [ ]; description = "PartOf=."; };
+      conflicts = mkOption { type = types.listOf types.str; default = [ ]; description = "Conflicts=."; };
+      environment = mkOption {
+        type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]));
+        default = { };
+        description = "Environment variables of the service.";
+      };
+      path = mkOption { type = types.listOf (types.either types.package types.str); default = [ ]; description = "Packages whose bin/ and sbin/ are added to PATH."; };
+      script = mkOption { type = types.lines; default = ""; description = "Shell commands run as ExecStart."; };
+      preStart = mkOption { type = types.lines; default = ""; description = "Shell commands run as ExecStartPre."; };
+      postStart = mkOption { type = types.lines; default = ""; description = "Shell commands run as ExecStartPost."; };
+      preStop = mkOption { type = types.lines; default = ""; description = "Shell commands run as ExecStop."; };
+      postStop = mkOption { type = types.lines; default = ""; description = "Shell commands run as ExecStopPost."; };
+      serviceConfig = mkOption { type = types.attrsOf unitValue; default = { }; description = "Keys of [Service]."; };
+      unitConfig = mkOption { type = types.attrsOf unitValue; default = { }; description = "Keys of [Unit]."; };
+      restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; description = "Values whose change restarts the unit."; };
+      reloadTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; description = "Values whose change reloads the unit."; };
+      restartIfChanged = mkOption { type = types.bool; default = true; description = "Restart the unit when it changes."; };
+      reloadIfChanged = mkOption { type = types.bool; default = false; description = "Reload instead of restart when it changes."; };
+      stopIfChanged = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Stop the old unit before activation and start the new one after it, rather than restart.";
+      };
+      startAt = mkOption { type = types.either types.str (types.listOf types.str); default = [ ]; description = "Timer schedule (not supported by the mini nixpkgs)."; };
+    };
+  };
+
+  render = v:
+    if builtins.isBool v then lib.boolToString v
+    else toString v;
+
+  keyLines = attrs: lib.concatStrings (lib.mapAttrsToList (k: v:
+    if builtins.isList v then lib.concatMapStrings (x: "${k}=${render x}\n") v
+    else "${k}=${render v}\n") attrs);
+
+  shellScript = name: text: pkgs.writeScript name ''
+    #!${pkgs.runtimeShell} -e
+    ${text}
+  '';
+
+  hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+  unitText = name: s:
+    let
+      triggers = builtins.hashString "sha256" (builtins.toJSON (map toString s.restartTriggers));
+      reloads = builtins.hashString "sha256" (builtins.toJSON (map toString s.reloadTriggers));
+      exec = lib.optionalAttrs (s.script != "") { ExecStart = shellScript "${name}-start" s.script; }
+        // lib.optionalAttrs (s.preStart != "") { ExecStartPre = shellScript "${name}-pre-start" s.preStart; }
+        // lib.optionalAttrs (s.postStart != "") { ExecStartPost = shellScript "${name}-post-start" s.postStart; }
+        // lib.optionalAttrs (s.preStop != "") { ExecStop = shellScript "${name}-pre-stop" s.preStop; }
+        // lib.optionalAttrs (s.postStop != "") { ExecStopPost = shellScript "${name}-post-stop" s.postStop; };
+      pathValue = lib.concatMapStrings (p: "${p}/bin:${p}/sbin:") s.path + hostPath;
+      env = lib.filterAttrs (_: v: v != null) s.environment // { PATH = pathValue; };
+    in
+    ''
+      [Unit]
+    ''
+    + lib.optionalString (s.description != "") "Description=${s.description}\n"
+    + keyLines (lib.filterAttrs (_: v: v != [ ]) {
+      Documentation = s.documentation; After = s.after; Before = s.before; Wants = s.wants;
+      Requires = s.requires; BindsTo = s.bindsTo; PartOf = s.partOf; Conflicts = s.conflicts;
+    })
+    + lib.optionalString (s.restartTriggers != [ ]) "X-Restart-Triggers=${triggers}\n"
+    + lib.optionalString (s.reloadTriggers != [ ]) "X-Reload-Triggers=${reloads}\n"
+    + lib.optionalString (!s.restartIfChanged) "X-RestartIfChanged=false\n"
+    + lib.optionalString s.reloadIfChanged "X-ReloadIfChanged=true\n"
+    + lib.optionalString (!s.stopIfChanged) "X-StopIfChanged=false\n"
+    + keyLines s.unitConfig
+    + ''
+
+      [Service]
+    ''
+    + lib.concatStrings (lib.mapAttrsToList (k: v: "Environment=\"${k}=${toString v}\"\n") env)
+    + keyLines (exec // s.serviceConfig);
+
+  unitFile = name: s:
+    let file = "${name}.service"; in
+    if s.enable then
+      "${pkgs.writeTextFile { name = "unit-${file}"; text = unitText name s; destination = "/${file}"; }}/${file}"
+    else "/dev/null";
+
+  services = config.systemd.services;
+in
+{
+  options.systemd = {
+    services = mkOption {
+      type = types.attrsOf (types.submodule serviceOpts);
+      default = { };
+      description = "systemd services.";
+    };
+    package = mkOption { type = types.package; default = pkgs.systemd; description = "The systemd package."; };
+  };
+
+  config.environment.etc = lib.mkMerge (lib.mapAttrsToList (name: s:
+    let file = unitFile name s; in
+    {
+      "systemd/system/${name}.service".source = file;
+    }
+    // lib.listToAttrs (map (t: lib.nameValuePair "systemd/system/${t}.wants/${name}.service" { source = file; })
+      (lib.optionals s.enable s.wantedBy))
+    // lib.listToAttrs (map (t: lib.nameValuePair "systemd/system/${t}.requires/${name}.service" { source = file; })
+      (lib.optionals s.enable s.requiredBy))
+  ) services);
+}

@@ -1,0 +1,64 @@
+# environment.etc: files of /etc, gathered into the toplevel's `etc` tree and
+# installed at activation by setup-etc.py (links into /etc/static, copies
+# for entries with a mode).
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption types;
+
+  etcOpts = { name, config, ... }: {
+    options = {
+      enable = mkOption { type = types.bool; default = true; description = "Whether this file is created."; };
+      target = mkOption { type = types.str; default = name; description = "Its path relative to /etc."; };
+      text = mkOption { type = types.nullOr types.lines; default = null; description = "Its text."; };
+      source = mkOption { type = types.path; description = "The file it is."; };
+      mode = mkOption {
+        type = types.str;
+        default = "symlink";
+        description = "`symlink`, or an octal mode: then the file is copied with that mode.";
+      };
+      uid = mkOption { type = types.int; default = 0; description = "Owner of a copied file."; };
+      gid = mkOption { type = types.int; default = 0; description = "Group of a copied file."; };
+      user = mkOption { type = types.str; default = "+${toString config.uid}"; description = "Owner of a copied file, by name."; };
+      group = mkOption { type = types.str; default = "+${toString config.gid}"; description = "Group of a copied file, by name."; };
+    };
+    config.source = lib.mkIf (config.text != null) (lib.mkDefault
+      (pkgs.writeText "etc-${builtins.baseNameOf name}" config.text));
+  };
+
+  enabled = lib.filter (e: e.enable) (lib.attrValues config.environment.etc);
+
+  spec = builtins.toJSON (map (e: {
+    inherit (e) target mode uid gid;
+    source = toString e.source;
+  }) enabled);
+in
+{
+  options.environment.etc = mkOption {
+    type = types.attrsOf (types.submodule etcOpts);
+    default = { };
+    description = "Files in /etc.";
+  };
+
+  config = {
+    system.build.etc = pkgs.runCommand "etc" { inherit spec; passAsFile = [ "spec" ]; } ''
+      python3 - "$specPath" "$out" <<'PY'
+      import json, os, sys
+      spec, out = json.load(open(sys.argv[1])), sys.argv[2]
+      meta = {}
+      for e in spec:
+          link = os.path.join(out, "etc", e["target"])
+          os.makedirs(os.path.dirname(link), exist_ok=True)
+          os.symlink(e["source"], link)
+          if e["mode"] != "symlink":
+              meta[e["target"]] = {"mode": e["mode"], "uid": e["uid"], "gid": e["gid"]}
+      os.makedirs(os.path.join(out, "etc"), exist_ok=True)
+      json.dump(meta, open(os.path.join(out, "etc", ".rig-etc-meta.json"), "w"), indent=1, sort_keys=True)
+      PY
+    '';
+
+    system.activationScripts.etc = ''
+      echo "setting up /etc..."
+      /usr/bin/python3 ${./setup-etc.py} "$systemConfig/etc"
+    '';
+  };
+}

@@ -1,0 +1,168 @@
+# The package set of the mini nixpkgs.
+#
+# No binary cache and no source download can be reached where the rig runs,
+# so every package here is built from nothing: tiny stand-ins whose programs
+# print who they are, and thin wrappers that hand over to programs of the
+# Debian guest (sshd, nix, python3) or of the Debian host (qemu).  Builders
+# run /bin/bash from the host, which is fine because the rig's Nix builds
+# with `sandbox = false`.
+{ system ? builtins.currentSystem }:
+let
+  lib = import ../lib;
+
+  # The host programs a builder may use (coreutils, sed, python3 …).
+  hostPath = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+
+  # The script ends with a builtin on purpose: bash execs the last command
+  # of `-c` in its own process, and a coreutils program closes stderr before
+  # it exits; Nix 2.8 takes that EOF for the builder's end and SIGKILLs it
+  # while it still runs ("failed due to signal 9"), now and then.
+  runCommand = name: env: buildCommand:
+    derivation ({
+      inherit name system;
+      builder = "/bin/bash";
+      args = [ "-euc" (buildCommand + "\n:\n") ];
+      PATH = hostPath;
+    } // env);
+
+  writeTextFile = { name, text, executable ? false, destination ? "" }:
+    runCommand name {
+      inherit text destination;
+      executable = if executable then "1" else "";
+      passAsFile = [ "text" ];
+    } ''
+      target="$out$destination"
+      mkdir -p "$(dirname "$target")"
+      cp "$textPath" "$target"
+      if [ -n "$executable" ]; then chmod +x "$target"; fi
+    '';
+
+  writeText = name: text: writeTextFile { inherit name text; };
+  writeTextDir = path: text: writeTextFile {
+    name = builtins.baseNameOf path; inherit text; destination = "/${path}";
+  };
+  writeScript = name: text: writeTextFile { inherit name text; executable = true; };
+  writeScriptBin = name: text: writeTextFile {
+    inherit name text; executable = true; destination = "/bin/${name}";
+  };
+  writeShellScript = name: text: writeScript name ''
+    #!${runtimeShell}
+    ${text}
+  '';
+  writeShellScriptBin = name: text: writeScriptBin name ''
+    #!${runtimeShell}
+    ${text}
+  '';
+
+  # The guest and the host are both Debian: bash is at the same place.
+  runtimeShell = "/bin/bash";
+
+  # A merged tree of packages, like buildEnv / symlinkJoin: one symlink per
+  # file, directories merged.
+  buildEnv = { name, paths, pathsToLink ? [ "/" ], extraOutputsToInstall ? [ ], ignoreCollisions ? false, ... }:
+    runCommand name {
+      paths = map toString paths;
+      pathsToLink = pathsToLink;
+    } ''
+      mkdir -p "$out"
+      for p in $paths; do
+        for sub in $pathsToLink; do
+          [ -d "$p$sub" ] || continue
+          (cd "$p$sub" && find . -type f -o -type l) | while read -r f; do
+            rel="''${sub%/}/''${f#./}"
+            mkdir -p "$(dirname "$out$rel")"
+            ln -sfn "$p$rel" "$out$rel"
+          done
+        done
+      done
+    '';
+  symlinkJoin = { name, paths, ... }: buildEnv { inherit name paths; };
+
+  # Registration data for `nix-store --load-db`, as nixpkgs' closureInfo
+  # makes it: `registration` (path, narHash, narSize, deriver, references)
+  # and `store-paths`.  The closure comes from exportReferencesGraph.
+  closureInfo = { rootPaths }:
+    derivation {
+      name = "closure-info";
+      inherit system;
+      builder = "/usr/bin/python3";
+      __structuredAttrs = true;
+      exportReferencesGraph.closure = rootPaths;
+      args = [ ./closure-info.py ];
+    };
+
+  # A stand-in package: `bin/<name>` for each program, each printing the
+  # package name and version, so a test can see which version is installed.
+  standIn = { pname, version, programs ? [ pname ] }:
+    runCommand "${pname}-${version}" { inherit pname version programs; } ''
+      mkdir -p "$out/bin" "$out/share/${pname}"
+      for p in $programs; do
+        printf '#!/bin/sh\necho "%s %s (rehearse rig stand-in for %s)"\n' "$p" "$version" "$pname" > "$out/bin/$p"
+        chmod +x "$out/bin/$p"
+      done
+      echo "$version" > "$out/share/${pname}/version"
+    '' // { inherit pname version; meta.mainProgram = pname; };
+
+  # A package whose programs hand over to a program installed elsewhere
+  # (the Debian guest's /usr/sbin/sshd, the host's qemu …).
+  wrapExisting = { pname, version, programs }:
+    runCommand "${pname}-${version}" {
+      wrappers = lib.concatStringsSep " " (lib.mapAttrsToList (n: t: "${n}=${t}") programs);
+    } ''
+      mkdir -p "$out/bin"
+      for w in $wrappers; do
+        printf '#!/bin/sh\nexec %s "$@"\n' "''${w#*=}" > "$out/bin/''${w%%=*}"
+        chmod +x "$out/bin/''${w%%=*}"
+      done
+    '' // { inherit pname version; };
+
+  self = {
+    inherit lib system runCommand writeTextFile writeText writeTextDir writeScript
+      writeScriptBin writeShellScript writeShellScriptBin runtimeShell buildEnv
+      symlinkJoin closureInfo standIn;
+    runCommandLocal = runCommand;
+    stdenv = {
+      hostPlatform = { inherit system; isLinux = true; isx86 = true; isx86_64 = true; isAarch = false; is32bit = false; };
+      buildPlatform = self.stdenv.hostPlatform;
+      isLinux = true;
+      inherit system;
+    };
+    pkgs = self;
+
+    # The packages the seed's configuration names.
+    vim = standIn { pname = "vim"; version = "9.1.0707"; programs = [ "vim" "vi" "xxd" ]; };
+    htop = standIn { pname = "htop"; version = "3.3.0"; };
+    dnsutils = standIn { pname = "dnsutils"; version = "9.18.28"; programs = [ "dig" "nslookup" "nsupdate" ]; };
+    inetutils = standIn { pname = "inetutils"; version = "2.5"; programs = [ "telnet" "ftp" "whois" ]; };
+    hello = standIn { pname = "hello"; version = "2.12.1"; };
+    jq = standIn { pname = "jq"; version = "1.7.1"; };
+    curl = standIn { pname = "curl"; version = "8.9.1"; };
+    git = standIn { pname = "git"; version = "2.46.0"; };
+    tmux = standIn { pname = "tmux"; version = "3.4"; };
+
+    # Programs of the Debian guest, under the names NixOS modules use.
+    openssh = wrapExisting {
+      pname = "openssh"; version = "9.2p1";
+      programs = { sshd = "/usr/sbin/sshd"; ssh-keygen = "/usr/bin/ssh-keygen"; ssh = "/usr/bin/ssh"; };
+    };
+    nix = wrapExisting {
+      pname = "nix"; version = "2.8.0";
+      programs = { nix-store = "/usr/bin/nix-store"; nix-env = "/usr/bin/nix-env"; nix-build = "/usr/bin/nix-build"; nix = "/usr/bin/nix"; };
+    };
+    systemd = wrapExisting {
+      pname = "systemd"; version = "252";
+      programs = { systemctl = "/bin/systemctl"; systemd-run = "/usr/bin/systemd-run"; journalctl = "/bin/journalctl"; };
+    };
+    coreutils = wrapExisting {
+      pname = "coreutils"; version = "9.1";
+      programs = { ls = "/bin/ls"; cat = "/bin/cat"; };
+    };
+    # QEMU of the host, for the VM runner.
+    qemu = wrapExisting {
+      pname = "qemu"; version = "7.2";
+      programs = { qemu-system-x86_64 = "/usr/bin/qemu-system-x86_64"; qemu-img = "/usr/bin/qemu-img"; };
+    };
+    qemu_kvm = self.qemu;
+  };
+in
+self

@@ -1,0 +1,105 @@
+"""rehearse.toml and command-line flags → frozen values.
+
+rehearse.toml is looked up in the current directory:
+
+    nixpkgs = "../nixpkgs"        # a path (relative to the file), or any form `-I nixpkgs=` takes
+    configuration = "./configuration.nix"
+    # flake = ".#fripon"
+    forward = ["8080:80"]          # HOST:GUEST, on 127.0.0.1
+    ssh_timeout = 300
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rehearse.errors import RehearseError
+from rehearse.nix import Source
+from rehearse.vm import Forward
+
+FILE_NAME = "rehearse.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    nixpkgs: str | None = None
+    configuration: Path | None = None
+    flake: str | None = None
+    forward: tuple[str, ...] = ()
+    ssh_timeout: float = 300.0
+
+
+def load_settings(directory: Path | None = None) -> Settings:
+    path = (directory or Path.cwd()) / FILE_NAME
+    if not path.exists():
+        return Settings()
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RehearseError(f"{path}: {e}", hint="fix the TOML syntax") from None
+    known = {"nixpkgs", "configuration", "flake", "forward", "ssh_timeout"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise RehearseError(f"{path}: unknown setting(s) {', '.join(unknown)}.",
+                            hint=f"known settings: {', '.join(sorted(known))}")
+    base = path.parent
+    nixpkgs = data.get("nixpkgs")
+    if isinstance(nixpkgs, str) and not re.match(r"^[a-z+]+:", nixpkgs):
+        nixpkgs = str((base / nixpkgs).resolve())
+    conf = data.get("configuration")
+    return Settings(
+        nixpkgs=nixpkgs,
+        configuration=(base / conf).resolve() if isinstance(conf, str) else None,
+        flake=data.get("flake"),
+        forward=tuple(data.get("forward", ())),
+        ssh_timeout=float(data.get("ssh_timeout", 300)),
+    )
+
+
+def parse_forward(spec: str) -> Forward:
+    m = re.fullmatch(r"(?:(tcp|udp)/)?(\d{1,5}):(\d{1,5})", spec)
+    if not m or not (0 < int(m.group(2)) < 65536 and 0 < int(m.group(3)) < 65536):
+        raise RehearseError(f"invalid forward {spec!r}.", hint="write HOST_PORT:GUEST_PORT, e.g. --forward 8080:80")
+    return Forward(int(m.group(2)), int(m.group(3)), m.group(1) or "tcp")
+
+
+def resolve_source(
+    configuration: str | None, flake: str | None, includes: list[str], settings: Settings
+) -> Source:
+    """Which configuration to build, from flags first, then rehearse.toml."""
+    if configuration and flake:
+        raise RehearseError("give a configuration file or --flake, not both.")
+    include = list(includes)
+    if settings.nixpkgs and not any(i.startswith("nixpkgs=") for i in include):
+        include.append(f"nixpkgs={settings.nixpkgs}")
+    flake = flake or (settings.flake if not configuration else None)
+    if flake:
+        ref, sep, attr = flake.partition("#")
+        if not sep or not attr:
+            raise RehearseError(f"flake reference {flake!r} names no configuration.",
+                                hint="write --flake PATH#NAME, e.g. --flake .#fripon")
+        if not re.match(r"^[a-z+]+:", ref):
+            local = Path(ref or ".").resolve()
+            if not (local / "flake.nix").exists():
+                raise RehearseError(f"no flake.nix in {local}.")
+            ref = str(local)
+        return Source(flake=ref, attr=attr, include=tuple(include))
+    path = Path(configuration).resolve() if configuration else settings.configuration
+    if path is None:
+        raise RehearseError("which configuration?",
+                            hint="rehearse up ./configuration.nix, rehearse up --flake .#NAME, "
+                            "or configuration = \"…\" in rehearse.toml")
+    if not path.exists():
+        raise RehearseError(f"{path}: no such file.", hint="give the path of the server's configuration.nix")
+    if path.is_dir():
+        path = path / "configuration.nix" if (path / "configuration.nix").exists() else path / "default.nix"
+    return Source(configuration=path, include=tuple(include))
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")

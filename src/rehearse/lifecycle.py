@@ -1,0 +1,212 @@
+"""The VM lifecycle commands: up, ssh, status, console, down, destroy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rehearse import nix, ssh, vm
+from rehearse.errors import RehearseError
+from rehearse.nix import Source
+from rehearse.state import VMDir, VMState, all_vms, pid_alive, state_root
+
+log = logging.getLogger("rehearse")
+
+
+def remote_for(vmdir: VMDir, port: int) -> ssh.Remote:
+    return ssh.Remote(
+        host="127.0.0.1",
+        port=port,
+        user="root",
+        key=vmdir.file("id_ed25519"),
+        known_hosts=vmdir.file("known_hosts"),
+        host_key_alias=f"rehearse-{vmdir.name}",
+        control_path=vmdir.file("ssh.ctl"),
+    )
+
+
+def ensure_keys(vmdir: VMDir) -> None:
+    """The per-VM client key and the VM's host key, made once; the host key
+    is pinned in known_hosts before the VM ever boots."""
+    if not vmdir.file("id_ed25519").exists():
+        ssh.generate_key(vmdir.file("id_ed25519"), f"rehearse@{vmdir.name}")
+    host_key = vmdir.file("shared") / "ssh_host_ed25519_key"
+    if not host_key.exists():
+        ssh.generate_key(host_key, f"root@{vmdir.name}")
+    ssh.write_known_hosts(vmdir.file("known_hosts"), f"rehearse-{vmdir.name}", Path(f"{host_key}.pub"))
+
+
+def write_settings(vmdir: VMDir) -> Path:
+    path = vmdir.file("settings.json")
+    path.write_text(json.dumps({"publicKey": vmdir.file("id_ed25519.pub").read_text().strip()}))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    source: Source
+    name: str | None
+    forwards: tuple[vm.Forward, ...]
+    gui: bool
+    ssh_timeout: float
+
+
+def up(req: UpRequest) -> None:
+    info = nix.vm_info(req.source)
+    name = req.name or info.name
+    vmdir = VMDir(name)
+    with vmdir.locked("rehearse up"):
+        if vmdir.exists:
+            state = vmdir.load()
+            if pid_alive(state.pid):
+                print(f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed.",
+                      file=sys.stderr)
+                print(f"rehearse ssh {name}")
+                return
+        else:
+            state = VMState(name=name)
+        vmdir.create()
+        ensure_keys(vmdir)
+        settings = write_settings(vmdir)
+
+        print(f"building the VM of {req.source.describe()}...", file=sys.stderr)
+        t0 = time.monotonic()
+        runner_out = nix.build(req.source, settings, "vm", vmdir.file("vm"))
+        runner = runner_out / "bin" / f"run-{info.name}-vm"
+        log.info("built %s in %.1f s", runner_out, time.monotonic() - t0)
+
+        forwards = plan_forwards(info.forward_ports, req.forwards)
+        ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards})
+        all_forwards = [vm.Forward(ssh_port, 22), *forwards]
+
+        kernel = runner_out / "system" / "kernel"
+        tcg = not vm.kvm_works(kernel, state_root())
+        if tcg and os.path.exists("/dev/kvm"):
+            print("warning: KVM does not work on this machine (/dev/kvm did not run a guest); "
+                  "using software emulation (TCG), which is slower", file=sys.stderr)
+        env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
+        for stale in ("qmp.sock", "ssh.ctl"):
+            vmdir.file(stale).unlink(missing_ok=True)
+        pid = vm.start(runner, env, vmdir)
+
+        state.source = req.source.to_json()
+        state.pid = pid
+        state.ssh_port = ssh_port
+        state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
+        state.runner = str(runner_out)
+        state.system = str((runner_out / "system").resolve())
+        state.started = time.time()
+        vmdir.save(state)
+
+        remote = remote_for(vmdir, ssh_port)
+        vm.wait_for_ssh(remote, pid, vmdir, req.ssh_timeout)
+        print(f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
+              + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards), file=sys.stderr)
+        print(f"rehearse ssh {name}")
+
+
+def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ...]) -> list[vm.Forward]:
+    """The configuration's virtualisation.forwardPorts (host side only) and
+    --forward ones, all bound to 127.0.0.1; a taken host port is an error."""
+    forwards = [
+        vm.Forward(int(f["host"]["port"]), int(f["guest"]["port"]), f["proto"])
+        for f in from_config
+        if f.get("from", "host") == "host"
+    ] + list(extra)
+    for f in forwards:
+        if f.proto == "tcp" and not vm.port_free(f.host_port):
+            raise RehearseError(f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port "
+                                f"{f.guest_port}.", hint="free it, or forward another host port (--forward PORT:GUEST)")
+    return forwards
+
+
+def running(vmdir: VMDir) -> tuple[VMState, ssh.Remote]:
+    state = vmdir.load()
+    if not pid_alive(state.pid) or state.ssh_port is None:
+        raise RehearseError(f"VM {vmdir.name!r} is not running.", hint=f"rehearse up to start it")
+    return state, remote_for(vmdir, state.ssh_port)
+
+
+def ssh_command(name: str, command: list[str]) -> int:
+    _, remote = running(VMDir(name))
+    argv = ssh.argv(remote, command or None, tty=not command and sys.stdin.isatty())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+
+
+def status(as_json: bool) -> None:
+    rows = []
+    now = time.time()
+    for vmdir in all_vms():
+        state = vmdir.load()
+        alive = pid_alive(state.pid)
+        rows.append({
+            "name": state.name,
+            "state": "running" if alive else "stopped",
+            "pid": state.pid if alive else None,
+            "ssh": f"127.0.0.1:{state.ssh_port}" if alive and state.ssh_port else None,
+            "forwards": state.forwards if alive else [],
+            "system": state.system,
+            "source": nix.Source.from_json(state.source).describe() if state.source else None,
+            "uptime": round(now - state.started) if alive and state.started else None,
+        })
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not rows:
+        print("no VMs", file=sys.stderr)
+        return
+    print(f"{'NAME':<16} {'STATE':<8} {'PID':>7} {'SSH':<16} {'UPTIME':>8}  SYSTEM")
+    for r in rows:
+        uptime = f"{r['uptime']} s" if r["uptime"] is not None else "-"
+        print(f"{r['name']:<16} {r['state']:<8} {r['pid'] or '-':>7} {r['ssh'] or '-':<16} {uptime:>8}  {r['system'] or '-'}")
+
+
+def console(name: str, follow: bool) -> None:
+    vmdir = VMDir(name)
+    vmdir.load()
+    path = vmdir.file("console.log")
+    with open(path, "rb") as f:
+        sys.stdout.buffer.write(f.read())
+        sys.stdout.flush()
+        while follow:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.3)
+
+
+def down(name: str, timeout: float) -> None:
+    vmdir = VMDir(name)
+    with vmdir.locked("rehearse down"):
+        state = vmdir.load()
+        if state.ssh_port is not None:
+            ssh.close_master(remote_for(vmdir, state.ssh_port))
+        how = vm.stop(state.pid, vmdir.file("qmp.sock"), timeout) if state.pid else "already stopped"
+        state.pid = None
+        vmdir.save(state)
+    print(f"{name}: {how}", file=sys.stderr)
+
+
+def destroy(name: str, timeout: float) -> None:
+    vmdir = VMDir(name)
+    with vmdir.locked("rehearse destroy"):
+        state = vmdir.load()
+        if state.ssh_port is not None:
+            ssh.close_master(remote_for(vmdir, state.ssh_port))
+        if state.pid:
+            vm.stop(state.pid, vmdir.file("qmp.sock"), timeout)
+    shutil.rmtree(vmdir.path)
+    print(f"{name}: destroyed (disk, keys and state removed)", file=sys.stderr)

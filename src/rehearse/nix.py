@@ -1,0 +1,170 @@
+"""One function per Nix operation rehearse performs.
+
+Nix is called with the user's own settings (NIX_PATH, nix.conf, NIX_CONFIG)
+untouched; rehearse only adds `-I` entries the user asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rehearse import process
+from rehearse.errors import RehearseError
+
+FLAKE_FEATURES = ["--option", "extra-experimental-features", "nix-command flakes"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a VM's configuration comes from: a configuration.nix or a flake."""
+
+    configuration: Path | None = None
+    flake: str | None = None
+    attr: str | None = None
+    include: tuple[str, ...] = field(default_factory=tuple)  # -I entries (nixpkgs=PATH …)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "configuration": str(self.configuration) if self.configuration else None,
+            "flake": self.flake,
+            "attr": self.attr,
+            "include": list(self.include),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Source:
+        return cls(
+            configuration=Path(data["configuration"]) if data.get("configuration") else None,
+            flake=data.get("flake"),
+            attr=data.get("attr"),
+            include=tuple(data.get("include") or ()),
+        )
+
+    def describe(self) -> str:
+        if self.flake is not None:
+            return f"{self.flake}#{self.attr}"
+        return str(self.configuration)
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    name: str
+    host_name: str
+    modern: bool
+    forward_ports: list[dict[str, Any]]
+
+
+def _eval_file() -> str:
+    return str(resources.files("rehearse") / "nix" / "eval.nix")
+
+
+def _args(source: Source, settings: Path | None) -> list[str]:
+    words: list[str] = []
+    for inc in source.include:
+        words += ["-I", inc]
+    if source.flake is not None:
+        words += FLAKE_FEATURES
+        words += ["--argstr", "flake", source.flake, "--argstr", "attr", source.attr or ""]
+    else:
+        words += ["--argstr", "configuration", str(source.configuration)]
+    if settings is not None:
+        words += ["--argstr", "settings", str(settings)]
+    return words
+
+
+def vm_info(source: Source) -> VMInfo:
+    """Evaluate what rehearse needs to know before building (name, forwards)."""
+    result = process.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", _eval_file(), "-A", "info", *_args(source, None)],
+        check=False,
+    )
+    if result.returncode != 0:
+        raise evaluation_error(result.stderr, source)
+    data = json.loads(result.stdout)
+    return VMInfo(data["name"], data["hostName"], data["modern"], data["forwardPorts"])
+
+
+def build(source: Source, settings: Path, attr: str, out_link: Path) -> Path:
+    """Build `vm` or `toplevel` of the VM's configuration; out_link is a GC root."""
+    result = process.run(
+        ["nix-build", _eval_file(), "-A", attr, "--out-link", str(out_link), *_args(source, settings)],
+        check=False,
+        stream_stderr=True,
+    )
+    if result.returncode != 0:
+        raise evaluation_error(result.stderr, source)
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+# The two forms of nixpkgs' conflict message (lib/modules.nix):
+#   current: The option `X' has conflicting definition values:
+#            - In `FILE': VALUE …
+#   older:   The option `X' has conflicting definitions, in `A' and `B'.
+_CONFLICT_NEW = re.compile(r"The option `(?P<opt>[^']+)' has conflicting definition values:")
+_CONFLICT_OLD = re.compile(r"The option `(?P<opt>[^']+)' has conflicting definitions, in `(?P<a>[^']+)' and `(?P<b>[^']+)'")
+_DEF_LINE = re.compile(r"^\s*- In `(?P<file>[^']+)'")
+
+
+@dataclass(frozen=True)
+class Conflict:
+    option: str
+    files: tuple[str, ...]
+
+
+def find_conflict(stderr: str) -> Conflict | None:
+    """The conflicting option of a Nix error message, in either format."""
+    m = _CONFLICT_NEW.search(stderr)
+    if m:
+        rest = stderr[m.end():].splitlines()
+        files = tuple(d.group("file") for line in rest if (d := _DEF_LINE.match(line)))
+        return Conflict(m.group("opt"), files)
+    m = _CONFLICT_OLD.search(stderr)
+    if m:
+        return Conflict(m.group("opt"), (m.group("a"), m.group("b")))
+    return None
+
+
+def conflict_hint(conflict: Conflict) -> str:
+    vm_side = any("virtualisation" in f or "qemu-vm" in f for f in conflict.files)
+    option = conflict.option
+    if option.startswith("virtualisation.vmVariant."):
+        option = option[len("virtualisation.vmVariant."):]
+    lead = (
+        f"`{option}' is set by your configuration and by NixOS's VM module (qemu-vm.nix) at the same priority."
+        if vm_side
+        else f"`{option}' is defined twice at the same priority."
+    )
+    return (
+        f"{lead} Either make the server's value a default, which the VM may override:\n"
+        f"    {option} = lib.mkDefault <value>;\n"
+        f"  or keep the server's line and settle the VM's value under virtualisation.vmVariant:\n"
+        f"    virtualisation.vmVariant.{option} = lib.mkForce <value>;"
+    )
+
+
+def evaluation_error(stderr: str, source: Source) -> RehearseError:
+    """Nix's own message (file and line included), with a hint when we know one."""
+    text = _trim(stderr)
+    conflict = find_conflict(stderr)
+    if conflict is not None:
+        return RehearseError(f"the configuration does not evaluate as a VM:\n{text}", hint=conflict_hint(conflict))
+    if re.search(r"file '?nixpkgs'? was not found in the Nix search path", stderr):
+        return RehearseError(
+            f"Nix could not find <nixpkgs> to build {source.describe()}.",
+            hint="pass -I nixpkgs=PATH, set NIX_PATH, or set nixpkgs = \"PATH\" in rehearse.toml",
+        )
+    return RehearseError(f"Nix failed on {source.describe()}:\n{text}")
+
+
+def _trim(stderr: str) -> str:
+    """Nix's message without the build-log noise before it."""
+    lines = stderr.rstrip().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("error:"):
+            return "\n".join(lines[i:])
+    return "\n".join(lines[-30:])

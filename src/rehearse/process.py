@@ -1,0 +1,122 @@
+"""The one place where rehearse starts processes.
+
+Every child goes through `run` (wait for it) or `spawn` (start it detached);
+both log the command line at debug level as a copy-pasteable shell line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from rehearse.errors import RehearseError
+
+log = logging.getLogger("rehearse")
+
+# What to install when a program is missing, by program name (Debian names;
+# on NixOS these come with the system).
+INSTALL_HINTS = {
+    "nix-build": "install Nix (Debian: apt-get install nix-bin)",
+    "nix-instantiate": "install Nix (Debian: apt-get install nix-bin)",
+    "nix-store": "install Nix (Debian: apt-get install nix-bin)",
+    "ssh": "install the OpenSSH client (Debian: apt-get install openssh-client)",
+    "ssh-keygen": "install the OpenSSH client (Debian: apt-get install openssh-client)",
+    "qemu-system-x86_64": "install QEMU (Debian: apt-get install qemu-system-x86 qemu-utils)",
+}
+
+
+def require(program: str) -> str:
+    """The path of `program`, or an error that says what to install."""
+    path = shutil.which(program)
+    if path is None:
+        raise RehearseError(f"{program} not found on PATH.", hint=INSTALL_HINTS.get(program))
+    return path
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float | None = None,
+    stream_stderr: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end and capture stdout and stderr as text.
+
+    With stream_stderr, stderr is also copied to ours line by line as it
+    comes (build logs), and still captured for error messages.
+    """
+    args = [str(a) for a in argv]
+    if "/" not in args[0]:
+        require(args[0])
+    log.debug("$ %s", shlex.join(args))
+    full_env = {**os.environ, **env} if env is not None else None
+    if not stream_stderr:
+        result = subprocess.run(
+            args, check=False, capture_output=True, text=True, env=full_env, input=input, timeout=timeout
+        )
+    else:
+        result = _run_streaming(args, full_env, input, timeout)
+    if check and result.returncode != 0:
+        raise RehearseError(
+            f"command failed with exit code {result.returncode}: {shlex.join(args)}\n{result.stderr.strip()}"
+        )
+    return result
+
+
+def _run_streaming(
+    args: list[str], env: Mapping[str, str] | None, input: str | None, timeout: float | None
+) -> subprocess.CompletedProcess[str]:
+    with subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        err_lines: list[str] = []
+
+        def pump(stream: IO[str]) -> None:
+            for line in stream:
+                err_lines.append(line)
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+        assert proc.stderr is not None and proc.stdout is not None
+        t = threading.Thread(target=pump, args=(proc.stderr,), daemon=True)
+        t.start()
+        try:
+            out, _ = proc.communicate(input=input, timeout=timeout)
+        except BaseException:
+            proc.kill()
+            raise
+        t.join()
+        return subprocess.CompletedProcess(args, proc.returncode, out, "".join(err_lines))
+
+
+def spawn(
+    argv: Sequence[str | Path], *, env: Mapping[str, str], cwd: Path, log_file: Path
+) -> subprocess.Popen[bytes]:
+    """Start a long-lived child in its own session, so it outlives us."""
+    args = [str(a) for a in argv]
+    log.debug("$ (detached) %s", shlex.join(args))
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            args,
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

@@ -1,0 +1,90 @@
+"""SSH to a VM (or, later, a server): a Remote value and the argv to reach it.
+
+Host keys are pinned: rehearse writes the known_hosts file itself before the
+first connection, under a HostKeyAlias, so StrictHostKeyChecking=yes holds
+from the first connection on and a new port never asks for trust again.
+One ControlMaster per VM carries the commands of a session.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from rehearse import process
+
+
+@dataclass(frozen=True)
+class Remote:
+    host: str
+    port: int
+    user: str
+    key: Path
+    known_hosts: Path
+    host_key_alias: str
+    control_path: Path | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+def options(remote: Remote, *, master: bool = True, connect_timeout: int = 10) -> list[str]:
+    """ssh options, as `-o` words, for nix-copy-closure's NIX_SSHOPTS too."""
+    opts = [
+        "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"IdentityFile={remote.key}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={remote.known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", f"HostKeyAlias={remote.host_key_alias}",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=3",
+        "-o", "LogLevel=ERROR",
+        "-p", str(remote.port),
+    ]  # fmt: skip
+    if remote.control_path is not None and master:
+        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={remote.control_path}", "-o", "ControlPersist=600"]
+    else:
+        opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+    return opts
+
+
+def argv(remote: Remote, command: list[str] | None = None, *, master: bool = True, tty: bool = False,
+         connect_timeout: int = 10) -> list[str]:
+    """The ssh command line; each word of `command` is quoted for the remote shell."""
+    words = ["ssh", *options(remote, master=master, connect_timeout=connect_timeout)]
+    if tty:
+        words.append("-t")
+    words.append(remote.target)
+    if command:
+        words += ["--", " ".join(shlex.quote(c) for c in command)]
+    return words
+
+
+def run(remote: Remote, command: list[str], *, check: bool = True, master: bool = True,
+        input: str | None = None, timeout: float | None = None,
+        connect_timeout: int = 10) -> subprocess.CompletedProcess[str]:
+    return process.run(argv(remote, command, master=master, connect_timeout=connect_timeout),
+                       check=check, input=input, timeout=timeout)
+
+
+def close_master(remote: Remote) -> None:
+    if remote.control_path is not None and remote.control_path.exists():
+        process.run(["ssh", "-o", f"ControlPath={remote.control_path}", "-O", "exit", remote.target], check=False)
+
+
+def generate_key(path: Path, comment: str) -> None:
+    """An ed25519 key pair without passphrase, private part 0600."""
+    process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    path.chmod(0o600)
+
+
+def write_known_hosts(path: Path, alias: str, public_key_file: Path) -> None:
+    key_type, key_data = public_key_file.read_text().split()[:2]
+    path.write_text(f"{alias} {key_type} {key_data}\n")
+    path.chmod(0o600)

@@ -1,0 +1,150 @@
+"""Per-VM state: one directory per VM, 0700, holding its keys, disk, logs
+and a state file written under a lock.
+
+    $XDG_STATE_HOME/rehearse/<name>/      (REHEARSE_STATE_DIR overrides the root)
+        lock                 flock: one command at a time changes this VM
+        state.json           pid, ports, system, configuration source …
+        id_ed25519[.pub]     the client key rehearse logs in with
+        known_hosts          the VM's host key, pinned before the first connection
+        shared/              the VM's SHARED_DIR (/tmp/shared): its host key
+        tmp/                 the runner's TMPDIR
+        disk.qcow2           NIX_DISK_IMAGE
+        console.log          serial console
+        qmp.sock             QMP
+        vm                   GC root: the VM runner built for it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rehearse.errors import RehearseError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def state_root() -> Path:
+    override = os.environ.get("REHEARSE_STATE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "rehearse"
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise RehearseError(
+            f"invalid VM name {name!r}.",
+            hint="use letters, digits, '-', '_' and '.', starting with a letter or digit",
+        )
+    return name
+
+
+@dataclass
+class VMState:
+    """What state.json holds. Mutable: commands update it under the lock."""
+
+    name: str
+    source: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    ssh_port: int | None = None
+    forwards: list[dict[str, Any]] = field(default_factory=list)
+    runner: str | None = None
+    system: str | None = None
+    started: float | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VMState:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class VMDir:
+    """The state directory of one VM."""
+
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        self.name = check_name(name)
+        self.path = (root or state_root()) / name
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / "state.json").exists()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def create(self) -> None:
+        root = self.path.parent
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)
+        for d in (self.path, self.path / "shared", self.path / "tmp"):
+            d.mkdir(exist_ok=True, mode=0o700)
+            os.chmod(d, 0o700)
+
+    def load(self) -> VMState:
+        try:
+            data = json.loads((self.path / "state.json").read_text())
+        except FileNotFoundError:
+            raise RehearseError(
+                f"no VM named {self.name!r}.", hint="`rehearse status` lists the VMs; `rehearse up` makes one"
+            ) from None
+        return VMState.from_json(data)
+
+    def save(self, state: VMState) -> None:
+        tmp = self.path / "state.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(state), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, self.path / "state.json")
+
+    @contextlib.contextmanager
+    def locked(self, what: str) -> Iterator[None]:
+        """Hold the VM's lock, or fail at once if another command holds it."""
+        self.create()
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                raise RehearseError(
+                    f"VM {self.name!r} is busy: another rehearse command holds its lock"
+                    + (f" ({holder})" if holder else "")
+                    + ".",
+                    hint="wait for it to finish, then try again",
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+
+def all_vms(root: Path | None = None) -> list[VMDir]:
+    base = root or state_root()
+    if not base.is_dir():
+        return []
+    return [VMDir(p.name, base) for p in sorted(base.iterdir()) if (p / "state.json").exists()]
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether `pid` is a live QEMU process (not a zombie, not a reused pid)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return False
+    return b"qemu" in cmdline

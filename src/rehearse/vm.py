@@ -1,0 +1,219 @@
+"""The VM handle: start the NixOS runner detached, wait for SSH, control it
+over QMP, stop it.  Knows the runner's interface (the variables of
+nixos/modules/virtualisation/qemu-vm.nix), nothing else about the guest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from rehearse import process, ssh
+from rehearse.errors import RehearseError
+from rehearse.state import VMDir, pid_alive
+
+log = logging.getLogger("rehearse")
+T = TypeVar("T")
+
+
+def retry(fn: Callable[[bool], T | None], timeout: float, interval: float = 1.0) -> T | None:
+    """Call fn(last_try) until it returns something other than None or time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = time.monotonic() + interval >= deadline
+        value = fn(last)
+        if value is not None or last:
+            return value
+        time.sleep(interval)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(start: int = 2222, taken: set[int] | None = None) -> int:
+    """The first free loopback port from `start`; ports in use are skipped."""
+    for port in range(start, start + 2000):
+        if (taken is None or port not in taken) and port_free(port):
+            return port
+    raise RehearseError(f"no free TCP port on 127.0.0.1 between {start} and {start + 1999}.")
+
+
+# --- KVM ------------------------------------------------------------------
+
+def kvm_works(kernel: Path | None, cache_dir: Path, timeout: float = 8.0) -> bool:
+    """Whether KVM really runs a guest here. /dev/kvm can exist and hang
+    (broken nested virtualisation), so boot the VM's kernel under KVM with a
+    time limit and look for its "no root" panic. The answer is cached for
+    the host's boot."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = "unknown"
+    cache = cache_dir / "kvm-probe"
+    try:
+        cached_boot, answer = cache.read_text().split()
+        if cached_boot == boot_id:
+            return answer == "kvm"
+    except (OSError, ValueError):
+        pass
+    if kernel is None or not kernel.exists():
+        return True  # nothing to test with: let QEMU try KVM and fall back itself
+    qemu = process.require("qemu-system-x86_64")
+    argv = [qemu, "-machine", "accel=kvm", "-cpu", "max", "-m", "256", "-nodefaults", "-no-reboot",
+            "-display", "none", "-serial", "stdio", "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
+    log.debug("probing KVM: %s", " ".join(argv))
+    works = False
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                          start_new_session=True) as proc:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            works = b"Kernel panic" in out or b"VFS:" in out
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_text(f"{boot_id} {'kvm' if works else 'tcg'}\n")
+    return works
+
+
+# --- the VM ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Forward:
+    host_port: int
+    guest_port: int
+    proto: str = "tcp"
+
+    def hostfwd(self) -> str:
+        return f"hostfwd={self.proto}:127.0.0.1:{self.host_port}-:{self.guest_port}"
+
+
+def runner_env(vmdir: VMDir, forwards: list[Forward], *, gui: bool, tcg: bool) -> dict[str, str]:
+    """The run-<name>-vm variables that put the VM's files into its state dir."""
+    if any(c.isspace() for c in str(vmdir.path)):
+        raise RehearseError(f"the state directory {vmdir.path} contains whitespace, which QEMU_OPTS cannot carry.",
+                            hint="set REHEARSE_STATE_DIR to a path without spaces")
+    qemu_opts = [
+        "-serial", f"file:{vmdir.file('console.log')}",
+        "-qmp", f"unix:{vmdir.file('qmp.sock')},server=on,wait=off",
+    ]
+    if not gui:
+        qemu_opts += ["-display", "none"]
+    if tcg:
+        qemu_opts += ["-machine", "accel=tcg"]
+    return {
+        "NIX_DISK_IMAGE": str(vmdir.file("disk.qcow2")),
+        "SHARED_DIR": str(vmdir.file("shared")),
+        "TMPDIR": str(vmdir.file("tmp")),
+        "USE_TMPDIR": "1",
+        "QEMU_NET_OPTS": ",".join(f.hostfwd() for f in forwards),
+        "QEMU_OPTS": " ".join(qemu_opts),
+    }
+
+
+def start(runner: Path, env: dict[str, str], vmdir: VMDir) -> int:
+    """Start the runner detached (the VM outlives rehearse); its pid is QEMU's,
+    since the runner ends by exec'ing QEMU."""
+    vmdir.file("console.log").write_bytes(b"")
+    vmdir.file("runner.log").write_bytes(b"")
+    proc = process.spawn([runner], env=env, cwd=vmdir.path, log_file=vmdir.file("runner.log"))
+    return proc.pid
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def early_exit_error(vmdir: VMDir) -> RehearseError:
+    out = tail(vmdir.file("runner.log"), 20)
+    if "qemu-system-x86_64" in out and ("not found" in out or "No such file" in out):
+        return RehearseError("qemu-system-x86_64 not found: the VM could not start.",
+                             hint=process.INSTALL_HINTS["qemu-system-x86_64"])
+    if "gtk initialization failed" in out:
+        return RehearseError("QEMU could not open a window: there is no display here.",
+                             hint="run without --gui (rehearse is headless by default)")
+    return RehearseError(f"the VM stopped while booting. Its runner said:\n{out or '(nothing)'}\n"
+                         f"console:\n{tail(vmdir.file('console.log'))}")
+
+
+def wait_for_ssh(remote: ssh.Remote, pid: int, vmdir: VMDir, timeout: float) -> None:
+    """Wait until the VM answers SSH, with a progress line; on failure say
+    what was waited for and show the console's last lines."""
+    start_time = time.monotonic()
+    interactive = sys.stderr.isatty()
+
+    def attempt(last: bool) -> bool | None:
+        if not pid_alive(pid):
+            raise early_exit_error(vmdir)
+        waited = time.monotonic() - start_time
+        msg = f"waiting for SSH on 127.0.0.1:{remote.port} ({waited:.0f} s)"
+        if interactive:
+            sys.stderr.write(f"\r{msg}")
+            sys.stderr.flush()
+        result = ssh.run(remote, ["true"], check=False, connect_timeout=5, timeout=30)
+        return True if result.returncode == 0 else None
+
+    ok = retry(attempt, timeout, interval=1.0)
+    if interactive:
+        sys.stderr.write("\n")
+    if not ok:
+        raise RehearseError(
+            f"VM {vmdir.name!r} did not answer SSH on 127.0.0.1:{remote.port} within {timeout:.0f} s.\n"
+            f"Last lines of its console:\n{tail(vmdir.file('console.log'))}",
+            hint=f"`rehearse console {vmdir.name}` shows the whole console; the VM is still running: "
+            f"`rehearse down {vmdir.name}` stops it. Does the configuration keep services.openssh enabled?",
+        )
+
+
+def qmp_command(sock: Path, command: str) -> None:
+    from qemu.qmp.legacy import QEMUMonitorProtocol  # lazy: only down needs it
+
+    qmp = QEMUMonitorProtocol(str(sock))
+    try:
+        qmp.connect()
+        qmp.cmd(command)
+    finally:
+        qmp.close()
+
+
+def stop(pid: int, qmp_sock: Path, timeout: float) -> str:
+    """Power the VM off: ACPI power button over QMP, then QMP quit, then
+    SIGKILL. Returns how it went down."""
+    if not pid_alive(pid):
+        return "already stopped"
+    try:
+        qmp_command(qmp_sock, "system_powerdown")
+    except Exception as e:  # noqa: BLE001 - any QMP failure falls through to harder means
+        log.debug("QMP system_powerdown failed: %s", e)
+    if retry(lambda last: True if not pid_alive(pid) else None, timeout, interval=0.5):
+        return "powered off"
+    try:
+        qmp_command(qmp_sock, "quit")
+    except Exception as e:  # noqa: BLE001
+        log.debug("QMP quit failed: %s", e)
+    if retry(lambda last: True if not pid_alive(pid) else None, 5, interval=0.2):
+        return f"did not power off within {timeout:.0f} s; QEMU was told to quit"
+    os.kill(pid, signal.SIGKILL)
+    retry(lambda last: True if not pid_alive(pid) else None, 5, interval=0.2)
+    return f"did not power off within {timeout:.0f} s; killed"
