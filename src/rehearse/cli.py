@@ -19,11 +19,22 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build the configuration's VM and boot it")
     up.add_argument("configuration", nargs="?", help="the server's configuration.nix")
     up.add_argument("--flake", metavar="REF#NAME", help="a flake's nixosConfigurations.NAME")
-    up.add_argument("-I", dest="include", action="append", default=[], metavar="nixpkgs=PATH",
-                    help="add to the Nix search path (as nix-build -I)")
+    up.add_argument(
+        "-I",
+        dest="include",
+        action="append",
+        default=[],
+        metavar="nixpkgs=PATH",
+        help="add to the Nix search path (as nix-build -I)",
+    )
     up.add_argument("--name", help="the VM's name (default: its networking.hostName)")
-    up.add_argument("--forward", action="append", default=[], metavar="HOST:GUEST",
-                    help="forward 127.0.0.1:HOST to the VM's GUEST port (repeatable)")
+    up.add_argument(
+        "--forward",
+        action="append",
+        default=[],
+        metavar="HOST:GUEST",
+        help="forward 127.0.0.1:HOST to the VM's GUEST port (repeatable)",
+    )
     up.add_argument("--gui", action="store_true", help="open QEMU's window (headless by default)")
     up.add_argument("--timeout", type=float, default=None, help="seconds to wait for SSH (default 300)")
 
@@ -38,10 +49,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("-f", "--follow", action="store_true")
 
-    for verb, text in (("down", "power a VM off"), ("destroy", "power a VM off and delete its disk and state")):
+    for verb, text in (
+        ("down", "power a VM off"),
+        ("destroy", "power a VM off and delete its disk and state"),
+    ):
         d = sub.add_parser(verb, help=text)
         d.add_argument("name")
-        d.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing")
+        d.add_argument(
+            "--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing"
+        )
     return p
 
 
@@ -53,10 +69,15 @@ def dispatch(args: argparse.Namespace) -> int:
             settings = config.load_settings()
             source = config.resolve_source(args.configuration, args.flake, args.include, settings)
             forwards = tuple(config.parse_forward(f) for f in (*settings.forward, *args.forward))
-            lifecycle.up(lifecycle.UpRequest(
-                source=source, name=args.name, forwards=forwards, gui=args.gui,
-                ssh_timeout=args.timeout if args.timeout is not None else settings.ssh_timeout,
-            ))
+            lifecycle.up(
+                lifecycle.UpRequest(
+                    source=source,
+                    name=args.name,
+                    forwards=forwards,
+                    gui=args.gui,
+                    ssh_timeout=args.timeout if args.timeout is not None else settings.ssh_timeout,
+                )
+            )
         case "ssh":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             return lifecycle.ssh_command(args.name, cmd)

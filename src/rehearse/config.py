@@ -45,8 +45,10 @@ def load_settings(directory: Path | None = None) -> Settings:
     known = {"nixpkgs", "configuration", "flake", "forward", "ssh_timeout"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise RehearseError(f"{path}: unknown setting(s) {', '.join(unknown)}.",
-                            hint=f"known settings: {', '.join(sorted(known))}")
+        raise RehearseError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}.",
+            hint=f"known settings: {', '.join(sorted(known))}",
+        )
     base = path.parent
     nixpkgs = data.get("nixpkgs")
     if isinstance(nixpkgs, str) and not re.match(r"^[a-z+]+:", nixpkgs):
@@ -64,7 +66,9 @@ def load_settings(directory: Path | None = None) -> Settings:
 def parse_forward(spec: str) -> Forward:
     m = re.fullmatch(r"(?:(tcp|udp)/)?(\d{1,5}):(\d{1,5})", spec)
     if not m or not (0 < int(m.group(2)) < 65536 and 0 < int(m.group(3)) < 65536):
-        raise RehearseError(f"invalid forward {spec!r}.", hint="write HOST_PORT:GUEST_PORT, e.g. --forward 8080:80")
+        raise RehearseError(
+            f"invalid forward {spec!r}.", hint="write HOST_PORT:GUEST_PORT, e.g. --forward 8080:80"
+        )
     return Forward(int(m.group(2)), int(m.group(3)), m.group(1) or "tcp")
 
 
@@ -81,8 +85,10 @@ def resolve_source(
     if flake:
         ref, sep, attr = flake.partition("#")
         if not sep or not attr:
-            raise RehearseError(f"flake reference {flake!r} names no configuration.",
-                                hint="write --flake PATH#NAME, e.g. --flake .#fripon")
+            raise RehearseError(
+                f"flake reference {flake!r} names no configuration.",
+                hint="write --flake PATH#NAME, e.g. --flake .#fripon",
+            )
         if not re.match(r"^[a-z+]+:", ref):
             local = Path(ref or ".").resolve()
             if not (local / "flake.nix").exists():
@@ -91,9 +97,11 @@ def resolve_source(
         return Source(flake=ref, attr=attr, include=tuple(include))
     path = Path(configuration).resolve() if configuration else settings.configuration
     if path is None:
-        raise RehearseError("which configuration?",
-                            hint="rehearse up ./configuration.nix, rehearse up --flake .#NAME, "
-                            "or configuration = \"…\" in rehearse.toml")
+        raise RehearseError(
+            "which configuration?",
+            hint="rehearse up ./configuration.nix, rehearse up --flake .#NAME, "
+            'or configuration = "…" in rehearse.toml',
+        )
     if not path.exists():
         raise RehearseError(f"{path}: no such file.", hint="give the path of the server's configuration.nix")
     if path.is_dir():

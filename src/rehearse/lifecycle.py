@@ -64,53 +64,80 @@ def up(req: UpRequest) -> None:
     name = req.name or info.name
     vmdir = VMDir(name)
     with vmdir.locked("rehearse up"):
-        if vmdir.exists:
-            state = vmdir.load()
-            if pid_alive(state.pid):
-                print(f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed.",
-                      file=sys.stderr)
-                print(f"rehearse ssh {name}")
-                return
-        else:
-            state = VMState(name=name)
-        vmdir.create()
-        ensure_keys(vmdir)
-        settings = write_settings(vmdir)
+        fresh = not vmdir.exists
+        try:
+            _up(req, info, vmdir)
+        except BaseException:
+            # A VM that never came to be leaves nothing behind: no keys, no state.
+            if fresh and not (vmdir.exists and pid_alive(vmdir.load().pid)):
+                for child in vmdir.path.iterdir():
+                    if child.name != "lock":
+                        if child.is_dir() and not child.is_symlink():
+                            shutil.rmtree(child)
+                        else:
+                            child.unlink()
+                vmdir.file("lock").unlink(missing_ok=True)
+                vmdir.path.rmdir()
+            raise
 
-        print(f"building the VM of {req.source.describe()}...", file=sys.stderr)
-        t0 = time.monotonic()
-        runner_out = nix.build(req.source, settings, "vm", vmdir.file("vm"))
-        runner = runner_out / "bin" / f"run-{info.name}-vm"
-        log.info("built %s in %.1f s", runner_out, time.monotonic() - t0)
 
-        forwards = plan_forwards(info.forward_ports, req.forwards)
-        ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards})
-        all_forwards = [vm.Forward(ssh_port, 22), *forwards]
+def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
+    name = vmdir.name
+    if vmdir.exists:
+        state = vmdir.load()
+        if pid_alive(state.pid):
+            print(
+                f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed.",
+                file=sys.stderr,
+            )
+            print(f"rehearse ssh {name}")
+            return
+    else:
+        state = VMState(name=name)
+    vmdir.create()
+    ensure_keys(vmdir)
+    settings = write_settings(vmdir)
 
-        kernel = runner_out / "system" / "kernel"
-        tcg = not vm.kvm_works(kernel, state_root())
-        if tcg and os.path.exists("/dev/kvm"):
-            print("warning: KVM does not work on this machine (/dev/kvm did not run a guest); "
-                  "using software emulation (TCG), which is slower", file=sys.stderr)
-        env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
-        for stale in ("qmp.sock", "ssh.ctl"):
-            vmdir.file(stale).unlink(missing_ok=True)
-        pid = vm.start(runner, env, vmdir)
+    print(f"building the VM of {req.source.describe()}...", file=sys.stderr)
+    t0 = time.monotonic()
+    runner_out = nix.build(req.source, settings, "vm", vmdir.file("vm"))
+    runner = runner_out / "bin" / f"run-{info.name}-vm"
+    log.info("built %s in %.1f s", runner_out, time.monotonic() - t0)
 
-        state.source = req.source.to_json()
-        state.pid = pid
-        state.ssh_port = ssh_port
-        state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
-        state.runner = str(runner_out)
-        state.system = str((runner_out / "system").resolve())
-        state.started = time.time()
-        vmdir.save(state)
+    forwards = plan_forwards(info.forward_ports, req.forwards)
+    ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards})
+    all_forwards = [vm.Forward(ssh_port, 22), *forwards]
 
-        remote = remote_for(vmdir, ssh_port)
-        vm.wait_for_ssh(remote, pid, vmdir, req.ssh_timeout)
-        print(f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
-              + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards), file=sys.stderr)
-        print(f"rehearse ssh {name}")
+    kernel = runner_out / "system" / "kernel"
+    tcg = not vm.kvm_works(kernel, state_root())
+    if tcg and os.path.exists("/dev/kvm"):
+        print(
+            "warning: KVM does not work on this machine (/dev/kvm did not run a guest); "
+            "using software emulation (TCG), which is slower",
+            file=sys.stderr,
+        )
+    env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
+    for stale in ("qmp.sock", "ssh.ctl"):
+        vmdir.file(stale).unlink(missing_ok=True)
+    pid = vm.start(runner, env, vmdir)
+
+    state.source = req.source.to_json()
+    state.pid = pid
+    state.ssh_port = ssh_port
+    state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
+    state.runner = str(runner_out)
+    state.system = str((runner_out / "system").resolve())
+    state.started = time.time()
+    vmdir.save(state)
+
+    remote = remote_for(vmdir, ssh_port)
+    vm.wait_for_ssh(remote, pid, vmdir, req.ssh_timeout)
+    print(
+        f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
+        + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards),
+        file=sys.stderr,
+    )
+    print(f"rehearse ssh {name}")
 
 
 def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ...]) -> list[vm.Forward]:
@@ -123,15 +150,18 @@ def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ..
     ] + list(extra)
     for f in forwards:
         if f.proto == "tcp" and not vm.port_free(f.host_port):
-            raise RehearseError(f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port "
-                                f"{f.guest_port}.", hint="free it, or forward another host port (--forward PORT:GUEST)")
+            raise RehearseError(
+                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port "
+                f"{f.guest_port}.",
+                hint="free it, or forward another host port (--forward PORT:GUEST)",
+            )
     return forwards
 
 
 def running(vmdir: VMDir) -> tuple[VMState, ssh.Remote]:
     state = vmdir.load()
     if not pid_alive(state.pid) or state.ssh_port is None:
-        raise RehearseError(f"VM {vmdir.name!r} is not running.", hint=f"rehearse up to start it")
+        raise RehearseError(f"VM {vmdir.name!r} is not running.", hint="rehearse up to start it")
     return state, remote_for(vmdir, state.ssh_port)
 
 
@@ -149,16 +179,18 @@ def status(as_json: bool) -> None:
     for vmdir in all_vms():
         state = vmdir.load()
         alive = pid_alive(state.pid)
-        rows.append({
-            "name": state.name,
-            "state": "running" if alive else "stopped",
-            "pid": state.pid if alive else None,
-            "ssh": f"127.0.0.1:{state.ssh_port}" if alive and state.ssh_port else None,
-            "forwards": state.forwards if alive else [],
-            "system": state.system,
-            "source": nix.Source.from_json(state.source).describe() if state.source else None,
-            "uptime": round(now - state.started) if alive and state.started else None,
-        })
+        rows.append(
+            {
+                "name": state.name,
+                "state": "running" if alive else "stopped",
+                "pid": state.pid if alive else None,
+                "ssh": f"127.0.0.1:{state.ssh_port}" if alive and state.ssh_port else None,
+                "forwards": state.forwards if alive else [],
+                "system": state.system,
+                "source": nix.Source.from_json(state.source).describe() if state.source else None,
+                "uptime": round(now - state.started) if alive and state.started else None,
+            }
+        )
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -169,7 +201,8 @@ def status(as_json: bool) -> None:
     print(f"{'NAME':<16} {'STATE':<8} {'PID':>7} {'SSH':<16} {'UPTIME':>8}  SYSTEM")
     for r in rows:
         uptime = f"{r['uptime']} s" if r["uptime"] is not None else "-"
-        print(f"{r['name']:<16} {r['state']:<8} {r['pid'] or '-':>7} {r['ssh'] or '-':<16} {uptime:>8}  {r['system'] or '-'}")
+        pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or "-"
+        print(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}")
 
 
 def console(name: str, follow: bool) -> None:

@@ -106,7 +106,9 @@ def build(source: Source, settings: Path, attr: str, out_link: Path) -> Path:
 #            - In `FILE': VALUE …
 #   older:   The option `X' has conflicting definitions, in `A' and `B'.
 _CONFLICT_NEW = re.compile(r"The option `(?P<opt>[^']+)' has conflicting definition values:")
-_CONFLICT_OLD = re.compile(r"The option `(?P<opt>[^']+)' has conflicting definitions, in `(?P<a>[^']+)' and `(?P<b>[^']+)'")
+_CONFLICT_OLD = re.compile(
+    r"The option `(?P<opt>[^']+)' has conflicting definitions, in `(?P<a>[^']+)' and `(?P<b>[^']+)'"
+)
 _DEF_LINE = re.compile(r"^\s*- In `(?P<file>[^']+)'")
 
 
@@ -120,7 +122,7 @@ def find_conflict(stderr: str) -> Conflict | None:
     """The conflicting option of a Nix error message, in either format."""
     m = _CONFLICT_NEW.search(stderr)
     if m:
-        rest = stderr[m.end():].splitlines()
+        rest = stderr[m.end() :].splitlines()
         files = tuple(d.group("file") for line in rest if (d := _DEF_LINE.match(line)))
         return Conflict(m.group("opt"), files)
     m = _CONFLICT_OLD.search(stderr)
@@ -133,7 +135,7 @@ def conflict_hint(conflict: Conflict) -> str:
     vm_side = any("virtualisation" in f or "qemu-vm" in f for f in conflict.files)
     option = conflict.option
     if option.startswith("virtualisation.vmVariant."):
-        option = option[len("virtualisation.vmVariant."):]
+        option = option[len("virtualisation.vmVariant.") :]
     lead = (
         f"`{option}' is set by your configuration and by NixOS's VM module (qemu-vm.nix) at the same priority."
         if vm_side
@@ -152,11 +154,13 @@ def evaluation_error(stderr: str, source: Source) -> RehearseError:
     text = _trim(stderr)
     conflict = find_conflict(stderr)
     if conflict is not None:
-        return RehearseError(f"the configuration does not evaluate as a VM:\n{text}", hint=conflict_hint(conflict))
-    if re.search(r"file '?nixpkgs'? was not found in the Nix search path", stderr):
+        return RehearseError(
+            f"the configuration does not evaluate as a VM:\n{text}", hint=conflict_hint(conflict)
+        )
+    if re.search(r"file '?nixpkgs[^' ]*'? was not found in the Nix search path", stderr):
         return RehearseError(
             f"Nix could not find <nixpkgs> to build {source.describe()}.",
-            hint="pass -I nixpkgs=PATH, set NIX_PATH, or set nixpkgs = \"PATH\" in rehearse.toml",
+            hint='pass -I nixpkgs=PATH, set NIX_PATH, or set nixpkgs = "PATH" in rehearse.toml',
         )
     return RehearseError(f"Nix failed on {source.describe()}:\n{text}")
 

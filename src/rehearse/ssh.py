@@ -48,14 +48,27 @@ def options(remote: Remote, *, master: bool = True, connect_timeout: int = 10) -
         "-p", str(remote.port),
     ]  # fmt: skip
     if remote.control_path is not None and master:
-        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={remote.control_path}", "-o", "ControlPersist=600"]
+        opts += [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={remote.control_path}",
+            "-o",
+            "ControlPersist=600",
+        ]
     else:
         opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
     return opts
 
 
-def argv(remote: Remote, command: list[str] | None = None, *, master: bool = True, tty: bool = False,
-         connect_timeout: int = 10) -> list[str]:
+def argv(
+    remote: Remote,
+    command: list[str] | None = None,
+    *,
+    master: bool = True,
+    tty: bool = False,
+    connect_timeout: int = 10,
+) -> list[str]:
     """The ssh command line; each word of `command` is quoted for the remote shell."""
     words = ["ssh", *options(remote, master=master, connect_timeout=connect_timeout)]
     if tty:
@@ -66,16 +79,29 @@ def argv(remote: Remote, command: list[str] | None = None, *, master: bool = Tru
     return words
 
 
-def run(remote: Remote, command: list[str], *, check: bool = True, master: bool = True,
-        input: str | None = None, timeout: float | None = None,
-        connect_timeout: int = 10) -> subprocess.CompletedProcess[str]:
-    return process.run(argv(remote, command, master=master, connect_timeout=connect_timeout),
-                       check=check, input=input, timeout=timeout)
+def run(
+    remote: Remote,
+    command: list[str],
+    *,
+    check: bool = True,
+    master: bool = True,
+    input: str | None = None,
+    timeout: float | None = None,
+    connect_timeout: int = 10,
+) -> subprocess.CompletedProcess[str]:
+    return process.run(
+        argv(remote, command, master=master, connect_timeout=connect_timeout),
+        check=check,
+        input=input,
+        timeout=timeout,
+    )
 
 
 def close_master(remote: Remote) -> None:
     if remote.control_path is not None and remote.control_path.exists():
-        process.run(["ssh", "-o", f"ControlPath={remote.control_path}", "-O", "exit", remote.target], check=False)
+        process.run(
+            ["ssh", "-o", f"ControlPath={remote.control_path}", "-O", "exit", remote.target], check=False
+        )
 
 
 def generate_key(path: Path, comment: str) -> None:

@@ -55,6 +55,7 @@ def pick_port(start: int = 2222, taken: set[int] | None = None) -> int:
 
 # --- KVM ------------------------------------------------------------------
 
+
 def kvm_works(kernel: Path | None, cache_dir: Path, timeout: float = 8.0) -> bool:
     """Whether KVM really runs a guest here. /dev/kvm can exist and hang
     (broken nested virtualisation), so boot the VM's kernel under KVM with a
@@ -76,12 +77,34 @@ def kvm_works(kernel: Path | None, cache_dir: Path, timeout: float = 8.0) -> boo
     if kernel is None or not kernel.exists():
         return True  # nothing to test with: let QEMU try KVM and fall back itself
     qemu = process.require("qemu-system-x86_64")
-    argv = [qemu, "-machine", "accel=kvm", "-cpu", "max", "-m", "256", "-nodefaults", "-no-reboot",
-            "-display", "none", "-serial", "stdio", "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
+    argv = [
+        qemu,
+        "-machine",
+        "accel=kvm",
+        "-cpu",
+        "max",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1",
+    ]
     log.debug("probing KVM: %s", " ".join(argv))
     works = False
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as proc:
         try:
             out, _ = proc.communicate(timeout=timeout)
             works = b"Kernel panic" in out or b"VFS:" in out
@@ -94,6 +117,7 @@ def kvm_works(kernel: Path | None, cache_dir: Path, timeout: float = 8.0) -> boo
 
 
 # --- the VM ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Forward:
@@ -108,11 +132,15 @@ class Forward:
 def runner_env(vmdir: VMDir, forwards: list[Forward], *, gui: bool, tcg: bool) -> dict[str, str]:
     """The run-<name>-vm variables that put the VM's files into its state dir."""
     if any(c.isspace() for c in str(vmdir.path)):
-        raise RehearseError(f"the state directory {vmdir.path} contains whitespace, which QEMU_OPTS cannot carry.",
-                            hint="set REHEARSE_STATE_DIR to a path without spaces")
+        raise RehearseError(
+            f"the state directory {vmdir.path} contains whitespace, which QEMU_OPTS cannot carry.",
+            hint="set REHEARSE_STATE_DIR to a path without spaces",
+        )
     qemu_opts = [
-        "-serial", f"file:{vmdir.file('console.log')}",
-        "-qmp", f"unix:{vmdir.file('qmp.sock')},server=on,wait=off",
+        "-serial",
+        f"file:{vmdir.file('console.log')}",
+        "-qmp",
+        f"unix:{vmdir.file('qmp.sock')},server=on,wait=off",
     ]
     if not gui:
         qemu_opts += ["-display", "none"]
@@ -148,13 +176,19 @@ def tail(path: Path, lines: int = 15) -> str:
 def early_exit_error(vmdir: VMDir) -> RehearseError:
     out = tail(vmdir.file("runner.log"), 20)
     if "qemu-system-x86_64" in out and ("not found" in out or "No such file" in out):
-        return RehearseError("qemu-system-x86_64 not found: the VM could not start.",
-                             hint=process.INSTALL_HINTS["qemu-system-x86_64"])
+        return RehearseError(
+            "qemu-system-x86_64 not found: the VM could not start.",
+            hint=process.INSTALL_HINTS["qemu-system-x86_64"],
+        )
     if "gtk initialization failed" in out:
-        return RehearseError("QEMU could not open a window: there is no display here.",
-                             hint="run without --gui (rehearse is headless by default)")
-    return RehearseError(f"the VM stopped while booting. Its runner said:\n{out or '(nothing)'}\n"
-                         f"console:\n{tail(vmdir.file('console.log'))}")
+        return RehearseError(
+            "QEMU could not open a window: there is no display here.",
+            hint="run without --gui (rehearse is headless by default)",
+        )
+    return RehearseError(
+        f"the VM stopped while booting. Its runner said:\n{out or '(nothing)'}\n"
+        f"console:\n{tail(vmdir.file('console.log'))}"
+    )
 
 
 def wait_for_ssh(remote: ssh.Remote, pid: int, vmdir: VMDir, timeout: float) -> None:
@@ -204,13 +238,13 @@ def stop(pid: int, qmp_sock: Path, timeout: float) -> str:
         return "already stopped"
     try:
         qmp_command(qmp_sock, "system_powerdown")
-    except Exception as e:  # noqa: BLE001 - any QMP failure falls through to harder means
+    except Exception as e:
         log.debug("QMP system_powerdown failed: %s", e)
     if retry(lambda last: True if not pid_alive(pid) else None, timeout, interval=0.5):
         return "powered off"
     try:
         qmp_command(qmp_sock, "quit")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         log.debug("QMP quit failed: %s", e)
     if retry(lambda last: True if not pid_alive(pid) else None, 5, interval=0.2):
         return f"did not power off within {timeout:.0f} s; QEMU was told to quit"

@@ -1,0 +1,51 @@
+"""Shared fixtures: the repository's paths, Nix without a binary cache, the
+rig's guest image (built once per run, cached by its recipe's hash)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MINI_NIXPKGS = REPO / "rig" / "nixpkgs"
+SHARED = REPO.parent / "shared"
+
+# The rig's machines reach no binary cache; every substituting Nix call
+# would otherwise retry it for ~5 s.
+if "substituters" not in os.environ.get("NIX_CONFIG", ""):
+    os.environ["NIX_CONFIG"] = "substituters =\n" + os.environ.get("NIX_CONFIG", "")
+
+
+def run(argv: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> Path:
+    """The rig's guest image; built here if its recipe changed."""
+    result = run([REPO / "rig" / "image" / "build"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert (path / "base.qcow2").exists()
+    return path
+
+
+def fixed_fripon(tmp: Path, extra: str = "") -> Path:
+    """The seed's fripon with the seed's fix (lib.mkDefault on timesyncd) and
+    `extra` module text added; returns its configuration.nix."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    src = REPO / "examples" / "fripon"
+    (tmp / "hardware-configuration.nix").write_text((src / "hardware-configuration.nix").read_text())
+    text = (
+        (src / "configuration.nix")
+        .read_text()
+        .replace("services.timesyncd.enable = true;", "services.timesyncd.enable = lib.mkDefault true;")
+    )
+    assert "lib.mkDefault true" in text
+    if extra:
+        text = text.rstrip().rstrip("}") + extra + "\n}\n"
+    (tmp / "configuration.nix").write_text(text)
+    return tmp / "configuration.nix"

@@ -1,0 +1,77 @@
+"""Fixtures for driving the rehearse command against VMs booted from the mini nixpkgs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MINI_NIXPKGS
+
+
+@dataclass
+class Rehearse:
+    """Runs `rehearse` as a user would, with its own state directory."""
+
+    state: Path
+    cwd: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "REHEARSE_STATE_DIR": str(self.state), **extra}
+
+    def __call__(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rehearse", *args],
+            cwd=self.cwd,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rehearse", *args],
+            cwd=self.cwd,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def status(self) -> list[dict[str, Any]]:
+        result = self("status", "--json")
+        assert result.returncode == 0, result.stderr
+        data: list[dict[str, Any]] = json.loads(result.stdout)
+        return data
+
+    def vm(self, name: str) -> dict[str, Any]:
+        return next(v for v in self.status() if v["name"] == name)
+
+
+@pytest.fixture(scope="session")
+def rehearse(tmp_path_factory: pytest.TempPathFactory, guest_image: Path) -> Iterator[Rehearse]:
+    base = tmp_path_factory.mktemp("rehearse")
+    r = Rehearse(state=base / "state", cwd=base)
+    yield r
+    # Leave no VM running behind the test session.
+    if r.state.exists():
+        for vm in r.status():
+            if vm["state"] == "running":
+                r("destroy", vm["name"], "--timeout", "5")
+
+
+def include() -> list[str]:
+    return ["-I", f"nixpkgs={MINI_NIXPKGS}"]

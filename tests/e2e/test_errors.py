@@ -1,0 +1,88 @@
+"""Errors a user hits with `rehearse up`: each says what to do and changes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, fixed_fripon
+from tests.e2e.conftest import Rehearse, include
+
+pytestmark = pytest.mark.e2e
+
+
+def test_missing_file(rehearse: Rehearse) -> None:
+    result = rehearse("up", "/nonexistent/configuration.nix", *include())
+    assert result.returncode == 1
+    assert "/nonexistent/configuration.nix: no such file." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_seed_conflict_gets_the_hint_and_nothing_is_made(rehearse: Rehearse) -> None:
+    before = set(rehearse.state.iterdir()) if rehearse.state.exists() else set()
+    result = rehearse("up", str(REPO / "examples" / "fripon" / "configuration.nix"), *include())
+    assert result.returncode == 1
+    err = result.stderr
+    assert (
+        "The option `virtualisation.vmVariant.services.timesyncd.enable' has conflicting definition values:"
+        in err
+    )
+    assert "hint:" in err
+    assert "services.timesyncd.enable = lib.mkDefault <value>;" in err
+    assert "virtualisation.vmVariant.services.timesyncd.enable = lib.mkForce <value>;" in err
+    assert "Traceback" not in err
+    after = set(rehearse.state.iterdir()) if rehearse.state.exists() else set()
+    assert after == before
+
+
+def test_syntax_error_shows_file_and_line(rehearse: Rehearse, tmp_path: Path) -> None:
+    conf = fixed_fripon(tmp_path)
+    conf.write_text(conf.read_text().replace('networking.hostName = "fripon";', "networking.hostName = ;"))
+    result = rehearse("up", str(conf), *include())
+    assert result.returncode == 1
+    assert "syntax error" in result.stderr
+    assert f"{conf}:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluation_error_shows_nix_message(rehearse: Rehearse, tmp_path: Path) -> None:
+    conf = fixed_fripon(tmp_path, extra="  environment.etc.probe.text = undefinedThing;")
+    result = rehearse("up", str(conf), *include())
+    assert result.returncode == 1
+    assert "undefined variable 'undefinedThing'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_nix_not_installed(rehearse: Rehearse, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("ssh", "ssh-keygen"):
+        os.symlink(shutil.which(tool) or tool, bindir / tool)
+    env = rehearse.env(PATH=str(bindir))
+    result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), *include(), env=env)
+    assert result.returncode == 1
+    assert "nix-instantiate not found" in result.stderr
+    assert "apt-get install nix-bin" in result.stderr
+
+
+def test_no_nixpkgs(rehearse: Rehearse) -> None:
+    env = rehearse.env(NIX_PATH="")
+    result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), env=env)
+    assert result.returncode == 1
+    assert "-I nixpkgs=PATH" in result.stderr
+
+
+def test_vm_that_never_answers_ssh(rehearse: Rehearse, tmp_path: Path) -> None:
+    conf = fixed_fripon(
+        tmp_path, extra="  virtualisation.vmVariant.services.openssh.enable = lib.mkForce false;"
+    )
+    result = rehearse("up", str(conf), *include(), "--name", "mute", "--timeout", "45", timeout=300)
+    assert result.returncode == 1
+    assert "did not answer SSH on 127.0.0.1:" in result.stderr
+    assert "within 45 s" in result.stderr
+    assert "Last lines of its console:" in result.stderr
+    assert "rehearse down mute" in result.stderr
+    assert rehearse("destroy", "mute", "--timeout", "5").returncode == 0

@@ -1,0 +1,173 @@
+"""`rehearse up` and the VM lifecycle, end to end against VMs booted from the mini nixpkgs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MINI_NIXPKGS, REPO, fixed_fripon
+from tests.e2e.conftest import Rehearse, include
+
+pytestmark = pytest.mark.e2e
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses on which something listens on TCP `port` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            addr, hexport = fields[1].rsplit(":", 1)
+            if int(hexport, 16) == port and fields[3] == "0A":  # LISTEN
+                if len(addr) == 8:
+                    found.add(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+                else:
+                    found.add(addr)
+    return found
+
+
+@pytest.fixture(scope="module")
+def classic(rehearse: Rehearse) -> Iterator[str]:
+    t0 = time.monotonic()
+    result = rehearse(
+        "up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), *include(), "--forward", "18080:80"
+    )
+    print(f"rehearse up (classic, cold): {time.monotonic() - t0:.1f} s")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "rehearse ssh fripon"
+    yield "fripon"
+
+
+def test_ssh_runs_a_command(rehearse: Rehearse, classic: str) -> None:
+    result = rehearse("ssh", classic, "--", "hostname")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fripon"
+
+
+def test_first_connection_was_strict(rehearse: Rehearse, classic: str) -> None:
+    vmdir = rehearse.state / classic
+    known = (vmdir / "known_hosts").read_text().split()
+    host_pub = (vmdir / "shared" / "ssh_host_ed25519_key.pub").read_text().split()
+    assert known == ["rehearse-fripon", host_pub[0], host_pub[1]]
+    # A key rehearse did not pin is refused: strict checking, no trust on first use.
+    (vmdir / "known_hosts").write_text(
+        "rehearse-fripon ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBcMf4b6wzI2gbi7LJ3xLZL6pKVjT1L7Mm0YPSoqHpqU\n"
+    )
+    try:
+        port = rehearse.vm(classic)["ssh"].split(":")[1]
+        probe = subprocess.run(
+            [
+                "ssh",
+                "-p",
+                port,
+                "-i",
+                str(vmdir / "id_ed25519"),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                f"UserKnownHostsFile={vmdir / 'known_hosts'}",
+                "-o",
+                "HostKeyAlias=rehearse-fripon",
+                "-o",
+                "ControlPath=none",
+                "root@127.0.0.1",
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert probe.returncode != 0
+        assert (
+            "REMOTE HOST IDENTIFICATION HAS CHANGED" in probe.stderr or "verification failed" in probe.stderr
+        )
+    finally:
+        (vmdir / "known_hosts").write_text(" ".join(known) + "\n")
+    for path in ("id_ed25519", "known_hosts", "shared/ssh_host_ed25519_key", "state.json"):
+        assert (vmdir / path).stat().st_mode & 0o077 == 0, path
+    assert vmdir.stat().st_mode & 0o777 == 0o700
+
+
+def test_forwards_listen_on_loopback_only(rehearse: Rehearse, classic: str) -> None:
+    vm = rehearse.vm(classic)
+    ssh_port = int(vm["ssh"].split(":")[1])
+    assert listening_addresses(ssh_port) == {"127.0.0.1"}
+    assert listening_addresses(18080) == {"127.0.0.1"}
+
+
+def test_status_json(rehearse: Rehearse, classic: str) -> None:
+    vm = rehearse.vm(classic)
+    assert vm["state"] == "running"
+    assert isinstance(vm["pid"], int) and Path(f"/proc/{vm['pid']}").exists()
+    assert vm["system"].endswith("-nixos-system-fripon-25.11pre-mini")
+    current = rehearse("ssh", classic, "--", "readlink", "/run/current-system")
+    assert current.stdout.strip() == vm["system"]
+
+
+def test_up_again_changes_nothing(rehearse: Rehearse, classic: str) -> None:
+    before = rehearse.vm(classic)
+    result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), *include())
+    assert result.returncode == 0, result.stderr
+    assert "already running" in result.stderr
+    assert rehearse.vm(classic)["pid"] == before["pid"]
+
+
+def test_down_then_up_then_destroy(rehearse: Rehearse, classic: str) -> None:
+    pid = rehearse.vm(classic)["pid"]
+    result = rehearse("down", classic)
+    assert result.returncode == 0, result.stderr
+    vm = rehearse.vm(classic)
+    assert vm["state"] == "stopped" and vm["pid"] is None and vm["ssh"] is None
+    assert not Path(f"/proc/{pid}").exists()
+    t0 = time.monotonic()
+    result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), *include())
+    print(f"rehearse up (warm, built): {time.monotonic() - t0:.1f} s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert rehearse("ssh", classic, "--", "hostname").stdout.strip() == "fripon"
+    result = rehearse("destroy", classic)
+    assert result.returncode == 0, result.stderr
+    assert not (rehearse.state / classic).exists()
+    assert all(v["name"] != classic for v in rehearse.status())
+
+
+def test_flake_up_and_concurrent_up_leave_one_vm(rehearse: Rehearse, tmp_path: Path) -> None:
+    fixed_fripon(tmp_path / "conf")
+    (tmp_path / "flake.nix").write_text(
+        '{ inputs.nixpkgs.url = "path:%s";\n'
+        "  outputs = { self, nixpkgs }: {\n"
+        "    nixosConfigurations.fripon = nixpkgs.lib.nixosSystem {\n"
+        "      modules = [ ./conf/configuration.nix ]; };\n"
+        "  }; }\n" % MINI_NIXPKGS
+    )
+    ref = f"{tmp_path}#fripon"
+    first = rehearse.popen("up", "--flake", ref, "--name", "flakey")
+    time.sleep(1.0)
+    second = rehearse.popen("up", "--flake", ref, "--name", "flakey")
+    _, err2 = second.communicate(timeout=600)
+    _, err1 = first.communicate(timeout=600)
+    codes = sorted([first.returncode, second.returncode])
+    assert codes == [0, 1], (err1[-2000:], err2[-2000:])
+    assert "busy" in (err1 + err2)
+    vms = [v for v in rehearse.status() if v["name"] == "flakey"]
+    assert len(vms) == 1 and vms[0]["state"] == "running"
+    qemus = [p for p in os.listdir("/proc") if p.isdigit() and _is_qemu_of(p, rehearse.state / "flakey")]
+    assert len(qemus) == 1
+    assert rehearse("ssh", "flakey", "--", "hostname").stdout.strip() == "fripon"
+    assert rehearse("destroy", "flakey").returncode == 0
+
+
+def _is_qemu_of(pid: str, vmdir: Path) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"qemu-system" in cmd and str(vmdir).encode() in cmd

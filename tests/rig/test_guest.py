@@ -1,0 +1,186 @@
+"""End to end: the mini nixpkgs's VM runner boots the rig's guest, and a
+system built on the host later is activated inside the running guest after
+`nix-store --load-db` registration, without copying it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MINI_NIXPKGS, fixed_fripon, run
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Guest:
+    dir: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def ssh_argv(self, *command: str) -> list[str]:
+        return [
+            "ssh", "-p", str(self.port), "-i", str(self.dir / "id"), "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.dir / 'known_hosts'}", "-o", "ConnectTimeout=5",
+            "root@127.0.0.1", "--", *command,
+        ]  # fmt: skip
+
+    def ssh(self, *command: str, input: str | bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.ssh_argv(*command), capture_output=True, text=True, check=False, input=input
+        )
+
+
+def guest_config(dir: Path, extra: str = "") -> Path:
+    """fripon, with the test's key authorized and a host key from /tmp/shared
+    (made by the test, so the first connection is checked strictly)."""
+    pub = (dir / "id.pub").read_text().strip()
+    return fixed_fripon(
+        dir / "conf",
+        extra=f"""
+  users.users.root.openssh.authorizedKeys.keys = [ "{pub}" ];
+  virtualisation.vmVariant.services.openssh.hostKeys = lib.mkForce [ {{ type = "ed25519"; path = "/tmp/shared/host_key"; }} ];
+{extra}""",
+    )
+
+
+def build(conf: Path, attr: str) -> Path:
+    expr = f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{attr}"
+    result = run(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def guest(guest_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
+    d = tmp_path_factory.mktemp("rig-guest")
+    (d / "shared").mkdir()
+    for key, comment in (("id", "test"), ("shared/host_key", "fripon")):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(d / key)], check=True
+        )
+    port = free_port()
+    host_pub = (d / "shared" / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    vm = build(guest_config(d), "vm")
+    env = {
+        **os.environ,
+        "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22",
+        "QEMU_OPTS": f"-display none -serial file:{d / 'console.log'}",
+        "SHARED_DIR": str(d / "shared"),
+        "TMPDIR": str(d),
+        "USE_TMPDIR": "1",
+    }
+    # NIX_DISK_IMAGE unset: the runner's default ./fripon.qcow2 in the current directory.
+    proc = subprocess.Popen(
+        [vm / "bin" / "run-fripon-vm"],
+        cwd=d,
+        env=env,
+        stdout=open(d / "runner.log", "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    g = Guest(d, port, proc)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 240:
+        assert proc.poll() is None, (d / "runner.log").read_text() + (d / "console.log").read_text()[-3000:]
+        if g.ssh("true").returncode == 0:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("no SSH after 240 s:\n" + (d / "console.log").read_text()[-3000:])
+    print(f"rig guest: boot to SSH {time.monotonic() - t0:.1f} s")
+    yield g
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_runner_made_the_default_disk_and_ssh_reaches_fripon(guest: Guest) -> None:
+    assert (guest.dir / "fripon.qcow2").exists()  # ./<hostName>.qcow2 in the current directory
+    result = guest.ssh("hostname")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fripon"
+
+
+def test_host_store_is_shared_with_an_overlay(guest: Guest) -> None:
+    mounts = guest.ssh("cat", "/proc/mounts").stdout
+    assert any(
+        line.split()[1] == "/nix/.ro-store" and line.split()[2] == "9p" for line in mounts.splitlines()
+    )
+    assert any(
+        line.split()[1] == "/nix/store" and line.split()[2] == "overlay" for line in mounts.splitlines()
+    )
+    current = guest.ssh("readlink", "/run/current-system").stdout.strip()
+    assert current.startswith("/nix/store/") and current.endswith("-nixos-system-fripon-25.11pre-mini")
+    assert guest.ssh("nix-store", "--check-validity", current).returncode == 0
+    assert guest.ssh("readlink", "-f", "/nix/var/nix/profiles/system").stdout.strip() == current
+    assert "vim 9.1.0707" in guest.ssh("vim").stdout  # /run/current-system/sw/bin on PATH
+
+
+def activate(guest: Guest, system: Path, action: str = "test") -> subprocess.CompletedProcess[str]:
+    dump = subprocess.run(["nix-store", "--dump-db", str(system)], capture_output=True, check=True)
+    loaded = subprocess.run(
+        guest.ssh_argv("nix-store", "--load-db"), input=dump.stdout, capture_output=True, check=False
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert guest.ssh("nix-env", "-p", "/nix/var/nix/profiles/system", "--set", str(system)).returncode == 0
+    return guest.ssh(f"{system}/bin/switch-to-configuration", action)
+
+
+def test_new_system_activated_in_running_guest_without_copy(guest: Guest) -> None:
+    conf = guest_config(
+        guest.dir,
+        extra='  environment.etc."rig-probe".text = "built after boot";\n'
+        "  environment.systemPackages = [ pkgs.hello ];",
+    )
+    system = build(conf, "config.virtualisation.vmVariant.system.build.toplevel")
+    assert guest.ssh("nix-store", "--check-validity", str(system)).returncode != 0  # not registered yet
+    dry = activate(guest, system, "dry-activate")
+    assert dry.returncode == 0, dry.stderr
+    result = activate(guest, system)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert guest.ssh("cat", "/etc/rig-probe").stdout == "built after boot"
+    assert "hello 2.12.1" in guest.ssh("hello").stdout
+    assert guest.ssh("readlink", "/run/current-system").stdout.strip() == str(system)
+    # Nothing was copied: the path is not in the overlay's upper (RAM) layer.
+    upper = f"/nix/.rw-store/store/{system.name}"
+    assert guest.ssh("test", "-e", upper).returncode != 0
+
+
+def test_failing_unit_makes_switch_exit_4(guest: Guest) -> None:
+    conf = guest_config(
+        guest.dir,
+        extra="""  systemd.services.broken = {
+    wantedBy = [ "multi-user.target" ];
+    serviceConfig.Type = "oneshot";
+    script = "echo about to fail; exit 3";
+  };""",
+    )
+    system = build(conf, "config.virtualisation.vmVariant.system.build.toplevel")
+    dry = activate(guest, system, "dry-activate")
+    assert "would start the following units: broken.service" in dry.stderr
+    result = activate(guest, system)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "warning: the following units failed: broken.service" in result.stderr
+    # Back to a healthy system: the unit is stopped and its failure cleared.
+    good = build(guest_config(guest.dir), "config.virtualisation.vmVariant.system.build.toplevel")
+    guest.ssh("systemctl", "reset-failed")
+    assert activate(guest, good).returncode == 0
