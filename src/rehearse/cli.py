@@ -55,9 +55,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         d = sub.add_parser(verb, help=text)
         d.add_argument("name")
-        d.add_argument(
-            "--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing"
-        )
+        d.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing")
     return p
 
 

@@ -66,15 +66,11 @@ def load_settings(directory: Path | None = None) -> Settings:
 def parse_forward(spec: str) -> Forward:
     m = re.fullmatch(r"(?:(tcp|udp)/)?(\d{1,5}):(\d{1,5})", spec)
     if not m or not (0 < int(m.group(2)) < 65536 and 0 < int(m.group(3)) < 65536):
-        raise RehearseError(
-            f"invalid forward {spec!r}.", hint="write HOST_PORT:GUEST_PORT, e.g. --forward 8080:80"
-        )
+        raise RehearseError(f"invalid forward {spec!r}.", hint="write HOST_PORT:GUEST_PORT, e.g. --forward 8080:80")
     return Forward(int(m.group(2)), int(m.group(3)), m.group(1) or "tcp")
 
 
-def resolve_source(
-    configuration: str | None, flake: str | None, includes: list[str], settings: Settings
-) -> Source:
+def resolve_source(configuration: str | None, flake: str | None, includes: list[str], settings: Settings) -> Source:
     """Which configuration to build, from flags first, then rehearse.toml."""
     if configuration and flake:
         raise RehearseError("give a configuration file or --flake, not both.")
@@ -99,8 +95,7 @@ def resolve_source(
     if path is None:
         raise RehearseError(
             "which configuration?",
-            hint="rehearse up ./configuration.nix, rehearse up --flake .#NAME, "
-            'or configuration = "…" in rehearse.toml',
+            hint='rehearse up ./configuration.nix, rehearse up --flake .#NAME, or configuration = "…" in rehearse.toml',
         )
     if not path.exists():
         raise RehearseError(f"{path}: no such file.", hint="give the path of the server's configuration.nix")

@@ -151,8 +151,7 @@ def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ..
     for f in forwards:
         if f.proto == "tcp" and not vm.port_free(f.host_port):
             raise RehearseError(
-                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port "
-                f"{f.guest_port}.",
+                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}.",
                 hint="free it, or forward another host port (--forward PORT:GUEST)",
             )
     return forwards

@@ -154,9 +154,7 @@ def evaluation_error(stderr: str, source: Source) -> RehearseError:
     text = _trim(stderr)
     conflict = find_conflict(stderr)
     if conflict is not None:
-        return RehearseError(
-            f"the configuration does not evaluate as a VM:\n{text}", hint=conflict_hint(conflict)
-        )
+        return RehearseError(f"the configuration does not evaluate as a VM:\n{text}", hint=conflict_hint(conflict))
     if re.search(r"file '?nixpkgs[^' ]*'? was not found in the Nix search path", stderr):
         return RehearseError(
             f"Nix could not find <nixpkgs> to build {source.describe()}.",

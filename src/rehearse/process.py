@@ -104,9 +104,7 @@ def _run_streaming(
         return subprocess.CompletedProcess(args, proc.returncode, out, "".join(err_lines))
 
 
-def spawn(
-    argv: Sequence[str | Path], *, env: Mapping[str, str], cwd: Path, log_file: Path
-) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str | Path], *, env: Mapping[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
     """Start a long-lived child in its own session, so it outlives us."""
     args = [str(a) for a in argv]
     log.debug("$ (detached) %s", shlex.join(args))

@@ -99,9 +99,7 @@ def run(
 
 def close_master(remote: Remote) -> None:
     if remote.control_path is not None and remote.control_path.exists():
-        process.run(
-            ["ssh", "-o", f"ControlPath={remote.control_path}", "-O", "exit", remote.target], check=False
-        )
+        process.run(["ssh", "-o", f"ControlPath={remote.control_path}", "-O", "exit", remote.target], check=False)
 
 
 def generate_key(path: Path, comment: str) -> None:

@@ -26,10 +26,7 @@ def test_seed_conflict_gets_the_hint_and_nothing_is_made(rehearse: Rehearse) -> 
     result = rehearse("up", str(REPO / "examples" / "fripon" / "configuration.nix"), *include())
     assert result.returncode == 1
     err = result.stderr
-    assert (
-        "The option `virtualisation.vmVariant.services.timesyncd.enable' has conflicting definition values:"
-        in err
-    )
+    assert "The option `virtualisation.vmVariant.services.timesyncd.enable' has conflicting definition values:" in err
     assert "hint:" in err
     assert "services.timesyncd.enable = lib.mkDefault <value>;" in err
     assert "virtualisation.vmVariant.services.timesyncd.enable = lib.mkForce <value>;" in err
@@ -76,9 +73,7 @@ def test_no_nixpkgs(rehearse: Rehearse) -> None:
 
 
 def test_vm_that_never_answers_ssh(rehearse: Rehearse, tmp_path: Path) -> None:
-    conf = fixed_fripon(
-        tmp_path, extra="  virtualisation.vmVariant.services.openssh.enable = lib.mkForce false;"
-    )
+    conf = fixed_fripon(tmp_path, extra="  virtualisation.vmVariant.services.openssh.enable = lib.mkForce false;")
     result = rehearse("up", str(conf), *include(), "--name", "mute", "--timeout", "45", timeout=300)
     assert result.returncode == 1
     assert "did not answer SSH on 127.0.0.1:" in result.stderr

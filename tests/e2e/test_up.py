@@ -87,9 +87,7 @@ def test_first_connection_was_strict(rehearse: Rehearse, classic: str) -> None:
             check=False,
         )
         assert probe.returncode != 0
-        assert (
-            "REMOTE HOST IDENTIFICATION HAS CHANGED" in probe.stderr or "verification failed" in probe.stderr
-        )
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in probe.stderr or "verification failed" in probe.stderr
     finally:
         (vmdir / "known_hosts").write_text(" ".join(known) + "\n")
     for path in ("id_ed25519", "known_hosts", "shared/ssh_host_ed25519_key", "state.json"):

@@ -40,9 +40,7 @@ class Guest:
         ]  # fmt: skip
 
     def ssh(self, *command: str, input: str | bytes | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.ssh_argv(*command), capture_output=True, text=True, check=False, input=input
-        )
+        return subprocess.run(self.ssh_argv(*command), capture_output=True, text=True, check=False, input=input)
 
 
 def guest_config(dir: Path, extra: str = "") -> Path:
@@ -70,9 +68,7 @@ def guest(guest_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     d = tmp_path_factory.mktemp("rig-guest")
     (d / "shared").mkdir()
     for key, comment in (("id", "test"), ("shared/host_key", "fripon")):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(d / key)], check=True
-        )
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(d / key)], check=True)
     port = free_port()
     host_pub = (d / "shared" / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
@@ -122,12 +118,8 @@ def test_runner_made_the_default_disk_and_ssh_reaches_fripon(guest: Guest) -> No
 
 def test_host_store_is_shared_with_an_overlay(guest: Guest) -> None:
     mounts = guest.ssh("cat", "/proc/mounts").stdout
-    assert any(
-        line.split()[1] == "/nix/.ro-store" and line.split()[2] == "9p" for line in mounts.splitlines()
-    )
-    assert any(
-        line.split()[1] == "/nix/store" and line.split()[2] == "overlay" for line in mounts.splitlines()
-    )
+    assert any(line.split()[1] == "/nix/.ro-store" and line.split()[2] == "9p" for line in mounts.splitlines())
+    assert any(line.split()[1] == "/nix/store" and line.split()[2] == "overlay" for line in mounts.splitlines())
     current = guest.ssh("readlink", "/run/current-system").stdout.strip()
     assert current.startswith("/nix/store/") and current.endswith("-nixos-system-fripon-25.11pre-mini")
     assert guest.ssh("nix-store", "--check-validity", current).returncode == 0

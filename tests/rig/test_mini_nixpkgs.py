@@ -26,8 +26,7 @@ def test_seed_configuration_conflicts_like_nixpkgs() -> None:
     assert f"- In `{MINI_NIXPKGS}/nixos/modules/virtualisation/qemu-vm.nix': false" in lines
     assert f"- In `{SEED}': true" in lines
     assert (
-        "Use `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions."
-        in lines
+        "Use `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions." in lines
     )
 
 
@@ -77,9 +76,7 @@ def test_vm_settings_stay_in_the_vm(tmp_path: Path) -> None:
         "mem = n.config.virtualisation.vmVariant.virtualisation.memorySize; "
         "same = n.system == n.config.virtualisation.vmVariant.system.build.toplevel; }"
     )
-    result = run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr]
-    )
+    result = run(["nix-instantiate", "--eval", "--strict", "--json", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["host"] is True and data["vm"] is False and data["mem"] == 2048
