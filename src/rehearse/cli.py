@@ -7,8 +7,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rehearse.errors import RehearseError
+
+if TYPE_CHECKING:
+    from rehearse.nix import Source
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +41,35 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--gui", action="store_true", help="open QEMU's window (headless by default)")
     up.add_argument("--timeout", type=float, default=None, help="seconds to wait for SSH (default 300)")
+    up.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build from the configuration even if the VM has a deployed system to restart with",
+    )
+
+    dp = sub.add_parser("deploy", help="build the configuration and switch the running VM to it")
+    dp.add_argument("name")
+    dp.add_argument("configuration", nargs="?", help="another configuration.nix (default: the one given to up)")
+    dp.add_argument("--flake", metavar="REF#NAME", help="another flake configuration")
+    dp.add_argument("-I", dest="include", action="append", default=[], metavar="nixpkgs=PATH")
+    dp.add_argument("--dry-run", action="store_true", help="build and show the plan; activate nothing")
+    dp.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
+    dp.add_argument("--copy", action="store_true", help="copy the closure even when the VM sees the host store")
+    dp.add_argument(
+        "--confirm-timeout",
+        type=float,
+        default=None,
+        help="seconds the VM waits for confirmation before rolling back (default 60)",
+    )
+
+    g = sub.add_parser("generations", help="list a VM's system generations")
+    g.add_argument("name")
+    g.add_argument("--json", action="store_true")
+
+    rb = sub.add_parser("rollback", help="switch a VM back to an earlier generation")
+    rb.add_argument("name")
+    rb.add_argument("--to", type=int, metavar="N", help="the generation (default: the one before the current)")
+    rb.add_argument("--confirm-timeout", type=float, default=None)
 
     s = sub.add_parser("ssh", help="log into a VM, or run a command in it")
     s.add_argument("name")
@@ -74,8 +107,36 @@ def dispatch(args: argparse.Namespace) -> int:
                     forwards=forwards,
                     gui=args.gui,
                     ssh_timeout=args.timeout if args.timeout is not None else settings.ssh_timeout,
+                    rebuild=args.rebuild,
                 )
             )
+        case "deploy":
+            from rehearse import deploy
+
+            settings = config.load_settings()
+            other: Source | None = None
+            if args.configuration or args.flake or args.include:
+                other = config.resolve_source(args.configuration, args.flake, args.include, settings)
+            return deploy.run_deploy(
+                deploy.DeployRequest(
+                    name=args.name,
+                    source=other,
+                    dry_run=args.dry_run,
+                    yes=args.yes,
+                    force_copy=args.copy,
+                    confirm_timeout=args.confirm_timeout or settings.confirm_timeout,
+                    checks=tuple(deploy.Check.parse(c) for c in settings.checks),
+                )
+            )
+        case "generations":
+            from rehearse import deploy
+
+            deploy.generations(args.name, args.json)
+        case "rollback":
+            from rehearse import deploy
+
+            settings = config.load_settings()
+            return deploy.rollback(args.name, args.to, args.confirm_timeout or settings.confirm_timeout)
         case "ssh":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             return lifecycle.ssh_command(args.name, cmd)

@@ -7,6 +7,8 @@ rehearse.toml is looked up in the current directory:
     # flake = ".#fripon"
     forward = ["8080:80"]          # HOST:GUEST, on 127.0.0.1
     ssh_timeout = 300
+    confirm_timeout = 60           # seconds the VM waits for rehearse to confirm a new system
+    checks = [ { cmd = "systemctl is-active nginx" }, { tcp = 8080 }, { http = "http://127.0.0.1:8080/" } ]
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Settings:
     flake: str | None = None
     forward: tuple[str, ...] = ()
     ssh_timeout: float = 300.0
+    confirm_timeout: float = 60.0
+    checks: tuple[dict[str, Any], ...] = ()
 
 
 def load_settings(directory: Path | None = None) -> Settings:
@@ -42,7 +46,7 @@ def load_settings(directory: Path | None = None) -> Settings:
         data: dict[str, Any] = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise RehearseError(f"{path}: {e}", hint="fix the TOML syntax") from None
-    known = {"nixpkgs", "configuration", "flake", "forward", "ssh_timeout"}
+    known = {"nixpkgs", "configuration", "flake", "forward", "ssh_timeout", "confirm_timeout", "checks"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise RehearseError(
@@ -60,6 +64,8 @@ def load_settings(directory: Path | None = None) -> Settings:
         flake=data.get("flake"),
         forward=tuple(data.get("forward", ())),
         ssh_timeout=float(data.get("ssh_timeout", 300)),
+        confirm_timeout=float(data.get("confirm_timeout", 60)),
+        checks=tuple(data.get("checks", ())),
     )
 
 

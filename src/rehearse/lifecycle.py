@@ -57,6 +57,7 @@ class UpRequest:
     forwards: tuple[vm.Forward, ...]
     gui: bool
     ssh_timeout: float
+    rebuild: bool = False
 
 
 def up(req: UpRequest) -> None:
@@ -98,11 +99,23 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
     ensure_keys(vmdir)
     settings = write_settings(vmdir)
 
-    print(f"building the VM of {req.source.describe()}...", file=sys.stderr)
     t0 = time.monotonic()
-    runner_out = nix.build(req.source, settings, "vm", vmdir.file("vm"))
-    runner = runner_out / "bin" / f"run-{info.name}-vm"
-    log.info("built %s in %.1f s", runner_out, time.monotonic() - t0)
+    if state.runner and Path(state.runner).exists() and not req.rebuild:
+        # A VM boots the kernel and init its runner fixes: after live deploys
+        # the runner of the last deployed system is the one to start.
+        runner_out = Path(state.runner)
+        print(
+            f"starting {name} with its last deployed system ({runner_out.joinpath('system').resolve().name}); "
+            f"`rehearse deploy {name}` applies later changes",
+            file=sys.stderr,
+        )
+    else:
+        print(f"building the VM of {req.source.describe()}...", file=sys.stderr)
+        [runner_out] = nix.build(req.source, settings, ["vm"], vmdir.file("vm"))
+        log.info("built %s in %.1f s", runner_out, time.monotonic() - t0)
+        state.source = req.source.to_json()
+    runner = next((runner_out / "bin").glob("run-*-vm"))
+    system = str((runner_out / "system").resolve())
 
     forwards = plan_forwards(info.forward_ports, req.forwards)
     ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards})
@@ -119,14 +132,16 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
     env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
     for stale in ("qmp.sock", "ssh.ctl"):
         vmdir.file(stale).unlink(missing_ok=True)
+    if not vmdir.file("disk.qcow2").exists():
+        state.disk_from = system
     pid = vm.start(runner, env, vmdir)
 
-    state.source = req.source.to_json()
     state.pid = pid
     state.ssh_port = ssh_port
     state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
     state.runner = str(runner_out)
-    state.system = str((runner_out / "system").resolve())
+    state.system = system
+    state.runners[system] = str(runner_out)
     state.started = time.time()
     vmdir.save(state)
 
@@ -186,6 +201,8 @@ def status(as_json: bool) -> None:
                 "ssh": f"127.0.0.1:{state.ssh_port}" if alive and state.ssh_port else None,
                 "forwards": state.forwards if alive else [],
                 "system": state.system,
+                "disk_from": state.disk_from,
+                "disk_older": bool(state.disk_from and state.system and state.disk_from != state.system),
                 "source": nix.Source.from_json(state.source).describe() if state.source else None,
                 "uptime": round(now - state.started) if alive and state.started else None,
             }

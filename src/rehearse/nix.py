@@ -89,16 +89,39 @@ def vm_info(source: Source) -> VMInfo:
     return VMInfo(data["name"], data["hostName"], data["modern"], data["forwardPorts"])
 
 
-def build(source: Source, settings: Path, attr: str, out_link: Path) -> Path:
-    """Build `vm` or `toplevel` of the VM's configuration; out_link is a GC root."""
+def build(source: Source, settings: Path, attrs: list[str], out_link: Path) -> list[Path]:
+    """Build attributes (`vm`, `toplevel`) of the VM's configuration in one
+    evaluation; out_link (and out_link-2 …) are GC roots."""
+    selectors = [w for a in attrs for w in ("-A", a)]
     result = process.run(
-        ["nix-build", _eval_file(), "-A", attr, "--out-link", str(out_link), *_args(source, settings)],
+        ["nix-build", _eval_file(), *selectors, "--out-link", str(out_link), *_args(source, settings)],
         check=False,
         stream_stderr=True,
     )
     if result.returncode != 0:
         raise evaluation_error(result.stderr, source)
-    return Path(result.stdout.strip().splitlines()[-1])
+    paths = [Path(line) for line in result.stdout.split()]
+    if len(paths) != len(attrs):
+        raise RehearseError(f"nix-build printed {result.stdout!r} for {attrs}")
+    return paths
+
+
+def closure(path: Path) -> list[str]:
+    """The store paths `path` depends on, itself included."""
+    return process.run(["nix-store", "--query", "--requisites", str(path)]).stdout.split()
+
+
+def sizes(paths: list[str]) -> dict[str, int]:
+    """NAR size of each path."""
+    if not paths:
+        return {}
+    out = process.run(["nix-store", "--query", "--size", *paths]).stdout.split()
+    return {p: int(n) for p, n in zip(paths, out, strict=True)}
+
+
+def dump_db(paths: list[str]) -> str:
+    """Registration data of `paths` (nix-store --load-db reads it)."""
+    return process.run(["nix-store", "--dump-db", *paths]).stdout
 
 
 # The two forms of nixpkgs' conflict message (lib/modules.nix):

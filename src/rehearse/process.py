@@ -49,23 +49,25 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
     stream_stderr: bool = False,
+    stream_stdout: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command to its end and capture stdout and stderr as text.
 
-    With stream_stderr, stderr is also copied to ours line by line as it
-    comes (build logs), and still captured for error messages.
+    With stream_stderr (stream_stdout), that stream is also copied to our
+    stderr line by line as it comes (build logs, activation output), and
+    still captured.
     """
     args = [str(a) for a in argv]
     if "/" not in args[0]:
         require(args[0])
     log.debug("$ %s", shlex.join(args))
     full_env = {**os.environ, **env} if env is not None else None
-    if not stream_stderr:
+    if not (stream_stderr or stream_stdout):
         result = subprocess.run(
             args, check=False, capture_output=True, text=True, env=full_env, input=input, timeout=timeout
         )
     else:
-        result = _run_streaming(args, full_env, input, timeout)
+        result = _run_streaming(args, full_env, input, timeout, stream_stdout, stream_stderr)
     if check and result.returncode != 0:
         raise RehearseError(
             f"command failed with exit code {result.returncode}: {shlex.join(args)}\n{result.stderr.strip()}"
@@ -74,7 +76,12 @@ def run(
 
 
 def _run_streaming(
-    args: list[str], env: Mapping[str, str] | None, input: str | None, timeout: float | None
+    args: list[str],
+    env: Mapping[str, str] | None,
+    input: str | None,
+    timeout: float | None,
+    stream_stdout: bool,
+    stream_stderr: bool,
 ) -> subprocess.CompletedProcess[str]:
     with subprocess.Popen(
         args,
@@ -84,24 +91,33 @@ def _run_streaming(
         text=True,
         env=env,
     ) as proc:
-        err_lines: list[str] = []
+        captured: dict[str, list[str]] = {"out": [], "err": []}
 
-        def pump(stream: IO[str]) -> None:
+        def pump(stream: IO[str], key: str, echo: bool) -> None:
             for line in stream:
-                err_lines.append(line)
-                sys.stderr.write(line)
-                sys.stderr.flush()
+                captured[key].append(line)
+                if echo:
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
 
         assert proc.stderr is not None and proc.stdout is not None
-        t = threading.Thread(target=pump, args=(proc.stderr,), daemon=True)
-        t.start()
+        threads = [
+            threading.Thread(target=pump, args=(proc.stdout, "out", stream_stdout), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, "err", stream_stderr), daemon=True),
+        ]
+        for t in threads:
+            t.start()
         try:
-            out, _ = proc.communicate(input=input, timeout=timeout)
+            if input is not None and proc.stdin is not None:
+                proc.stdin.write(input)
+                proc.stdin.close()
+            proc.wait(timeout=timeout)
         except BaseException:
             proc.kill()
             raise
-        t.join()
-        return subprocess.CompletedProcess(args, proc.returncode, out, "".join(err_lines))
+        for t in threads:
+            t.join()
+        return subprocess.CompletedProcess(args, proc.returncode, "".join(captured["out"]), "".join(captured["err"]))
 
 
 def spawn(argv: Sequence[str | Path], *, env: Mapping[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:

@@ -57,8 +57,10 @@ class VMState:
     pid: int | None = None
     ssh_port: int | None = None
     forwards: list[dict[str, Any]] = field(default_factory=list)
-    runner: str | None = None
-    system: str | None = None
+    runner: str | None = None  # the VM runner (system.build.vm) `up` starts: that of `system`
+    system: str | None = None  # the system the VM runs (after live deploys, the last deployed)
+    runners: dict[str, str] = field(default_factory=dict)  # system → its runner, for restarts after rollback
+    disk_from: str | None = None  # the system the disk was made with: its state may be older
     started: float | None = None
 
     @classmethod
@@ -85,7 +87,7 @@ class VMDir:
         root = self.path.parent
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
-        for d in (self.path, self.path / "shared", self.path / "tmp"):
+        for d in (self.path, self.path / "shared", self.path / "tmp", self.path / "runners"):
             d.mkdir(exist_ok=True, mode=0o700)
             os.chmod(d, 0o700)
 

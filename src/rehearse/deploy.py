@@ -1,0 +1,534 @@
+"""Deploy a configuration into a running VM: build → plan → push → activate
+→ verify → (roll back). Everything after the build goes through a `Remote`,
+so the same steps can later serve a real server.
+
+Activation runs in the guest as a transient systemd unit (guest/activate.sh)
+that survives a dropped SSH session and rolls the system back by itself
+unless rehearse confirms the new one over a fresh SSH connection in time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rehearse import nix, process, ssh
+from rehearse.errors import RehearseError
+
+log = logging.getLogger("rehearse")
+
+PROFILE = "/nix/var/nix/profiles/system"
+RUN_DIR = "/run/rehearse"
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- plan -----------------------------------------------------------------
+
+_NAME = re.compile(r"^/nix/store/[0-9a-z]{32}-(?P<name>.+)$")
+_VERSIONED = re.compile(r"^(?P<pname>.+?)-(?P<version>[0-9][^-]*(?:-[^-]+)*)$")
+
+
+def store_name(path: str) -> str:
+    m = _NAME.match(path)
+    return m.group("name") if m else path
+
+
+def split_name(path: str) -> tuple[str, str]:
+    """pname and version of a store path's name, as `nix-store`'s names go."""
+    name = store_name(path)
+    v = _VERSIONED.match(name)
+    return (v.group("pname"), v.group("version")) if v else (name, "")
+
+
+@dataclass(frozen=True)
+class ClosureDiff:
+    added: list[str]
+    removed: list[str]
+    changed: list[tuple[str, str, str]]  # pname, old version, new version
+    size_delta: int
+    new_paths: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = []
+        changed_names = {c[0] for c in self.changed}
+        for pname, old, new in self.changed:
+            out.append(f"  {pname}: {old} → {new}")
+        for p in self.added:
+            if split_name(p)[0] not in changed_names:
+                out.append(f"  + {store_name(p)}")
+        for p in self.removed:
+            if split_name(p)[0] not in changed_names:
+                out.append(f"  - {store_name(p)}")
+        sign = "+" if self.size_delta >= 0 else "-"
+        out.append(f"  closure size {sign}{human(abs(self.size_delta))}")
+        return out
+
+
+def human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def closure_diff(old: Path | None, new: Path) -> ClosureDiff:
+    new_c = nix.closure(new)
+    old_c = nix.closure(old) if old is not None and old.exists() else []
+    added = sorted(set(new_c) - set(old_c))
+    removed = sorted(set(old_c) - set(new_c))
+    size = nix.sizes(added + removed)
+    by_name_old: dict[str, list[str]] = {}
+    for p in removed:
+        pname, version = split_name(p)
+        if version:
+            by_name_old.setdefault(pname, []).append(version)
+    changed = []
+    for p in added:
+        pname, version = split_name(p)
+        if version and pname in by_name_old and version not in by_name_old[pname]:
+            changed.append((pname, by_name_old[pname][0], version))
+    return ClosureDiff(
+        added=added,
+        removed=removed,
+        changed=sorted(set(changed)),
+        size_delta=sum(size[p] for p in added) - sum(size[p] for p in removed),
+        new_paths=new_c,
+    )
+
+
+# --- push -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pushed:
+    registered: int  # made valid in the guest without copying (host store shared)
+    copied: int  # copied over SSH
+    already: int  # valid in the guest before
+
+
+# One round trip: which of these paths the guest lacks, and which of those it
+# can already see through the host store it mounts (NixOS VMs mount the host
+# /nix/store read-only at /nix/.ro-store, under an overlay on /nix/store).
+_PROBE = r"""
+shared=no
+if grep -q ' /nix/.ro-store ' /proc/mounts 2>/dev/null; then shared=yes; fi
+xargs -r nix-store --check-validity --print-invalid 2>/dev/null | while read -r p; do
+  if [ $shared = yes ] && [ -e "/nix/.ro-store/${p#/nix/store/}" ] && [ -e "$p" ]; then
+    echo "visible $p"
+  else
+    echo "missing $p"
+  fi
+done
+"""
+
+
+def push(remote: ssh.Remote, paths: list[str], *, force_copy: bool) -> Pushed:
+    """Make `paths` (a closure) valid in the guest's store: register what the
+    guest already sees through the shared host store, copy the rest with
+    nix-copy-closure over the VM's SSH master."""
+    probe = ssh.run(remote, ["sh", "-c", _PROBE], input="\n".join(paths) + "\n")
+    visible: list[str] = []
+    missing: list[str] = []
+    for line in probe.stdout.splitlines():
+        kind, _, path = line.partition(" ")
+        (visible if kind == "visible" else missing).append(path)
+    if force_copy:
+        missing, visible = missing + visible, []
+    if visible:
+        ssh.run(remote, ["nix-store", "--load-db"], input=nix.dump_db(visible))
+    if missing:
+        copy_closure(remote, missing)
+    return Pushed(len(visible), len(missing), len(paths) - len(visible) - len(missing))
+
+
+def copy_closure(remote: ssh.Remote, paths: list[str]) -> None:
+    opts = " ".join(ssh.options(remote))
+    process.run(["nix-copy-closure", "--to", remote.target, *paths], env={"NIX_SSHOPTS": opts})
+
+
+# --- activate -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    switch_rc: int | None
+    result: str  # "confirmed" or "rolled-back REASON RC"
+    failed_units: list[str]
+    log: str
+
+
+def activate(
+    remote: ssh.Remote, system: Path, confirm_timeout: float, checks: list[Check], generation: int | None = None
+) -> Outcome:
+    """Set the profile and switch, detached in the guest; stream its output;
+    verify over a fresh connection and confirm, or let the guest roll back."""
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    d = f"{RUN_DIR}/{run_id}"
+    script = (resources.files("rehearse") / "guest" / "activate.sh").read_text()
+    unit = f"rehearse-activate-{run_id}"
+    start = (
+        f"set -e; umask 077; mkdir -p {d}; cat > {d}/activate.sh; : > {d}/log; "
+        f"systemd-run --unit={unit} --collect --no-ask-password --quiet --service-type=exec "
+        f"-E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E NIXOS_NO_CHECK "
+        f"/bin/sh {d}/activate.sh {d} {shlex.quote(str(system))} {int(confirm_timeout)}"
+        + (f" {generation}" if generation is not None else "")
+    )
+    ssh.run(remote, ["sh", "-c", start], input=script)
+
+    # Follow the log until switch-to-configuration has returned (DIR/rc).
+    follow = f"( while [ ! -e {d}/rc ]; do sleep 0.1; done ) & w=$!; tail -n +1 -s 0.1 -f --pid=$w {d}/log; cat {d}/rc"
+    followed = ssh.run(remote, ["sh", "-c", follow], check=False, stream_stdout=True, timeout=confirm_timeout + 900)
+    rc = _last_int(followed.stdout)
+    if rc == 0:
+        verdict = verify(remote, checks, confirm_timeout)
+        if verdict is None:
+            confirm = ssh.run(remote, ["rm", "-f", f"{d}/canary"], master=False, check=False, connect_timeout=10)
+            if confirm.returncode != 0:
+                say("rehearse: a new SSH connection to the VM failed; it will roll back by itself")
+        else:
+            say(f"rehearse: check failed: {verdict}; rolling back")
+            ssh.run(remote, ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject"], check=False, master=False)
+    result = wait_result(remote, d, confirm_timeout)
+    failed = _failed_units(followed.stdout)
+    return Outcome(ok=result == "confirmed", switch_rc=rc, result=result, failed_units=failed, log=followed.stdout)
+
+
+def _last_int(text: str) -> int | None:
+    lines = text.strip().splitlines()
+    try:
+        return int(lines[-1]) if lines else None
+    except ValueError:
+        return None
+
+
+def _failed_units(text: str) -> list[str]:
+    m = re.search(r"the following units failed: (.+)", text)
+    return [u.strip() for u in m.group(1).split(",")] if m else []
+
+
+def wait_result(remote: ssh.Remote, d: str, confirm_timeout: float) -> str:
+    """The guest's verdict: wait for DIR/result, reconnecting as needed (a
+    configuration that cut SSH off is rolled back after confirm_timeout)."""
+    deadline = time.monotonic() + confirm_timeout + 180
+    said = False
+    while time.monotonic() < deadline:
+        r = ssh.run(
+            remote,
+            ["sh", "-c", f"cat {d}/result 2>/dev/null"],
+            check=False,
+            master=False,
+            connect_timeout=5,
+            timeout=30,
+        )
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+        if r.returncode == 255 and not said:
+            say(f"rehearse: the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)")
+            said = True
+        time.sleep(1)
+    raise RehearseError(
+        "the VM gave no verdict on the activation in time.",
+        hint="look at `rehearse console` and `rehearse generations`; the VM may need `rehearse rollback`",
+    )
+
+
+# --- checks ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """A health check from rehearse.toml: a command in the guest, a TCP port
+    or an HTTP URL reached through a forwarded port."""
+
+    kind: str  # "cmd" | "tcp" | "http"
+    target: str
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Check:
+        for kind in ("cmd", "tcp", "http"):
+            if kind in data:
+                return cls(kind, str(data[kind]))
+        raise RehearseError(f"unknown check {data!r}.", hint='write { cmd = "…" }, { tcp = PORT } or { http = "URL" }')
+
+
+def verify(remote: ssh.Remote, checks: list[Check], budget: float) -> str | None:
+    """None when healthy, else why not. Runs over a *fresh* SSH connection
+    (an old ControlMaster session would prove nothing about the new sshd)."""
+    fresh = ssh.run(
+        remote,
+        ["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--full"],
+        master=False,
+        check=False,
+        connect_timeout=10,
+        timeout=30,
+    )
+    if fresh.returncode == 255:
+        return None  # no new connection: leave it to the guest's own rollback
+    failed = [line.split()[0] for line in fresh.stdout.splitlines() if line.split()]
+    if failed:
+        return "failed units: " + ", ".join(failed)
+    deadline = time.monotonic() + max(5.0, budget - 15)
+    for check in checks:
+        why = run_check(remote, check, deadline)
+        if why is not None:
+            return why
+    return None
+
+
+def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
+    import socket
+    import urllib.request
+
+    last = ""
+    while True:
+        try:
+            if check.kind == "cmd":
+                r = ssh.run(remote, ["sh", "-c", check.target], check=False, timeout=30)
+                if r.returncode == 0:
+                    return None
+                last = f"`{check.target}` exited {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}"
+            elif check.kind == "tcp":
+                with socket.create_connection(("127.0.0.1", int(check.target)), timeout=3):
+                    return None
+            else:
+                with urllib.request.urlopen(check.target, timeout=5) as resp:
+                    if 200 <= resp.status < 300:
+                        return None
+                    last = f"{check.target} answered {resp.status}"
+        except OSError as e:
+            last = f"{check.kind} {check.target}: {e}"
+        if time.monotonic() > deadline:
+            return last
+        time.sleep(2)
+
+
+# --- history --------------------------------------------------------------
+
+
+def record(history: Path, entry: dict[str, Any]) -> None:
+    entries = load_history(history)
+    entries.append(entry)
+    tmp = history.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries, indent=1) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(history)
+
+
+def load_history(history: Path) -> list[dict[str, Any]]:
+    try:
+        data: list[dict[str, Any]] = json.loads(history.read_text())
+        return data
+    except FileNotFoundError:
+        return []
+
+
+# --- the commands ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    name: str
+    source: nix.Source | None  # None: the configuration recorded at `up`
+    dry_run: bool
+    yes: bool
+    force_copy: bool
+    confirm_timeout: float
+    checks: tuple[Check, ...]
+
+
+def run_deploy(req: DeployRequest) -> int:
+    from rehearse import lifecycle
+    from rehearse.state import VMDir
+
+    vmdir = VMDir(req.name)
+    with vmdir.locked("rehearse deploy"):
+        state, remote = lifecycle.running(vmdir)
+        source = req.source or nix.Source.from_json(state.source)
+        times: dict[str, float] = {}
+        t = time.monotonic()
+        say(f"building {source.describe()}...")
+        system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
+        times["build"] = time.monotonic() - t
+        current = ssh.run(remote, ["readlink", "/run/current-system"]).stdout.strip()
+        if str(system) == current:
+            say(f"{req.name} already runs {system}: nothing to deploy")
+            return 0
+        diff = closure_diff(Path(current) if current else None, system)
+        t = time.monotonic()
+        pushed = push(remote, diff.new_paths, force_copy=req.force_copy)
+        times["push"] = time.monotonic() - t
+        dry = ssh.run(remote, [f"{system}/bin/switch-to-configuration", "dry-activate"], check=False)
+        say(f"plan for {req.name}: {store_name(current)} → {store_name(str(system))}")
+        for line in diff.lines():
+            say(line)
+        say(
+            f"  store: {pushed.registered} paths registered without copying, {pushed.copied} copied, "
+            f"{pushed.already} already there"
+        )
+        for line in (dry.stderr + dry.stdout).splitlines():
+            if line.startswith("would "):
+                say(f"  {line}")
+        if dry.returncode != 0:
+            raise RehearseError(f"switch-to-configuration dry-activate failed (exit {dry.returncode}):\n{dry.stderr}")
+        if req.dry_run:
+            say("dry run: nothing activated")
+            return 0
+        if not req.yes and sys.stdin.isatty():
+            answer = input("activate it? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                say("not activated")
+                return 1
+        t = time.monotonic()
+        outcome = activate(remote, system, req.confirm_timeout, list(req.checks))
+        times["activate"] = time.monotonic() - t
+        entry = {
+            "time": time.time(),
+            "system": str(system),
+            "previous": current,
+            "source": source.describe(),
+            "result": outcome.result,
+            "switch_rc": outcome.switch_rc,
+            "failed_units": outcome.failed_units,
+            "durations": {k: round(v, 2) for k, v in times.items()},
+            "pushed": {"registered": pushed.registered, "copied": pushed.copied},
+        }
+        record(vmdir.file("deploys.json"), entry)
+        if outcome.ok:
+            # The VM now runs `system`: a restart (down + up) must boot it,
+            # so the runner built from the same evaluation becomes the VM's.
+            process.run(
+                ["nix-store", "--realise", str(runner), "--add-root", str(vmdir.file(f"runners/{runner.name}"))]
+            )
+            state.runner = str(runner)
+            state.system = str(system)
+            state.runners[str(system)] = str(runner)
+            state.source = source.to_json()
+            vmdir.save(state)
+            say(
+                f"{req.name} runs {store_name(str(system))} (build {times['build']:.1f} s, push {times['push']:.1f} s, "
+                f"activate {times['activate']:.1f} s)"
+            )
+            return 0
+        reason = outcome.result
+        if outcome.failed_units:
+            reason += " — failed units: " + ", ".join(outcome.failed_units)
+        raise RehearseError(
+            f"the new configuration was rolled back; {req.name} runs {store_name(current)} again ({reason}).",
+            hint=f"`rehearse console {req.name}` and the output above show what went wrong",
+        )
+
+
+def guest_generations(remote: ssh.Remote) -> tuple[list[dict[str, Any]], int | None]:
+    script = (
+        f'for l in {PROFILE}-*-link; do [ -e "$l" ] || continue; '
+        'echo "$l $(readlink -f "$l") $(stat -c %Y "$l")"; done; '
+        f"echo current $(readlink {PROFILE})"
+    )
+    out = ssh.run(remote, ["sh", "-c", script]).stdout.splitlines()
+    gens: list[dict[str, Any]] = []
+    current = None
+    for line in out:
+        words = line.split()
+        if words[0] == "current":
+            m = re.search(r"-(\d+)-link$", words[1]) if len(words) > 1 else None
+            current = int(m.group(1)) if m else None
+            continue
+        m = re.search(r"-(\d+)-link$", words[0])
+        if m:
+            gens.append({"generation": int(m.group(1)), "system": words[1], "date": int(words[2])})
+    gens.sort(key=lambda g: g["generation"])
+    return gens, current
+
+
+def generations(name: str, as_json: bool) -> None:
+    from rehearse import lifecycle
+    from rehearse.state import VMDir
+
+    vmdir = VMDir(name)
+    _, remote = lifecycle.running(vmdir)
+    gens, current = guest_generations(remote)
+    history = {h["system"]: h for h in load_history(vmdir.file("deploys.json")) if h["result"] == "confirmed"}
+    rows = []
+    for g in gens:
+        h = history.get(g["system"])
+        rows.append(
+            {
+                **g,
+                "current": g["generation"] == current,
+                "deployed": h["time"] if h else None,
+                "source": h["source"] if h else None,
+                "durations": h["durations"] if h else None,
+            }
+        )
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for r in rows:
+        mark = "*" if r["current"] else " "
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["date"]))
+        print(f"{mark} {r['generation']:>4}  {when}  {store_name(r['system'])}")
+
+
+def rollback(name: str, to: int | None, confirm_timeout: float) -> int:
+    from rehearse import lifecycle
+    from rehearse.state import VMDir
+
+    vmdir = VMDir(name)
+    with vmdir.locked("rehearse rollback"):
+        state, remote = lifecycle.running(vmdir)
+        gens, current = guest_generations(remote)
+        numbers = [g["generation"] for g in gens]
+        if to is None:
+            older = [n for n in numbers if current is not None and n < current]
+            if not older:
+                raise RehearseError(
+                    f"{name} has no generation before {current}.", hint=f"`rehearse generations {name}` lists them"
+                )
+            to = older[-1]
+        if to not in numbers:
+            raise RehearseError(f"{name} has no generation {to}.", hint=f"`rehearse generations {name}` lists them")
+        if to == current:
+            say(f"{name} already runs generation {to}")
+            return 0
+        system = Path(next(g["system"] for g in gens if g["generation"] == to))
+        say(f"rolling {name} back to generation {to} ({store_name(str(system))})")
+        outcome = activate(remote, system, confirm_timeout, [], generation=to)
+        record(
+            vmdir.file("deploys.json"),
+            {
+                "time": time.time(),
+                "system": str(system),
+                "result": outcome.result,
+                "source": f"rollback to generation {to}",
+                "durations": {},
+            },
+        )
+        if not outcome.ok:
+            raise RehearseError(f"rollback to generation {to} did not hold: {outcome.result}")
+        state.system = str(system)
+        if str(system) in state.runners:
+            state.runner = state.runners[str(system)]
+        else:
+            say(
+                f"note: rehearse has no VM runner for this system: a restart (down + up) boots "
+                f"{store_name(str(Path(state.runner or '') / 'system'))} until the next deploy"
+            )
+        vmdir.save(state)
+        say(f"{name} runs generation {to}")
+        return 0
