@@ -45,7 +45,9 @@ def fixed_fripon(tmp: Path, extra: str = "") -> Path:
         .replace("services.timesyncd.enable = true;", "services.timesyncd.enable = lib.mkDefault true;")
     )
     assert "lib.mkDefault true" in text
-    if extra:
-        text = text.rstrip().rstrip("}") + extra + "\n}\n"
+    # `extra` is a module of its own, imported by the configuration, so it
+    # may define options the configuration defines too (they merge).
+    (tmp / "extra.nix").write_text("{ config, lib, pkgs, ... }:\n{\n" + extra + "\n}\n")
+    text = text.replace("./hardware-configuration.nix", "./hardware-configuration.nix\n    ./extra.nix")
     (tmp / "configuration.nix").write_text(text)
     return tmp / "configuration.nix"

@@ -128,7 +128,8 @@ def test_host_store_is_shared_with_an_overlay(guest: Guest) -> None:
 
 
 def activate(guest: Guest, system: Path, action: str = "test") -> subprocess.CompletedProcess[str]:
-    dump = subprocess.run(["nix-store", "--dump-db", str(system)], capture_output=True, check=True)
+    closure = subprocess.run(["nix-store", "-qR", str(system)], capture_output=True, text=True, check=True)
+    dump = subprocess.run(["nix-store", "--dump-db", *closure.stdout.split()], capture_output=True, check=True)
     loaded = subprocess.run(
         guest.ssh_argv("nix-store", "--load-db"), input=dump.stdout, capture_output=True, check=False
     )

@@ -1,13 +1,13 @@
 # Activation step of users.users / users.groups in the rig's Debian guest:
 # create missing groups and users, and set declared password hashes (always
 # when users.mutableUsers is false, only at creation otherwise, as NixOS does).
-import json
+import ast
 import pwd
 import grp
 import subprocess
 import sys
 
-spec = json.load(open(sys.argv[1]))
+spec = ast.literal_eval(open(sys.argv[1]).read())
 
 
 def run(*argv: str) -> None:
@@ -18,7 +18,9 @@ for g in spec["groups"]:
     try:
         grp.getgrnam(g["name"])
     except KeyError:
-        run("groupadd", *(["-g", str(g["gid"])] if g["gid"] is not None else []), g["name"])
+        # A gid NixOS fixes may be taken on the Debian guest: then any gid.
+        if g["gid"] < 0 or subprocess.run(["groupadd", "-g", str(g["gid"]), g["name"]], check=False).returncode:
+            run("groupadd", g["name"])
 
 for u in spec["users"]:
     try:
@@ -26,7 +28,7 @@ for u in spec["users"]:
         created = False
     except KeyError:
         argv = ["useradd", "-d", u["home"]]
-        if u["uid"] is not None:
+        if u["uid"] >= 0:
             argv += ["-u", str(u["uid"])]
         if u["group"]:
             argv += ["-g", u["group"]]
@@ -40,7 +42,7 @@ for u in spec["users"]:
     if u["extraGroups"]:
         subprocess.run(["usermod", "-a", "-G", ",".join(u["extraGroups"]), u["name"]], check=False)
     password = u["hashedPassword"]
-    if password is None and created:
+    if not password and created:
         password = u["initialHashedPassword"]
-    if password is not None and (created or not spec["mutableUsers"]):
+    if password and (created or not spec["mutableUsers"]):
         run("usermod", "-p", password, u["name"])

@@ -41,14 +41,25 @@ let
     };
   };
 
-  spec = pkgs.writeText "users-groups.json" (builtins.toJSON {
-    inherit (cfg) mutableUsers;
+  # Read by update-users.py with ast.literal_eval (the guest's python3 may
+  # be a minimal one, without json): JSON without true/false/null is a
+  # Python literal, so booleans are 0/1 and a missing value is "" or -1.
+  str' = v: if v == null then "" else toString v;
+  int' = v: if v == null then -1 else v;
+  bit = b: if b then 1 else 0;
+  spec = pkgs.writeText "users-groups.spec" (builtins.toJSON {
+    mutableUsers = bit cfg.mutableUsers;
     users = lib.mapAttrsToList (_: u: {
-      inherit (u) name uid isNormalUser description home createHome hashedPassword initialHashedPassword extraGroups;
+      inherit (u) name description home extraGroups;
+      uid = int' u.uid;
+      isNormalUser = bit u.isNormalUser;
+      createHome = bit u.createHome;
+      hashedPassword = str' u.hashedPassword;
+      initialHashedPassword = str' u.initialHashedPassword;
       group = if u.group != "" then u.group else if u.isNormalUser then "users" else "";
-      shell = if u.shell == null then null else toString u.shell;
+      shell = str' u.shell;
     }) cfg.users;
-    groups = lib.mapAttrsToList (_: g: { inherit (g) name gid members; }) cfg.groups;
+    groups = lib.mapAttrsToList (_: g: { inherit (g) name members; gid = int' g.gid; }) cfg.groups;
   });
 
   keysOf = u: u.openssh.authorizedKeys.keys ++ map lib.fileContents u.openssh.authorizedKeys.keyFiles;

@@ -44,15 +44,16 @@ in
       python3 - "$specPath" "$out" <<'PY'
       import json, os, sys
       spec, out = json.load(open(sys.argv[1])), sys.argv[2]
-      meta = {}
-      for e in spec:
-          link = os.path.join(out, "etc", e["target"])
-          os.makedirs(os.path.dirname(link), exist_ok=True)
-          os.symlink(e["source"], link)
-          if e["mode"] != "symlink":
-              meta[e["target"]] = {"mode": e["mode"], "uid": e["uid"], "gid": e["gid"]}
       os.makedirs(os.path.join(out, "etc"), exist_ok=True)
-      json.dump(meta, open(os.path.join(out, "etc", ".rig-etc-meta.json"), "w"), indent=1, sort_keys=True)
+      # Copied entries, one per line: TARGET<tab>MODE<tab>UID<tab>GID (the
+      # guest's minimal python3 has no json module).
+      with open(os.path.join(out, "etc", ".rig-etc-modes"), "w") as modes:
+          for e in spec:
+              link = os.path.join(out, "etc", e["target"])
+              os.makedirs(os.path.dirname(link), exist_ok=True)
+              os.symlink(e["source"], link)
+              if e["mode"] != "symlink":
+                  modes.write(f"{e['target']}\t{e['mode']}\t{e['uid']}\t{e['gid']}\n")
       PY
     '';
 

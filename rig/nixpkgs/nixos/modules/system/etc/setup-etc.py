@@ -2,8 +2,7 @@
 # guest: point /etc/static at the new system's etc tree, link every entry
 # into /etc (or copy it when the entry has a mode), and remove what the
 # previous generation put there and the new one no longer has.
-# Runs with the guest's python3; standard library only.
-import json
+# Runs with the guest's python3, which may be a minimal one (no json).
 import os
 import sys
 
@@ -66,8 +65,11 @@ def main() -> None:
     new_etc = sys.argv[1]
     atomic_symlink(new_etc, STATIC)
     remove_stale_links()
-    with open(os.path.join(new_etc, ".rig-etc-meta.json")) as f:
-        meta = json.load(f)
+    meta = {}
+    with open(os.path.join(new_etc, ".rig-etc-modes")) as f:
+        for line in f:
+            target, mode, uid, gid = line.rstrip("\n").split("\t")
+            meta[target] = {"mode": mode, "uid": int(uid), "gid": int(gid)}
     copied = []
     for rel in entries(new_etc):
         m = meta.get(rel, {})
