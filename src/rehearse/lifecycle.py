@@ -15,7 +15,7 @@ from typing import Any
 from rehearse import nix, ssh, vm
 from rehearse.errors import RehearseError
 from rehearse.nix import Source
-from rehearse.state import VMDir, VMState, all_vms, pid_alive, state_root
+from rehearse.state import VMDir, VMState, all_vms, process_start, state_root
 
 log = logging.getLogger("rehearse")
 
@@ -70,7 +70,7 @@ def up(req: UpRequest) -> None:
             _up(req, info, vmdir)
         except BaseException:
             # A VM that never came to be leaves nothing behind: no keys, no state.
-            if fresh and not (vmdir.exists and pid_alive(vmdir.load().pid)):
+            if fresh and not (vmdir.exists and vmdir.load().alive()):
                 for child in vmdir.path.iterdir():
                     if child.name != "lock":
                         if child.is_dir() and not child.is_symlink():
@@ -86,7 +86,7 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
     name = vmdir.name
     if vmdir.exists:
         state = vmdir.load()
-        if pid_alive(state.pid):
+        if state.alive():
             print(
                 f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed.",
                 file=sys.stderr,
@@ -137,6 +137,7 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
     pid = vm.start(runner, env, vmdir)
 
     state.pid = pid
+    state.pid_start = process_start(pid)
     state.ssh_port = ssh_port
     state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
     state.runner = str(runner_out)
@@ -174,7 +175,7 @@ def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ..
 
 def running(vmdir: VMDir) -> tuple[VMState, ssh.Remote]:
     state = vmdir.load()
-    if not pid_alive(state.pid) or state.ssh_port is None:
+    if not state.alive() or state.ssh_port is None:
         raise RehearseError(f"VM {vmdir.name!r} is not running.", hint="rehearse up to start it")
     return state, remote_for(vmdir, state.ssh_port)
 
@@ -192,7 +193,7 @@ def status(as_json: bool) -> None:
     now = time.time()
     for vmdir in all_vms():
         state = vmdir.load()
-        alive = pid_alive(state.pid)
+        alive = state.alive()
         rows.append(
             {
                 "name": state.name,
@@ -243,7 +244,7 @@ def down(name: str, timeout: float) -> None:
         state = vmdir.load()
         if state.ssh_port is not None:
             ssh.close_master(remote_for(vmdir, state.ssh_port))
-        how = vm.stop(state.pid, vmdir.file("qmp.sock"), timeout) if state.pid else "already stopped"
+        how = vm.stop(state.pid, vmdir.file("qmp.sock"), timeout) if state.pid and state.alive() else "already stopped"
         state.pid = None
         vmdir.save(state)
     print(f"{name}: {how}", file=sys.stderr)
@@ -255,7 +256,7 @@ def destroy(name: str, timeout: float) -> None:
         state = vmdir.load()
         if state.ssh_port is not None:
             ssh.close_master(remote_for(vmdir, state.ssh_port))
-        if state.pid:
+        if state.pid and state.alive():
             vm.stop(state.pid, vmdir.file("qmp.sock"), timeout)
     shutil.rmtree(vmdir.path)
     print(f"{name}: destroyed (disk, keys and state removed)", file=sys.stderr)

@@ -77,8 +77,21 @@ def _args(source: Source, settings: Path | None) -> list[str]:
     return words
 
 
+def ensure_flake_lock(source: Source) -> None:
+    """Write the lock file of a local flake that has none, as `nix build`
+    would (builtins.getFlake cannot write it)."""
+    if source.flake is None or not source.flake.startswith("/"):
+        return
+    if (Path(source.flake) / "flake.lock").exists():
+        return
+    result = process.run(["nix", *FLAKE_FEATURES, "flake", "lock", source.flake], check=False)
+    if result.returncode != 0:
+        raise RehearseError(f"could not lock the flake {source.flake}:\n{_trim(result.stderr)}")
+
+
 def vm_info(source: Source) -> VMInfo:
     """Evaluate what rehearse needs to know before building (name, forwards)."""
+    ensure_flake_lock(source)
     result = process.run(
         ["nix-instantiate", "--eval", "--strict", "--json", _eval_file(), "-A", "info", *_args(source, None)],
         check=False,

@@ -55,6 +55,7 @@ class VMState:
     name: str
     source: dict[str, Any] = field(default_factory=dict)
     pid: int | None = None
+    pid_start: int | None = None  # with pid, names the VM's process (pids are reused)
     ssh_port: int | None = None
     forwards: list[dict[str, Any]] = field(default_factory=list)
     runner: str | None = None  # the VM runner (system.build.vm) `up` starts: that of `system`
@@ -62,6 +63,9 @@ class VMState:
     runners: dict[str, str] = field(default_factory=dict)  # system → its runner, for restarts after rollback
     disk_from: str | None = None  # the system the disk was made with: its state may be older
     started: float | None = None
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.pid_start)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VMState:
@@ -138,15 +142,23 @@ def all_vms(root: Path | None = None) -> list[VMDir]:
     return [VMDir(p.name, base) for p in sorted(base.iterdir()) if (p / "state.json").exists()]
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Whether `pid` is a live QEMU process (not a zombie, not a reused pid)."""
-    if not pid:
-        return False
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks since boot), None if gone.
+    Together with the pid it names one process: pids are reused."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """Whether the VM process `pid` (started at `start`) still runs: the
+    runner script first, QEMU after the runner's exec (same pid)."""
+    if not pid:
         return False
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
-        return False
-    return b"qemu" in cmdline
+    now = process_start(pid)
+    return now is not None and (start is None or now == start)
