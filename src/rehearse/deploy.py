@@ -54,23 +54,22 @@ def split_name(path: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class ClosureDiff:
-    added: list[str]
-    removed: list[str]
+    added: list[str]  # names of packages new in the closure
+    removed: list[str]  # names of packages gone from it
     changed: list[tuple[str, str, str]]  # pname, old version, new version
+    rebuilt: list[str]  # names present on both sides with the same version, other store paths
     size_delta: int
     new_paths: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = []
-        changed_names = {c[0] for c in self.changed}
-        for pname, old, new in self.changed:
-            out.append(f"  {pname}: {old} → {new}")
-        for p in self.added:
-            if split_name(p)[0] not in changed_names:
-                out.append(f"  + {store_name(p)}")
-        for p in self.removed:
-            if split_name(p)[0] not in changed_names:
-                out.append(f"  - {store_name(p)}")
+        out = [f"  {pname}: {old} → {new}" for pname, old, new in self.changed]
+        out += [f"  + {name}" for name in self.added]
+        out += [f"  - {name}" for name in self.removed]
+        if self.rebuilt:
+            out.append(
+                f"  ~ {len(self.rebuilt)} rebuilt: {', '.join(self.rebuilt[:6])}"
+                + (" …" if len(self.rebuilt) > 6 else "")
+            )
         sign = "+" if self.size_delta >= 0 else "-"
         out.append(f"  closure size {sign}{human(abs(self.size_delta))}")
         return out
@@ -86,28 +85,41 @@ def human(n: int) -> str:
 
 
 def closure_diff(old: Path | None, new: Path) -> ClosureDiff:
+    """What changes between two system closures, by package name and version
+    (the way nvd and `nix store diff-closures` present it)."""
     new_c = nix.closure(new)
     old_c = nix.closure(old) if old is not None and old.exists() else []
-    added = sorted(set(new_c) - set(old_c))
-    removed = sorted(set(old_c) - set(new_c))
-    size = nix.sizes(added + removed)
-    by_name_old: dict[str, list[str]] = {}
-    for p in removed:
-        pname, version = split_name(p)
-        if version:
-            by_name_old.setdefault(pname, []).append(version)
-    changed = []
-    for p in added:
-        pname, version = split_name(p)
-        if version and pname in by_name_old and version not in by_name_old[pname]:
-            changed.append((pname, by_name_old[pname][0], version))
+    added_paths = sorted(set(new_c) - set(old_c))
+    removed_paths = sorted(set(old_c) - set(new_c))
+    size = nix.sizes(added_paths + removed_paths)
+
+    def versions(paths: list[str]) -> dict[str, set[str]]:
+        by: dict[str, set[str]] = {}
+        for p in paths:
+            pname, version = split_name(p)
+            by.setdefault(pname, set()).add(version)
+        return by
+
+    before, after = versions(removed_paths), versions(added_paths)
+    changed, rebuilt = [], []
+    for pname in sorted(set(before) & set(after)):
+        if before[pname] == after[pname]:
+            rebuilt.append(pname)
+        else:
+            changed.append((pname, ", ".join(sorted(before[pname])), ", ".join(sorted(after[pname]))))
     return ClosureDiff(
-        added=added,
-        removed=removed,
-        changed=sorted(set(changed)),
-        size_delta=sum(size[p] for p in added) - sum(size[p] for p in removed),
+        added=[_label(n, after[n]) for n in sorted(set(after) - set(before))],
+        removed=[_label(n, before[n]) for n in sorted(set(before) - set(after))],
+        changed=changed,
+        rebuilt=rebuilt,
+        size_delta=sum(size[p] for p in added_paths) - sum(size[p] for p in removed_paths),
         new_paths=new_c,
     )
+
+
+def _label(pname: str, versions: set[str]) -> str:
+    v = ", ".join(sorted(x for x in versions if x))
+    return f"{pname}-{v}" if v else pname
 
 
 # --- push -----------------------------------------------------------------

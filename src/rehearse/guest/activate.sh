@@ -21,7 +21,14 @@ exec >>"$dir/log" 2>&1
 
 # Resolve the tools now: after the switch /run/current-system is another system.
 PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
-nixenv=$(readlink -f "$(command -v nix-env)")
+# nix-env may be a link to the multi-call `nix`, which dispatches on its
+# name: follow links only while they keep that name.
+nixenv=$(command -v nix-env)
+while [ -L "$nixenv" ]; do
+  t=$(readlink "$nixenv")
+  [ "$(basename "$t")" = nix-env ] || break
+  case $t in /*) nixenv=$t ;; *) nixenv=$(dirname "$nixenv")/$t ;; esac
+done
 prev=$(readlink -f /run/current-system)
 echo "$prev" >"$dir/previous"
 

@@ -148,6 +148,9 @@ def main() -> int:
     if p["stop"]:
         log("stopping the following units: " + ", ".join(p["stop"]))
         systemctl("stop", "--", *p["stop"])
+    # Failures of an earlier generation are history: forget them, so only
+    # what fails now is reported.
+    systemctl("reset-failed")
     log("activating the configuration...")
     if subprocess.run([os.path.join(OUT, "activate")], check=False).returncode != 0:
         status = 2

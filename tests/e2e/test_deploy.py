@@ -1,0 +1,159 @@
+"""`rehearse deploy`, `generations` and `rollback`, end to end on one booted VM."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fixed_fripon
+from tests.e2e.conftest import Rehearse, include
+
+pytestmark = pytest.mark.e2e
+
+NAME = "dep"
+
+
+class Config:
+    """The VM's configuration: fripon plus an `extra.nix` the tests rewrite."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = fixed_fripon(directory)
+        self.extra = directory / "extra.nix"
+
+    def set(self, body: str) -> None:
+        self.extra.write_text("{ config, lib, pkgs, ... }:\n{\n" + body + "\n}\n")
+
+
+@pytest.fixture(scope="module")
+def vm(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    conf = Config(tmp_path_factory.mktemp("deploy-conf"))
+    result = rehearse("up", str(conf.path), *include(), "--name", NAME)
+    assert result.returncode == 0, result.stderr[-3000:]
+    yield conf
+    rehearse("destroy", NAME, "--timeout", "10")
+
+
+def current(rehearse: Rehearse) -> str:
+    return rehearse("ssh", NAME, "--", "readlink", "/run/current-system").stdout.strip()
+
+
+def deploy(rehearse: Rehearse, *args: str) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    result = rehearse("deploy", NAME, "--yes", *args)
+    return result.returncode, result.stderr, time.monotonic() - t0
+
+
+def generations(rehearse: Rehearse) -> list[dict[str, object]]:
+    result = rehearse("generations", NAME, "--json")
+    assert result.returncode == 0, result.stderr
+    data: list[dict[str, object]] = json.loads(result.stdout)
+    return data
+
+
+def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> None:
+    before = current(rehearse)
+    vm.set('  environment.etc."motd".text = "rehearsed";\n  environment.systemPackages = [ pkgs.hello ];')
+    dry = rehearse("deploy", NAME, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "+ hello-2.12.1" in dry.stderr
+    assert "dry run: nothing activated" in dry.stderr
+    assert current(rehearse) == before
+    code, err, took = deploy(rehearse)
+    print(f"deploy (small change): {took:.1f} s")
+    assert code == 0, err
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "rehearsed"
+    assert "hello 2.12.1" in rehearse("ssh", NAME, "--", "hello").stdout
+    assert current(rehearse) != before
+    assert "registered without copying" in err
+
+
+def test_redeploy_does_nothing(rehearse: Rehearse, vm: Config) -> None:
+    gens = generations(rehearse)
+    code, err, took = deploy(rehearse)
+    print(f"deploy (no-op): {took:.1f} s")
+    assert code == 0, err
+    assert "nothing to deploy" in err
+    assert "activating" not in err and "copied" not in err
+    assert generations(rehearse) == gens
+
+
+def test_failing_unit_is_reported_and_rolled_back(rehearse: Rehearse, vm: Config) -> None:
+    before = current(rehearse)
+    vm.set(
+        '  environment.etc."motd".text = "rehearsed";\n  environment.systemPackages = [ pkgs.hello ];\n'
+        '  systemd.services.broken = { wantedBy = [ "multi-user.target" ]; serviceConfig.Type = "oneshot"; '
+        'script = "exit 3"; };'
+    )
+    code, err, _ = deploy(rehearse)
+    assert code == 1
+    assert "broken.service" in err
+    assert "rolled back" in err
+    assert current(rehearse) == before
+    assert rehearse("ssh", NAME, "--", "systemctl", "is-active", "broken.service").stdout.strip() != "active"
+
+
+def test_nix_error_leaves_the_vm_untouched(rehearse: Rehearse, vm: Config) -> None:
+    before, gens = current(rehearse), generations(rehearse)
+    vm.set("  environment.etc.x.text = undefinedThing;")
+    code, err, _ = deploy(rehearse)
+    assert code == 1
+    assert "undefined variable 'undefinedThing'" in err
+    assert current(rehearse) == before and generations(rehearse) == gens
+
+
+def test_config_that_cuts_ssh_is_rolled_back_by_the_guest(rehearse: Rehearse, vm: Config) -> None:
+    before = current(rehearse)
+    vm.set(
+        '  environment.etc."motd".text = "rehearsed";\n  environment.systemPackages = [ pkgs.hello ];\n'
+        "  services.openssh.enable = lib.mkForce false;"
+    )
+    code, err, took = deploy(rehearse, "--confirm-timeout", "20")
+    print(f"deploy cutting SSH, rolled back: {took:.1f} s")
+    assert code == 1, err
+    assert "rolled back" in err and "not-confirmed" in err
+    assert current(rehearse) == before
+    assert rehearse("ssh", NAME, "--", "true").returncode == 0
+
+
+def test_two_deploys_at_once_one_is_refused(rehearse: Rehearse, vm: Config) -> None:
+    vm.set('  environment.etc."motd".text = "second";')
+    first = rehearse.popen("deploy", NAME, "--yes")
+    time.sleep(0.5)
+    second = rehearse("deploy", NAME, "--yes")
+    _, err1 = first.communicate(timeout=600)
+    assert first.returncode == 0, err1
+    assert second.returncode == 1
+    assert "busy" in second.stderr
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "second"
+
+
+def test_rollback(rehearse: Rehearse, vm: Config) -> None:
+    gens = generations(rehearse)
+    now = next(g for g in gens if g["current"])
+    result = rehearse("rollback", NAME)
+    assert result.returncode == 0, result.stderr
+    after = generations(rehearse)
+    cur = next(g for g in after if g["current"])
+    assert int(str(cur["generation"])) < int(str(now["generation"]))
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "rehearsed"
+    assert current(rehearse) == cur["system"]
+
+
+def test_restart_boots_the_deployed_system(rehearse: Rehearse, vm: Config) -> None:
+    vm.set('  environment.etc."motd".text = "after restart";')
+    code, err, _ = deploy(rehearse)
+    assert code == 0, err
+    deployed = current(rehearse)
+    assert rehearse("down", NAME).returncode == 0
+    result = rehearse("up", str(vm.path), *include(), "--name", NAME)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "last deployed system" in result.stderr
+    assert current(rehearse) == deployed
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "after restart"
+    status = rehearse.vm(NAME)
+    assert status["system"] == deployed
+    assert status["disk_older"] is True
