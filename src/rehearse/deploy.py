@@ -192,32 +192,40 @@ def activate(
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
     script = (resources.files("rehearse") / "guest" / "activate.sh").read_text()
-    unit = f"rehearse-activate-{run_id}"
-    start = (
+    # One session starts the unit and follows its log until
+    # switch-to-configuration has returned (DIR/rc); if the session drops,
+    # the unit goes on.
+    start_and_follow = (
         f"set -e; umask 077; mkdir -p {d}; cat > {d}/activate.sh; : > {d}/log; "
-        f"systemd-run --unit={unit} --collect --no-ask-password --quiet --service-type=exec "
+        f"systemd-run --unit=rehearse-activate-{run_id} --collect --no-ask-password --quiet --service-type=exec "
         f"-E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E NIXOS_NO_CHECK "
         f"/bin/sh {d}/activate.sh {d} {shlex.quote(str(system))} {int(confirm_timeout)}"
         + (f" {generation}" if generation is not None else "")
+        + f"; ( while [ ! -e {d}/rc ]; do sleep 0.1; done ) & w=$!; "
+        f"tail -n +1 -s 0.1 -f --pid=$w {d}/log; cat {d}/rc"
     )
-    ssh.run(remote, ["sh", "-c", start], input=script)
-
-    # Follow the log until switch-to-configuration has returned (DIR/rc).
-    follow = f"( while [ ! -e {d}/rc ]; do sleep 0.1; done ) & w=$!; tail -n +1 -s 0.1 -f --pid=$w {d}/log; cat {d}/rc"
-    followed = ssh.run(remote, ["sh", "-c", follow], check=False, stream_stdout=True, timeout=confirm_timeout + 900)
+    followed = ssh.run(
+        remote,
+        ["sh", "-c", start_and_follow],
+        input=script,
+        check=False,
+        stream_stdout=True,
+        timeout=confirm_timeout + 900,
+    )
     rc = _last_int(followed.stdout)
     if rc == 0:
-        verdict = verify(remote, checks, confirm_timeout)
-        if verdict is None:
-            confirm = ssh.run(remote, ["rm", "-f", f"{d}/canary"], master=False, check=False, connect_timeout=10)
-            if confirm.returncode != 0:
-                say("rehearse: a new SSH connection to the VM failed; it will roll back by itself")
-        else:
+        verdict = verify_and_confirm(remote, d, checks, confirm_timeout)
+        if verdict is not None:
             say(f"rehearse: check failed: {verdict}; rolling back")
-            ssh.run(remote, ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject"], check=False, master=False)
+            ssh.run(remote, ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject"], check=False)
     result = wait_result(remote, d, confirm_timeout)
-    failed = _failed_units(followed.stdout)
-    return Outcome(ok=result == "confirmed", switch_rc=rc, result=result, failed_units=failed, log=followed.stdout)
+    return Outcome(
+        ok=result == "confirmed",
+        switch_rc=rc,
+        result=result,
+        failed_units=_failed_units(followed.stdout),
+        log=followed.stdout,
+    )
 
 
 def _last_int(text: str) -> int | None:
@@ -234,25 +242,25 @@ def _failed_units(text: str) -> list[str]:
 
 
 def wait_result(remote: ssh.Remote, d: str, confirm_timeout: float) -> str:
-    """The guest's verdict: wait for DIR/result, reconnecting as needed (a
-    configuration that cut SSH off is rolled back after confirm_timeout)."""
+    """The guest's verdict: wait for DIR/result, over the master connection
+    while it lives, else over new connections (a configuration that cut SSH
+    off is rolled back after confirm_timeout, and SSH comes back)."""
     deadline = time.monotonic() + confirm_timeout + 180
     said = False
+    master = True
+    wait = f"for i in $(seq 100); do [ -s {d}/result ] && break; sleep 0.1; done; cat {d}/result 2>/dev/null"
     while time.monotonic() < deadline:
-        r = ssh.run(
-            remote,
-            ["sh", "-c", f"cat {d}/result 2>/dev/null"],
-            check=False,
-            master=False,
-            connect_timeout=5,
-            timeout=30,
-        )
+        r = ssh.run(remote, ["sh", "-c", wait], check=False, master=master, connect_timeout=5, timeout=60)
         if r.returncode == 0 and r.stdout.strip():
             return r.stdout.strip()
-        if r.returncode == 255 and not said:
-            say(f"rehearse: the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)")
-            said = True
-        time.sleep(1)
+        if r.returncode == 255:
+            master = False
+            if not said:
+                say(
+                    f"rehearse: the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)"
+                )
+                said = True
+            time.sleep(1)
     raise RehearseError(
         "the VM gave no verdict on the activation in time.",
         hint="look at `rehearse console` and `rehearse generations`; the VM may need `rehearse rollback`",
@@ -278,27 +286,30 @@ class Check:
         raise RehearseError(f"unknown check {data!r}.", hint='write { cmd = "…" }, { tcp = PORT } or { http = "URL" }')
 
 
-def verify(remote: ssh.Remote, checks: list[Check], budget: float) -> str | None:
-    """None when healthy, else why not. Runs over a *fresh* SSH connection
-    (an old ControlMaster session would prove nothing about the new sshd)."""
-    fresh = ssh.run(
-        remote,
-        ["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--full"],
-        master=False,
-        check=False,
-        connect_timeout=10,
-        timeout=30,
+def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: float) -> str | None:
+    """Confirm the new system to the guest when it is healthy; else say why
+    not. The first look goes over a *fresh* SSH connection: a ControlMaster
+    session opened before the switch proves nothing about the new sshd (a
+    deploy-rs lesson). Without configured checks that one connection also
+    confirms; with checks, confirmation follows them."""
+    confirm_now = "" if checks else f"rm -f {d}/canary; "
+    look = (
+        "failed=$(systemctl list-units --failed --plain --no-legend --full | awk '{print $1}' | tr '\\n' ' '); "
+        f'if [ -n "$failed" ]; then echo "failed units: $failed"; exit 0; fi; {confirm_now}echo healthy'
     )
-    if fresh.returncode == 255:
-        return None  # no new connection: leave it to the guest's own rollback
-    failed = [line.split()[0] for line in fresh.stdout.splitlines() if line.split()]
-    if failed:
-        return "failed units: " + ", ".join(failed)
+    fresh = ssh.run(remote, ["sh", "-c", look], master=False, check=False, connect_timeout=10, timeout=60)
+    if fresh.returncode != 0:
+        say("rehearse: a new SSH connection to the VM failed; the VM rolls back by itself unless it is confirmed")
+        return None
+    if not fresh.stdout.strip().endswith("healthy"):
+        return fresh.stdout.strip()
     deadline = time.monotonic() + max(5.0, budget - 15)
     for check in checks:
         why = run_check(remote, check, deadline)
         if why is not None:
             return why
+    if checks:
+        ssh.run(remote, ["rm", "-f", f"{d}/canary"], check=False)
     return None
 
 

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Benchmarks: rehearse against the seed's hand-written deploy script, side by
+side on one booted VM, in one run. Prints a table and writes bench/RESULTS.md.
+
+    .venv/bin/python bench/run.py [--runs N] [--big-runs N]
+
+Needs the rig (./run tests or ./run demo sets it up). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MINI = REPO / "rig" / "nixpkgs"
+NAME = "bench"
+SEED_PORT = 2221  # the seed script's port, forwarded by rehearse up --forward 2221:22
+
+os.environ["NIX_CONFIG"] = "substituters =\n" + os.environ.get("NIX_CONFIG", "")
+
+
+def sh(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True) -> str:
+    r = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False)
+    if check and r.returncode != 0:
+        sys.exit(f"failed: {' '.join(argv)}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    return r.stdout
+
+
+def timed(argv: list[str], **kw: object) -> float:
+    t0 = time.monotonic()
+    sh(argv, **kw)  # type: ignore[arg-type]
+    return time.monotonic() - t0
+
+
+class Bench:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.state = work / "state"
+        self.conf = work / "conf"
+        self.env = {"REHEARSE_STATE_DIR": str(self.state)}
+        self.rehearse = [str(REPO / ".venv" / "bin" / "rehearse")]
+        self.results: list[tuple[str, list[float], list[float] | None, str]] = []
+
+    # -- set-up -----------------------------------------------------------
+    def write_config(self) -> None:
+        self.conf.mkdir(parents=True, exist_ok=True)
+        src = REPO / "examples" / "fripon"
+        shutil.copy(src / "hardware-configuration.nix", self.conf)
+        text = (src / "configuration.nix").read_text()
+        text = text.replace("services.timesyncd.enable = true;", "services.timesyncd.enable = lib.mkDefault true;")
+        text = text.replace("./hardware-configuration.nix", "./hardware-configuration.nix\n    ./extra.nix\n    ./access.nix")
+        (self.conf / "configuration.nix").write_text(text)
+        (self.conf / "access.nix").write_text("{ ... }: { }\n")
+        self.set_extra("")
+        shutil.copy(REPO / "bench" / "seed" / "default.nix", self.conf)
+        shutil.copy(REPO / "bench" / "seed" / "deploy.sh", self.conf)
+
+    def set_extra(self, body: str) -> None:
+        (self.conf / "extra.nix").write_text(
+            "{ config, lib, pkgs, ... }:\n{\n  virtualisation.vmVariant.virtualisation.memorySize = 4096;\n"
+            + body + "\n}\n"
+        )
+
+    def up(self) -> float:
+        return timed([*self.rehearse, "up", str(self.conf / "configuration.nix"), "-I", f"nixpkgs={MINI}",
+                      "--name", NAME, "--forward", f"{SEED_PORT}:22"], env=self.env)
+
+    def give_the_seed_script_access(self) -> None:
+        """The seed's script logs in with a key (instead of a typed password)
+        and checks the VM's host key: its system authorizes rehearse's client
+        key and uses the host key rehearse gave the VM."""
+        vmdir = self.state / NAME
+        pub = (vmdir / "id_ed25519.pub").read_text().strip()
+        (self.conf / "access.nix").write_text(
+            "{ ... }: {\n"
+            f'  users.users.root.openssh.authorizedKeys.keys = [ "{pub}" ];\n'
+            '  services.openssh.hostKeys = [ { type = "ed25519"; path = "/tmp/shared/ssh_host_ed25519_key"; } ];\n'
+            "}\n"
+        )
+        bindir = self.work / "bin"
+        bindir.mkdir(exist_ok=True)
+        (self.work / "ssh_config").write_text(
+            "Host localhost\n"
+            f"  IdentityFile {vmdir / 'id_ed25519'}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+            f"  UserKnownHostsFile {vmdir / 'known_hosts'}\n  HostKeyAlias rehearse-{NAME}\n"
+            "  StrictHostKeyChecking yes\n"
+        )
+        wrapper = bindir / "ssh"
+        wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {self.work / 'ssh_config'} \"$@\"\n")
+        wrapper.chmod(0o755)
+        self.seed_env = {
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            "NIX_PATH": f"nixpkgs={MINI}",
+        }
+
+    def deploy(self, *extra: str) -> float:
+        return timed([*self.rehearse, "deploy", NAME, "--yes", *extra], env=self.env)
+
+    def seed(self) -> float:
+        return timed(["./deploy.sh"], cwd=self.conf, env=self.seed_env)
+
+    def current(self) -> str:
+        return sh([*self.rehearse, "ssh", NAME, "--", "readlink", "/run/current-system"], env=self.env).strip()
+
+    # -- measurements -----------------------------------------------------
+    def record(self, what: str, mine: list[float], seed: list[float] | None, note: str = "") -> None:
+        self.results.append((what, mine, seed, note))
+        m = statistics.median(mine)
+        line = f"{what:<44} rehearse {m:7.2f} s"
+        if seed:
+            s = statistics.median(seed)
+            line += f"   seed script {s:7.2f} s   ratio {m / s:5.2f}"
+        print(line + (f"   {note}" if note else ""), flush=True)
+
+    def noop(self, runs: int) -> None:
+        self.deploy()
+        mine = [self.deploy() for _ in range(runs)]
+        self.seed()
+        seed = [self.seed() for _ in range(runs)]
+        self.record("no-op deploy", mine, seed)
+
+    def small_change(self, runs: int) -> None:
+        mine, seed = [], []
+        for i in range(runs):
+            self.set_extra(f'  environment.etc."bench".text = "rehearse {i} {time.time()}";')
+            mine.append(self.deploy())
+            self.set_extra(f'  environment.etc."bench".text = "seed {i} {time.time()}";')
+            seed.append(self.seed())
+        self.record("small change (one file in environment.etc)", mine, seed)
+
+    def big_change(self, runs: int) -> None:
+        def big(tag: str) -> str:
+            return (f'  environment.systemPackages = [ (pkgs.runCommand "big-{tag}" {{ }} '
+                    f'"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob") ];')
+
+        tags = [f"{kind}{i}-{int(time.time())}" for i in range(runs) for kind in ("r", "s", "c")]
+        # Build the 200 MB paths first: what is measured is getting them into the VM.
+        for tag in tags:
+            self.set_extra(big(tag))
+            sh(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI}", "-E",
+                f"(import <nixpkgs> {{}}).runCommand \"big-{tag}\" {{ }} "
+                "\"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob\""])
+        mine, seed, copy = [], [], []
+        for i in range(runs):
+            self.set_extra(big(tags[3 * i]))
+            mine.append(self.deploy())
+            self.set_extra(big(tags[3 * i + 1]))
+            seed.append(self.seed())
+            self.set_extra(big(tags[3 * i + 2]))
+            copy.append(self.deploy("--copy"))
+        self.record("200 MB path added (zero-copy)", mine, seed)
+        self.record("200 MB path added (rehearse --copy)", copy, seed)
+
+    def up_from_built_runner(self, runs: int) -> None:
+        mine = []
+        for _ in range(runs):
+            sh([*self.rehearse, "down", NAME], env=self.env)
+            mine.append(self.up())
+        # By hand: the same runner, started with the seed's QEMU_NET_OPTS and polled with ssh.
+        state = json.loads((self.state / NAME / "state.json").read_text())
+        runner = next((Path(state["runner"]) / "bin").glob("run-*-vm"))
+        sh([*self.rehearse, "down", NAME], env=self.env)
+        hand = []
+        for i in range(runs):
+            scratch = self.work / f"byhand{i}"
+            scratch.mkdir()
+            port = free_port()
+            env = {**os.environ, "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22",
+                   "QEMU_OPTS": "-display none", "SHARED_DIR": str(self.state / NAME / "shared"),
+                   "TMPDIR": str(scratch), "USE_TMPDIR": "1", "NIX_DISK_IMAGE": str(scratch / "disk.qcow2")}
+            t0 = time.monotonic()
+            proc = subprocess.Popen([str(runner)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            probe = ["ssh", "-F", str(self.work / "ssh_config"), "-p", str(port), "-o", "ConnectTimeout=5",
+                     "root@localhost", "true"]
+            while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+                time.sleep(1)
+            hand.append(time.monotonic() - t0)
+            proc.terminate()
+            proc.wait()
+        self.record("up: built runner to SSH-ready", mine, hand, "baseline: runner by hand + ssh polling")
+        self.up()
+
+    def cli(self, runs: int) -> None:
+        status = [timed([*self.rehearse, "status"], env=self.env) for _ in range(runs)]
+        self.record("CLI: rehearse status", status, None)
+        ssh_true = [timed([*self.rehearse, "ssh", NAME, "--", "true"], env=self.env) for _ in range(runs)]
+        fresh = [timed(["ssh", "-F", str(self.work / "ssh_config"), "-p", str(SEED_PORT), "root@localhost", "true"])
+                 for _ in range(runs)]
+        self.record("rehearse ssh NAME -- true (vs a new ssh handshake)", ssh_true, fresh)
+
+    def write(self) -> None:
+        lines = [
+            "# Benchmark results",
+            "",
+            f"Machine: {platform.node()}, {platform.platform()}, {os.cpu_count()} cores, QEMU under TCG "
+            "(KVM unusable here). Date: " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + ".",
+            "Medians of the runs listed; ratio = rehearse / seed script (lower is better). "
+            "Produced by `bench/run.py`.",
+            "",
+            "| measurement | rehearse (s) | seed script / baseline (s) | ratio | runs |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for what, mine, seed, note in self.results:
+            m = statistics.median(mine)
+            s = f"{statistics.median(seed):.2f}" if seed else "–"
+            r = f"{m / statistics.median(seed):.2f}" if seed else "–"
+            runs = ", ".join(f"{x:.2f}" for x in mine) + (" / " + ", ".join(f"{x:.2f}" for x in seed) if seed else "")
+            lines.append(f"| {what}{' — ' + note if note else ''} | {m:.2f} | {s} | {r} | {runs} |")
+        (REPO / "bench" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--big-runs", type=int, default=3)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rehearse-bench-"))
+    b = Bench(work)
+    b.write_config()
+    try:
+        print(f"rehearse up (cold): {b.up():.1f} s", flush=True)
+        b.give_the_seed_script_access()
+        b.deploy()
+        b.noop(args.runs)
+        b.small_change(args.runs)
+        b.big_change(args.big_runs)
+        b.cli(max(args.runs, 10))
+        b.up_from_built_runner(min(args.runs, 3))
+        b.write()
+    finally:
+        sh([*b.rehearse, "destroy", NAME, "--timeout", "10"], env=b.env, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Argv-level and value tests: what rehearse would run, without running it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rehearse import config, deploy, ssh, vm
+from rehearse.errors import RehearseError
+from rehearse.state import VMDir, VMState
+
+
+def remote(tmp_path: Path, control: bool = True) -> ssh.Remote:
+    return ssh.Remote(
+        "127.0.0.1",
+        2222,
+        "root",
+        tmp_path / "key",
+        tmp_path / "known",
+        "rehearse-x",
+        tmp_path / "ssh.ctl" if control else None,
+    )
+
+
+def test_ssh_argv_is_strict_and_quotes_each_word(tmp_path: Path) -> None:
+    argv = ssh.argv(remote(tmp_path), ["echo", "a b", "$HOME"])
+    assert argv[0] == "ssh"
+    assert "StrictHostKeyChecking=yes" in argv
+    assert not any("StrictHostKeyChecking=no" in a for a in argv)
+    assert f"UserKnownHostsFile={tmp_path / 'known'}" in argv
+    assert "HostKeyAlias=rehearse-x" in argv
+    assert "BatchMode=yes" in argv
+    assert f"ControlPath={tmp_path / 'ssh.ctl'}" in argv
+    assert argv[-3:] == ["root@127.0.0.1", "--", "echo 'a b' '$HOME'"]
+
+
+def test_fresh_connection_bypasses_the_master(tmp_path: Path) -> None:
+    argv = ssh.argv(remote(tmp_path), ["true"], master=False)
+    assert "ControlPath=none" in argv and "ControlMaster=no" in argv
+
+
+def test_forwards_bind_loopback(tmp_path: Path) -> None:
+    d = VMDir("fripon", tmp_path)
+    d.create()
+    env = vm.runner_env(d, [vm.Forward(2222, 22), vm.Forward(8080, 80)], gui=False, tcg=True)
+    assert env["QEMU_NET_OPTS"] == "hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80"
+    assert "-display none" in env["QEMU_OPTS"] and "accel=tcg" in env["QEMU_OPTS"]
+    assert env["USE_TMPDIR"] == "1" and env["TMPDIR"] == str(d.path / "tmp")
+    assert env["NIX_DISK_IMAGE"] == str(d.path / "disk.qcow2")
+    assert env["SHARED_DIR"] == str(d.path / "shared")
+    gui = vm.runner_env(d, [], gui=True, tcg=False)
+    assert "-display none" not in gui["QEMU_OPTS"] and "accel" not in gui["QEMU_OPTS"]
+
+
+def test_state_dir_is_private(tmp_path: Path) -> None:
+    d = VMDir("fripon", tmp_path / "root")
+    d.create()
+    d.save(VMState(name="fripon"))
+    assert (d.path.stat().st_mode & 0o777) == 0o700
+    assert (d.path.parent.stat().st_mode & 0o777) == 0o700
+    assert (d.file("state.json").stat().st_mode & 0o777) == 0o600
+    assert d.load().name == "fripon"
+
+
+def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
+    d = VMDir("fripon", tmp_path)
+    with d.locked("first"), pytest.raises(RehearseError, match="busy"), d.locked("second"):
+        pass
+
+
+def test_bad_names_and_forwards() -> None:
+    with pytest.raises(RehearseError):
+        VMDir("../etc")
+    with pytest.raises(RehearseError, match="HOST_PORT:GUEST_PORT"):
+        config.parse_forward("8080")
+    assert config.parse_forward("8080:80") == vm.Forward(8080, 80)
+
+
+def test_taken_port_is_skipped() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        assert vm.pick_port(taken) != taken
+
+
+def test_rehearse_toml(tmp_path: Path) -> None:
+    (tmp_path / "rehearse.toml").write_text('nixpkgs = "np"\nforward = ["80:8080"]\nconfirm_timeout = 30\n')
+    s = config.load_settings(tmp_path)
+    assert s.nixpkgs == str((tmp_path / "np").resolve())
+    assert s.forward == ("80:8080",) and s.confirm_timeout == 30
+    (tmp_path / "rehearse.toml").write_text("nixpgks = 1\n")
+    with pytest.raises(RehearseError, match="unknown setting"):
+        config.load_settings(tmp_path)
+
+
+def test_source_resolution(tmp_path: Path) -> None:
+    conf = tmp_path / "configuration.nix"
+    conf.write_text("{ }")
+    src = config.resolve_source(str(conf), None, [], config.Settings(nixpkgs="/np"))
+    assert src.configuration == conf and src.include == ("nixpkgs=/np",)
+    with pytest.raises(RehearseError, match="no such file"):
+        config.resolve_source(str(tmp_path / "nope.nix"), None, [], config.Settings())
+    with pytest.raises(RehearseError, match="names no configuration"):
+        config.resolve_source(None, str(tmp_path), [], config.Settings())
+
+
+def test_store_names_and_versions() -> None:
+    assert deploy.split_name("/nix/store/" + "a" * 32 + "-hello-2.12.1") == ("hello", "2.12.1")
+    assert deploy.split_name("/nix/store/" + "a" * 32 + "-etc") == ("etc", "")
+    assert deploy.split_name("/nix/store/" + "a" * 32 + "-nixos-system-fripon-25.11pre-mini") == (
+        "nixos-system-fripon",
+        "25.11pre-mini",
+    )
+
+
+def test_kvm_probe_answer_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert vm.kvm_works(None, tmp_path) is False
+        return
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    (tmp_path / "kvm-probe").write_text(f"{boot_id} tcg\n")
+    assert vm.kvm_works(Path("/nonexistent"), tmp_path) is False
+    (tmp_path / "kvm-probe").write_text(f"{boot_id} kvm\n")
+    assert vm.kvm_works(Path("/nonexistent"), tmp_path) is True
