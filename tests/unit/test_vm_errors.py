@@ -1,0 +1,34 @@
+"""What `up` says when the VM's runner dies early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rehearse import vm
+from rehearse.state import VMDir
+
+
+def dir_with_log(tmp_path: Path, text: str) -> VMDir:
+    d = VMDir("fripon", tmp_path)
+    d.create()
+    d.file("runner.log").write_text(text)
+    return d
+
+
+def test_qemu_missing(tmp_path: Path) -> None:
+    d = dir_with_log(
+        tmp_path, "/nix/store/x-run-nixos-vm: line 80: /usr/bin/qemu-system-x86_64: No such file or directory\n"
+    )
+    err = vm.early_exit_error(d)
+    assert "qemu-system-x86_64 not found" in err.message
+    assert err.hint is not None and "apt-get install qemu-system-x86" in err.hint
+
+
+def test_no_display(tmp_path: Path) -> None:
+    err = vm.early_exit_error(dir_with_log(tmp_path, "gtk initialization failed\n"))
+    assert "no display" in err.message and "--gui" in (err.hint or "")
+
+
+def test_other_failure_shows_the_runner_output(tmp_path: Path) -> None:
+    err = vm.early_exit_error(dir_with_log(tmp_path, "qemu: could not open disk image\n"))
+    assert "could not open disk image" in err.message
