@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,7 +60,7 @@ class ClosureDiff:
     changed: list[tuple[str, str, str]]  # pname, old version, new version
     rebuilt: list[str]  # names present on both sides with the same version, other store paths
     size_delta: int
-    new_paths: list[str] = field(default_factory=list)
+    added_paths: list[str] = field(default_factory=list)  # store paths the new closure adds
 
     def lines(self) -> list[str]:
         out = [f"  {pname}: {old} → {new}" for pname, old, new in self.changed]
@@ -113,7 +114,7 @@ def closure_diff(old: Path | None, new: Path) -> ClosureDiff:
         changed=changed,
         rebuilt=rebuilt,
         size_delta=sum(size[p] for p in added_paths) - sum(size[p] for p in removed_paths),
-        new_paths=new_c,
+        added_paths=added_paths,
     )
 
 
@@ -128,43 +129,47 @@ def _label(pname: str, versions: set[str]) -> str:
 @dataclass(frozen=True)
 class Pushed:
     registered: int  # made valid in the guest without copying (host store shared)
-    copied: int  # copied over SSH
-    already: int  # valid in the guest before
+    copied: int  # given to nix-copy-closure, which copies those the guest lacks
 
 
-# One round trip: which of these paths the guest lacks, and which of those it
-# can already see through the host store it mounts (NixOS VMs mount the host
-# /nix/store read-only at /nix/.ro-store, under an overlay on /nix/store).
-_PROBE = r"""
+# One round trip: when the guest sees every path through the host store it
+# mounts (NixOS VMs mount the host /nix/store read-only at /nix/.ro-store,
+# under an overlay on /nix/store), it registers them from the host's
+# registration data (nix-store --dump-db); else it names those it cannot see.
+# The paths are those of the new closure that the running system's closure
+# lacks (computed on the host: no question to the guest's Nix database;
+# registering a path that is already valid again changes nothing).
+_PUSH = r"""
+set -e
+missing=0
 shared=no
-if grep -q ' /nix/.ro-store ' /proc/mounts 2>/dev/null; then shared=yes; fi
-xargs -r nix-store --check-validity --print-invalid 2>/dev/null | while read -r p; do
-  if [ $shared = yes ] && [ -e "/nix/.ro-store/${p#/nix/store/}" ] && [ -e "$p" ]; then
-    echo "visible $p"
-  else
-    echo "missing $p"
+if grep -q ' /nix/.ro-store ' /proc/mounts; then shared=yes; fi
+for p in "$@"; do
+  if [ $shared = yes ] && [ -e "/nix/.ro-store/${p#/nix/store/}" ] && [ -e "$p" ]; then :; else
+    echo "missing $p"; missing=1
   fi
 done
+if [ $missing = 0 ]; then nix-store --load-db; echo registered; else cat >/dev/null; fi
 """
 
 
 def push(remote: ssh.Remote, paths: list[str], *, force_copy: bool) -> Pushed:
-    """Make `paths` (a closure) valid in the guest's store: register what the
-    guest already sees through the shared host store, copy the rest with
-    nix-copy-closure over the VM's SSH master."""
-    probe = ssh.run(remote, ["sh", "-c", _PROBE], input="\n".join(paths) + "\n")
-    visible: list[str] = []
-    missing: list[str] = []
-    for line in probe.stdout.splitlines():
-        kind, _, path = line.partition(" ")
-        (visible if kind == "visible" else missing).append(path)
+    """Make `paths` (what the new closure adds to the running one) valid in
+    the guest's store: register them when the guest sees them through the
+    shared host store, else copy them with nix-copy-closure over the VM's
+    SSH master (which copies only what the guest lacks)."""
+    if not paths:
+        return Pushed(0, 0)
     if force_copy:
-        missing, visible = missing + visible, []
-    if visible:
-        ssh.run(remote, ["nix-store", "--load-db"], input=nix.dump_db(visible))
-    if missing:
-        copy_closure(remote, missing)
-    return Pushed(len(visible), len(missing), len(paths) - len(visible) - len(missing))
+        copy_closure(remote, paths)
+        return Pushed(0, len(paths))
+    out = ssh.run(remote, ["sh", "-c", _PUSH, "push", *paths], input=nix.dump_db(paths)).stdout.splitlines()
+    if "registered" in out:
+        return Pushed(len(paths), 0)
+    for line in out:
+        log.info("not visible in the guest: %s", line.removeprefix("missing "))
+    copy_closure(remote, paths)
+    return Pushed(0, len(paths))
 
 
 def copy_closure(remote: ssh.Remote, paths: list[str]) -> None:
@@ -213,12 +218,14 @@ def activate(
         timeout=confirm_timeout + 900,
     )
     rc = _last_int(followed.stdout)
+    result = None
     if rc == 0:
-        verdict = verify_and_confirm(remote, d, checks, confirm_timeout)
+        verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout)
         if verdict is not None:
             say(f"rehearse: check failed: {verdict}; rolling back")
             ssh.run(remote, ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject"], check=False)
-    result = wait_result(remote, d, confirm_timeout)
+    if result is None:
+        result = wait_result(remote, d, confirm_timeout)
     return Outcome(
         ok=result == "confirmed",
         switch_rc=rc,
@@ -286,31 +293,37 @@ class Check:
         raise RehearseError(f"unknown check {data!r}.", hint='write { cmd = "…" }, { tcp = PORT } or { http = "URL" }')
 
 
-def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: float) -> str | None:
-    """Confirm the new system to the guest when it is healthy; else say why
-    not. The first look goes over a *fresh* SSH connection: a ControlMaster
-    session opened before the switch proves nothing about the new sshd (a
-    deploy-rs lesson). Without configured checks that one connection also
-    confirms; with checks, confirmation follows them."""
-    confirm_now = "" if checks else f"rm -f {d}/canary; "
+def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: float) -> tuple[str | None, str | None]:
+    """Confirm the new system to the guest when it is healthy. Returns (why
+    not, the guest's result if already known). The first look goes over a
+    *fresh* SSH connection: a ControlMaster session opened before the switch
+    proves nothing about the new sshd (a deploy-rs lesson). Without
+    configured checks that one connection also confirms and reads the
+    guest's verdict; with checks, confirmation follows them."""
+    confirm_now = (
+        "" if checks else f"rm -f {d}/canary; for i in $(seq 100); do [ -s {d}/result ] && break; sleep 0.05; done; "
+    )
     look = (
         "failed=$(systemctl list-units --failed --plain --no-legend --full | awk '{print $1}' | tr '\\n' ' '); "
-        f'if [ -n "$failed" ]; then echo "failed units: $failed"; exit 0; fi; {confirm_now}echo healthy'
+        f'if [ -n "$failed" ]; then echo "failed units: $failed"; exit 0; fi; {confirm_now}'
+        f'echo "healthy $(cat {d}/result 2>/dev/null)"'
     )
     fresh = ssh.run(remote, ["sh", "-c", look], master=False, check=False, connect_timeout=10, timeout=60)
     if fresh.returncode != 0:
         say("rehearse: a new SSH connection to the VM failed; the VM rolls back by itself unless it is confirmed")
-        return None
-    if not fresh.stdout.strip().endswith("healthy"):
-        return fresh.stdout.strip()
+        return None, None
+    out = fresh.stdout.strip()
+    if not out.startswith("healthy"):
+        return out, None
+    known = out[len("healthy") :].strip() or None
     deadline = time.monotonic() + max(5.0, budget - 15)
     for check in checks:
         why = run_check(remote, check, deadline)
         if why is not None:
-            return why
+            return why, None
     if checks:
         ssh.run(remote, ["rm", "-f", f"{d}/canary"], check=False)
-    return None
+    return None, known
 
 
 def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
@@ -393,16 +406,20 @@ def run_deploy(req: DeployRequest) -> int:
             return 0
         diff = closure_diff(Path(current) if current else None, system)
         t = time.monotonic()
-        pushed = push(remote, diff.new_paths, force_copy=req.force_copy)
+        # dry-activate needs only the files of the new system, which a VM
+        # sharing the host store already sees: ask for it while pushing.
+        dry_argv = [f"{system}/bin/switch-to-configuration", "dry-activate"]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            early = pool.submit(ssh.run, remote, dry_argv, check=False)
+            pushed = push(remote, diff.added_paths, force_copy=req.force_copy)
+            dry = early.result()
         times["push"] = time.monotonic() - t
-        dry = ssh.run(remote, [f"{system}/bin/switch-to-configuration", "dry-activate"], check=False)
+        if dry.returncode != 0 and pushed.copied:
+            dry = ssh.run(remote, dry_argv, check=False)
         say(f"plan for {req.name}: {store_name(current)} → {store_name(str(system))}")
         for line in diff.lines():
             say(line)
-        say(
-            f"  store: {pushed.registered} paths registered without copying, {pushed.copied} copied, "
-            f"{pushed.already} already there"
-        )
+        say(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
         for line in (dry.stderr + dry.stdout).splitlines():
             if line.startswith("would "):
                 say(f"  {line}")

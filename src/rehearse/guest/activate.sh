@@ -80,6 +80,6 @@ while [ "$(date +%s)" -lt "$end" ]; do
   if [ -e "$dir/reject" ]; then
     rollback "$(cat "$dir/reject")"
   fi
-  sleep 0.2
+  sleep 0.1
 done
 rollback not-confirmed

@@ -3,6 +3,7 @@
 # when users.mutableUsers is false, only at creation otherwise, as NixOS does).
 import ast
 import pwd
+import spwd
 import grp
 import subprocess
 import sys
@@ -44,5 +45,5 @@ for u in spec["users"]:
     password = u["hashedPassword"]
     if not password and created:
         password = u["initialHashedPassword"]
-    if password and (created or not spec["mutableUsers"]):
+    if password and (created or not spec["mutableUsers"]) and spwd.getspnam(u["name"]).sp_pwdp != password:
         run("usermod", "-p", password, u["name"])

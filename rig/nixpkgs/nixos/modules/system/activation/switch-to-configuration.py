@@ -49,6 +49,19 @@ def units_of(toplevel: str | None) -> dict[str, str | None]:
     return units
 
 
+def unit_tree(toplevel: str | None) -> list[tuple[str, str]]:
+    """Every unit file and .wants/.requires link of a system, with its target."""
+    if toplevel is None:
+        return []
+    root = os.path.join(toplevel, UNIT_DIR)
+    tree = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            tree.append((os.path.relpath(path, root), os.path.realpath(path)))
+    return sorted(tree)
+
+
 def wanted(toplevel: str, unit: str) -> bool:
     return any(
         os.path.lexists(os.path.join(toplevel, UNIT_DIR, f"{t}.{kind}", unit))
@@ -134,7 +147,8 @@ def main() -> int:
         if action == "boot":
             return 0
 
-    p = plan(current_system())
+    current = current_system()
+    p = plan(current)
     if action == "dry-activate":
         if p["stop"]:
             log("would stop the following units: " + ", ".join(p["stop"]))
@@ -154,7 +168,10 @@ def main() -> int:
     log("activating the configuration...")
     if subprocess.run([os.path.join(OUT, "activate")], check=False).returncode != 0:
         status = 2
-    systemctl("daemon-reload")
+    # systemd reads unit files again only when some changed (nothing else
+    # of systemd's configuration is managed by the mini nixpkgs).
+    if unit_tree(current) != unit_tree(OUT):
+        systemctl("daemon-reload")
     for verb, doing in (("reload", "reloading"), ("restart", "restarting"), ("start", "starting")):
         if p[verb]:
             log(f"{doing} the following units: " + ", ".join(p[verb]))
