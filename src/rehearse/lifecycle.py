@@ -238,25 +238,26 @@ def console(name: str, follow: bool) -> None:
                 time.sleep(0.3)
 
 
+def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
+    """Close the VM's SSH master and power it off; the state is kept."""
+    if state.ssh_port is not None:
+        ssh.close_master(remote_for(vmdir, state.ssh_port))
+    how = vm.stop(state.pid, vmdir.file("qmp.sock"), timeout) if state.pid and state.alive() else "already stopped"
+    state.pid = None
+    vmdir.save(state)
+    return how
+
+
 def down(name: str, timeout: float) -> None:
     vmdir = VMDir(name)
     with vmdir.locked("rehearse down"):
-        state = vmdir.load()
-        if state.ssh_port is not None:
-            ssh.close_master(remote_for(vmdir, state.ssh_port))
-        how = vm.stop(state.pid, vmdir.file("qmp.sock"), timeout) if state.pid and state.alive() else "already stopped"
-        state.pid = None
-        vmdir.save(state)
+        how = _power_off(vmdir, vmdir.load(), timeout)
     print(f"{name}: {how}", file=sys.stderr)
 
 
 def destroy(name: str, timeout: float) -> None:
     vmdir = VMDir(name)
     with vmdir.locked("rehearse destroy"):
-        state = vmdir.load()
-        if state.ssh_port is not None:
-            ssh.close_master(remote_for(vmdir, state.ssh_port))
-        if state.pid and state.alive():
-            vm.stop(state.pid, vmdir.file("qmp.sock"), timeout)
-    shutil.rmtree(vmdir.path)
+        _power_off(vmdir, vmdir.load(), timeout)
+        shutil.rmtree(vmdir.path)
     print(f"{name}: destroyed (disk, keys and state removed)", file=sys.stderr)

@@ -191,6 +191,16 @@ def early_exit_error(vmdir: VMDir) -> RehearseError:
     )
 
 
+def ssh_banner(port: int, timeout: float = 1.0) -> bool:
+    """Whether something on 127.0.0.1:port greets like an SSH server."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
 def wait_for_ssh(remote: ssh.Remote, pid: int, vmdir: VMDir, timeout: float) -> None:
     """Wait until the VM answers SSH, with a progress line; on failure say
     what was waited for and show the console's last lines."""
@@ -205,10 +215,15 @@ def wait_for_ssh(remote: ssh.Remote, pid: int, vmdir: VMDir, timeout: float) -> 
         if interactive:
             sys.stderr.write(f"\r{msg}")
             sys.stderr.flush()
+        # Until the guest has its network up, QEMU accepts the forwarded
+        # connection and then says nothing: wait for sshd's banner first
+        # (cheap, 1 s at most) rather than an SSH handshake that hangs.
+        if not ssh_banner(remote.port):
+            return None
         result = ssh.run(remote, ["true"], check=False, connect_timeout=5, timeout=30)
         return True if result.returncode == 0 else None
 
-    ok = retry(attempt, timeout, interval=1.0)
+    ok = retry(attempt, timeout, interval=0.5)
     if interactive:
         sys.stderr.write("\n")
     if not ok:

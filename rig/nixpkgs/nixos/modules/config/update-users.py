@@ -3,12 +3,21 @@
 # when users.mutableUsers is false, only at creation otherwise, as NixOS does).
 import ast
 import pwd
-import spwd
 import grp
 import subprocess
 import sys
 
 spec = ast.literal_eval(open(sys.argv[1]).read())
+
+
+def shadow_hash(name: str) -> str | None:
+    with open("/etc/shadow") as f:
+        for line in f:
+            fields = line.split(":")
+            if fields[0] == name:
+                return fields[1]
+    return None
+
 
 
 def run(*argv: str) -> None:
@@ -45,5 +54,5 @@ for u in spec["users"]:
     password = u["hashedPassword"]
     if not password and created:
         password = u["initialHashedPassword"]
-    if password and (created or not spec["mutableUsers"]) and spwd.getspnam(u["name"]).sp_pwdp != password:
+    if password and (created or not spec["mutableUsers"]) and shadow_hash(u["name"]) != password:
         run("usermod", "-p", password, u["name"])
