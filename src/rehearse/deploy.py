@@ -197,50 +197,46 @@ def activate(
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
     script = (resources.files("rehearse") / "guest" / "activate.sh").read_text()
-    # One session starts the unit and follows its log until
-    # switch-to-configuration has returned (DIR/rc); if the session drops,
-    # the unit goes on.
+    # One session starts the unit and follows its log (inotify, no polling);
+    # if the session drops, the unit goes on.
     start_and_follow = (
         f"set -e; umask 077; mkdir -p {d}; cat > {d}/activate.sh; : > {d}/log; "
         f"systemd-run --unit=rehearse-activate-{run_id} --collect --no-ask-password --quiet --service-type=exec "
         f"-E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E NIXOS_NO_CHECK "
         f"/bin/sh {d}/activate.sh {d} {shlex.quote(str(system))} {int(confirm_timeout)}"
         + (f" {generation}" if generation is not None else "")
-        + f"; ( while [ ! -e {d}/rc ]; do sleep 0.1; done ) & w=$!; "
-        f"tail -n +1 -s 0.1 -f --pid=$w {d}/log; cat {d}/rc"
+        + f"; exec tail -n +1 -f {d}/log"
     )
-    followed = ssh.run(
-        remote,
-        ["sh", "-c", start_and_follow],
-        input=script,
-        check=False,
-        stream_stdout=True,
-        timeout=confirm_timeout + 900,
-    )
-    rc = _last_int(followed.stdout)
-    result = None
-    if rc == 0:
-        verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout)
-        if verdict is not None:
-            say(f"rehearse: check failed: {verdict}; rolling back")
-            ssh.run(remote, ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject"], check=False)
-    if result is None:
+    rc: int | None = None
+    result: str | None = None
+    lines: list[str] = []
+    with process.stream(ssh.argv(remote, ["sh", "-c", start_and_follow]), input=script) as stream:
+        for line in stream:
+            if line.startswith("@@rehearse rc="):
+                rc = int(line.split("=", 1)[1])
+                if rc == 0:
+                    verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout)
+                    if result is not None:
+                        break
+                    if verdict is not None:
+                        say(f"rehearse: check failed: {verdict}; rolling back")
+                        ssh.run(
+                            remote,
+                            ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject; kill -USR2 $(cat {d}/pid)"],
+                            check=False,
+                        )
+            elif line.startswith("@@rehearse result="):
+                result = line.split("=", 1)[1]
+                break
+            else:
+                lines.append(line)
+                say(line)
+    if result is None:  # the session dropped: ask the guest over new connections
         result = wait_result(remote, d, confirm_timeout)
+    log_text = "\n".join(lines)
     return Outcome(
-        ok=result == "confirmed",
-        switch_rc=rc,
-        result=result,
-        failed_units=_failed_units(followed.stdout),
-        log=followed.stdout,
+        ok=result == "confirmed", switch_rc=rc, result=result, failed_units=_failed_units(log_text), log=log_text
     )
-
-
-def _last_int(text: str) -> int | None:
-    lines = text.strip().splitlines()
-    try:
-        return int(lines[-1]) if lines else None
-    except ValueError:
-        return None
 
 
 def _failed_units(text: str) -> list[str]:
@@ -249,25 +245,19 @@ def _failed_units(text: str) -> list[str]:
 
 
 def wait_result(remote: ssh.Remote, d: str, confirm_timeout: float) -> str:
-    """The guest's verdict: wait for DIR/result, over the master connection
-    while it lives, else over new connections (a configuration that cut SSH
-    off is rolled back after confirm_timeout, and SSH comes back)."""
+    """The guest's verdict when the log session dropped: poll DIR/result over
+    new connections (a configuration that cut SSH off is rolled back after
+    confirm_timeout, and SSH comes back)."""
     deadline = time.monotonic() + confirm_timeout + 180
     said = False
-    master = True
-    wait = f"for i in $(seq 100); do [ -s {d}/result ] && break; sleep 0.1; done; cat {d}/result 2>/dev/null"
     while time.monotonic() < deadline:
-        r = ssh.run(remote, ["sh", "-c", wait], check=False, master=master, connect_timeout=5, timeout=60)
+        r = ssh.run(remote, ["cat", f"{d}/result"], check=False, master=False, connect_timeout=5, timeout=30)
         if r.returncode == 0 and r.stdout.strip():
             return r.stdout.strip()
-        if r.returncode == 255:
-            master = False
-            if not said:
-                say(
-                    f"rehearse: the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)"
-                )
-                said = True
-            time.sleep(1)
+        if r.returncode == 255 and not said:
+            say(f"rehearse: the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)")
+            said = True
+        time.sleep(1)
     raise RehearseError(
         "the VM gave no verdict on the activation in time.",
         hint="look at `rehearse console` and `rehearse generations`; the VM may need `rehearse rollback`",
@@ -300,13 +290,10 @@ def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: 
     proves nothing about the new sshd (a deploy-rs lesson). Without
     configured checks that one connection also confirms and reads the
     guest's verdict; with checks, confirmation follows them."""
-    confirm_now = (
-        "" if checks else f"rm -f {d}/canary; for i in $(seq 100); do [ -s {d}/result ] && break; sleep 0.05; done; "
-    )
     look = (
         "failed=$(systemctl list-units --failed --plain --no-legend --full | awk '{print $1}' | tr '\\n' ' '); "
-        f'if [ -n "$failed" ]; then echo "failed units: $failed"; exit 0; fi; {confirm_now}'
-        f'echo "healthy $(cat {d}/result 2>/dev/null)"'
+        'if [ -n "$failed" ]; then echo "failed units: $failed"; exit 0; fi; '
+        + ("echo healthy" if checks else _CONFIRM.format(d=d))
     )
     fresh = ssh.run(remote, ["sh", "-c", look], master=False, check=False, connect_timeout=10, timeout=60)
     if fresh.returncode != 0:
@@ -322,8 +309,19 @@ def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: 
         if why is not None:
             return why, None
     if checks:
-        ssh.run(remote, ["rm", "-f", f"{d}/canary"], check=False)
+        confirmed = ssh.run(remote, ["sh", "-c", _CONFIRM.format(d=d)], check=False).stdout.strip()
+        known = confirmed[len("healthy") :].strip() or None
     return None, known
+
+
+# Confirm (SIGUSR1 to the activation script, again if it came too early) and
+# read the guest's result in the same session.
+_CONFIRM = (
+    "i=0; kill -USR1 $(cat {d}/pid); "
+    "while [ ! -s {d}/result ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); "
+    "[ $((i % 10)) = 0 ] && kill -USR1 $(cat {d}/pid) 2>/dev/null; done; "
+    'echo "healthy $(cat {d}/result 2>/dev/null)"'
+)
 
 
 def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:

@@ -130,6 +130,9 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
             file=sys.stderr,
         )
     env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
+    # An SSH master left from an earlier run of this VM talks to nothing.
+    if state.ssh_port is not None:
+        ssh.close_master(remote_for(vmdir, state.ssh_port))
     for stale in ("qmp.sock", "ssh.ctl"):
         vmdir.file(stale).unlink(missing_ok=True)
     if not vmdir.file("disk.qcow2").exists():

@@ -6,6 +6,7 @@ both log the command line at debug level as a copy-pasteable shell line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -13,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -118,6 +119,29 @@ def _run_streaming(
         for t in threads:
             t.join()
         return subprocess.CompletedProcess(args, proc.returncode, "".join(captured["out"]), "".join(captured["err"]))
+
+
+@contextlib.contextmanager
+def stream(argv: Sequence[str | Path], *, input: str | None = None) -> Iterator[Iterator[str]]:
+    """Run a command and give its stdout line by line (stderr goes to ours);
+    leaving the block ends the command if it still runs."""
+    args = [str(a) for a in argv]
+    log.debug("$ %s", shlex.join(args))
+    proc = subprocess.Popen(
+        args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        if input is not None and proc.stdin is not None:
+            proc.stdin.write(input)
+            proc.stdin.close()
+        yield (line.rstrip("\n") for line in proc.stdout)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def spawn(argv: Sequence[str | Path], *, env: Mapping[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -110,6 +111,25 @@ def test_status_json(rehearse: Rehearse, classic: str) -> None:
     assert vm["system"].endswith("-nixos-system-fripon-25.11pre-mini")
     current = rehearse("ssh", classic, "--", "readlink", "/run/current-system")
     assert current.stdout.strip() == vm["system"]
+
+
+def test_dead_ssh_master_is_replaced(rehearse: Rehearse, classic: str) -> None:
+    vmdir = rehearse.state / classic
+    assert rehearse("ssh", classic, "--", "true").returncode == 0
+    check = subprocess.run(
+        ["ssh", "-o", f"ControlPath={vmdir / 'ssh.ctl'}", "-O", "check", "root@127.0.0.1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Master running" in check.stderr, check.stderr
+    master_pid = int(check.stderr.split("pid=")[1].split(")")[0])
+    os.kill(master_pid, signal.SIGKILL)  # the socket file stays behind, stale
+    time.sleep(0.2)
+    assert (vmdir / "ssh.ctl").exists()
+    result = rehearse("ssh", classic, "--", "hostname", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fripon"
 
 
 def test_up_again_changes_nothing(rehearse: Rehearse, classic: str) -> None:

@@ -8,37 +8,51 @@
 #    NEW (a new generation; or switch to GENERATION, which holds NEW: a
 #    rollback) and run NEW/bin/switch-to-configuration test;
 # 2. if that fails, go back to the previous generation at once;
-# 3. else create DIR/canary and wait CONFIRM_TIMEOUT seconds for rehearse to
-#    confirm (delete the canary, over a *fresh* SSH connection) or to reject
-#    (create DIR/reject with a reason); no word in time → go back: the new
-#    configuration may have cut SSH off (magic rollback, as deploy-rs does).
-# Progress goes to DIR/log; the outcome to DIR/rc (switch's exit code) and
-# DIR/result ("confirmed" or "rolled-back REASON RC").
+# 3. else wait CONFIRM_TIMEOUT seconds for rehearse to confirm (SIGUSR1, sent
+#    over a *fresh* SSH connection) or to reject (SIGUSR2, reason in
+#    DIR/reject); no word in time → go back: the new configuration may have
+#    cut SSH off (magic rollback, as deploy-rs does it).
+# Everything goes to DIR/log, which rehearse follows; two marker lines carry
+# the outcome: "@@rehearse rc=N" (switch's exit code) and
+# "@@rehearse result=confirmed" or "@@rehearse result=rolled-back REASON RC".
+# No polling loops: the guest may have one emulated CPU.
 set -u
 dir=$1 new=$2 timeout=$3 target=${4:-}
 profile=/nix/var/nix/profiles/system
+confirmed=0 rejected=0
+trap 'confirmed=1' USR1
+trap 'rejected=1' USR2
 exec >>"$dir/log" 2>&1
+echo $$ >"$dir/pid"
 
-# Resolve the tools now: after the switch /run/current-system is another system.
+# Resolve the tools now: after the switch /run/current-system is another
+# system. nix-env may be a link to the multi-call `nix`, which dispatches on
+# its name: follow links only while they keep that name.
 PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
-# nix-env may be a link to the multi-call `nix`, which dispatches on its
-# name: follow links only while they keep that name.
 nixenv=$(command -v nix-env)
 while [ -L "$nixenv" ]; do
   t=$(readlink "$nixenv")
-  [ "$(basename "$t")" = nix-env ] || break
-  case $t in /*) nixenv=$t ;; *) nixenv=$(dirname "$nixenv")/$t ;; esac
+  case $t in */nix-env) ;; *) break ;; esac
+  case $t in /*) nixenv=$t ;; *) nixenv=${nixenv%/*}/$t ;; esac
 done
 prev=$(readlink -f /run/current-system)
 echo "$prev" >"$dir/previous"
 
-generation() { readlink "$profile" | sed -n 's/^.*-\([0-9]*\)-link$/\1/p'; }
-
+generation() {
+  g=$(readlink "$profile")
+  g=${g%-link}
+  echo "${g##*-}"
+}
 prevgen=$(generation)
 
+result() {
+  echo "$*" >"$dir/result"
+  echo "@@rehearse result=$*"
+  exit 0
+}
+
 rollback() {
-  reason=$1
-  echo "rehearse: rolling back to $prev ($reason)"
+  echo "rehearse: rolling back to $prev ($1)"
   bad=$(generation)
   if [ -n "$prevgen" ] && [ "$(readlink -f "$profile-$prevgen-link")" = "$prev" ]; then
     "$nixenv" -p "$profile" --switch-generation "$prevgen" >/dev/null 2>&1
@@ -50,36 +64,27 @@ rollback() {
     "$nixenv" -p "$profile" --delete-generations "$bad" >/dev/null 2>&1
   fi
   "$prev/bin/switch-to-configuration" test
-  prc=$?
-  echo "rolled-back $reason $prc" >"$dir/result"
-  exit 0
+  result "rolled-back $1 $?"
 }
 
 if [ -n "$target" ]; then
-  set_profile() { "$nixenv" -p "$profile" --switch-generation "$target"; }
+  "$nixenv" -p "$profile" --switch-generation "$target"
 else
-  set_profile() { "$nixenv" -p "$profile" --set "$new"; }
-fi
-if ! set_profile; then
-  echo 1 >"$dir/rc"
-  echo "rolled-back profile 0" >"$dir/result"
-  exit 0
-fi
+  "$nixenv" -p "$profile" --set "$new"
+fi || { echo "@@rehearse rc=1"; result "rolled-back profile 0"; }
 "$new/bin/switch-to-configuration" test
 rc=$?
-echo "$rc" >"$dir/rc"
+echo "@@rehearse rc=$rc"
 [ "$rc" -eq 0 ] || rollback "activation-exit-$rc"
 
-touch "$dir/canary"
-end=$(($(date +%s) + timeout))
-while [ "$(date +%s)" -lt "$end" ]; do
-  if [ ! -e "$dir/canary" ]; then
-    echo confirmed >"$dir/result"
-    exit 0
-  fi
-  if [ -e "$dir/reject" ]; then
-    rollback "$(cat "$dir/reject")"
-  fi
-  sleep 0.1
+# Wait for rehearse's word; a trapped signal ends `wait` at once (and
+# rehearse sends it again if it came just before the wait began).
+sleep "$timeout" &
+sleeper=$!
+while [ "$confirmed$rejected" = 00 ] && kill -0 "$sleeper" 2>/dev/null; do
+  wait "$sleeper"
 done
+kill "$sleeper" 2>/dev/null
+[ "$confirmed" = 1 ] && result confirmed
+[ "$rejected" = 1 ] && rollback "$(cat "$dir/reject")"
 rollback not-confirmed
