@@ -59,7 +59,9 @@ class Bench:
         shutil.copy(src / "hardware-configuration.nix", self.conf)
         text = (src / "configuration.nix").read_text()
         text = text.replace("services.timesyncd.enable = true;", "services.timesyncd.enable = lib.mkDefault true;")
-        text = text.replace("./hardware-configuration.nix", "./hardware-configuration.nix\n    ./extra.nix\n    ./access.nix")
+        text = text.replace(
+            "./hardware-configuration.nix", "./hardware-configuration.nix\n    ./extra.nix\n    ./access.nix"
+        )
         (self.conf / "configuration.nix").write_text(text)
         (self.conf / "access.nix").write_text("{ ... }: { }\n")
         self.set_extra("")
@@ -69,12 +71,25 @@ class Bench:
     def set_extra(self, body: str) -> None:
         (self.conf / "extra.nix").write_text(
             "{ config, lib, pkgs, ... }:\n{\n  virtualisation.vmVariant.virtualisation.memorySize = 4096;\n"
-            + body + "\n}\n"
+            + body
+            + "\n}\n"
         )
 
     def up(self) -> float:
-        return timed([*self.rehearse, "up", str(self.conf / "configuration.nix"), "-I", f"nixpkgs={MINI}",
-                      "--name", NAME, "--forward", f"{SEED_PORT}:22"], env=self.env)
+        return timed(
+            [
+                *self.rehearse,
+                "up",
+                str(self.conf / "configuration.nix"),
+                "-I",
+                f"nixpkgs={MINI}",
+                "--name",
+                NAME,
+                "--forward",
+                f"{SEED_PORT}:22",
+            ],
+            env=self.env,
+        )
 
     def give_the_seed_script_access(self) -> None:
         """The seed's script logs in with a key (instead of a typed password)
@@ -97,7 +112,7 @@ class Bench:
             "  StrictHostKeyChecking yes\n"
         )
         wrapper = bindir / "ssh"
-        wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {self.work / 'ssh_config'} \"$@\"\n")
+        wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {self.work / "ssh_config"} "$@"\n')
         wrapper.chmod(0o755)
         self.seed_env = {
             "PATH": f"{bindir}:{os.environ['PATH']}",
@@ -129,36 +144,54 @@ class Bench:
         self.seed()
         seed = [self.seed() for _ in range(runs)]
         self.record("no-op deploy", mine, seed)
+        self.deploy()
+
+    def series(self, tool: str, bodies: list[str], *extra: str) -> list[float]:
+        """Each tool deploys its own series of changes, after one untimed
+        deploy that moves the VM from the other tool's system to its own
+        (the two build different systems: rehearse's has its VM module)."""
+        go = self.seed if tool == "seed" else (lambda: self.deploy(*extra))
+        self.set_extra(bodies[0])
+        go()
+        times = []
+        for body in bodies[1:]:
+            self.set_extra(body)
+            times.append(go())
+        return times
 
     def small_change(self, runs: int) -> None:
-        mine, seed = [], []
-        for i in range(runs):
-            self.set_extra(f'  environment.etc."bench".text = "rehearse {i} {time.time()}";')
-            mine.append(self.deploy())
-            self.set_extra(f'  environment.etc."bench".text = "seed {i} {time.time()}";')
-            seed.append(self.seed())
+        def bodies(tool: str) -> list[str]:
+            return [f'  environment.etc."bench".text = "{tool} {i} {time.time()}";' for i in range(runs + 1)]
+
+        mine = self.series("rehearse", bodies("rehearse"))
+        seed = self.series("seed", bodies("seed"))
         self.record("small change (one file in environment.etc)", mine, seed)
 
     def big_change(self, runs: int) -> None:
         def big(tag: str) -> str:
-            return (f'  environment.systemPackages = [ (pkgs.runCommand "big-{tag}" {{ }} '
-                    f'"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob") ];')
+            return (
+                f'  environment.systemPackages = [ (pkgs.runCommand "big-{tag}" {{ }} '
+                f'"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob") ];'
+            )
 
-        tags = [f"{kind}{i}-{int(time.time())}" for i in range(runs) for kind in ("r", "s", "c")]
+        stamp = int(time.time())
+        tags = {kind: [f"{kind}{i}-{stamp}" for i in range(runs + 1)] for kind in ("r", "s", "c")}
         # Build the 200 MB paths first: what is measured is getting them into the VM.
-        for tag in tags:
-            self.set_extra(big(tag))
-            sh(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI}", "-E",
-                f"(import <nixpkgs> {{}}).runCommand \"big-{tag}\" {{ }} "
-                "\"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob\""])
-        mine, seed, copy = [], [], []
-        for i in range(runs):
-            self.set_extra(big(tags[3 * i]))
-            mine.append(self.deploy())
-            self.set_extra(big(tags[3 * i + 1]))
-            seed.append(self.seed())
-            self.set_extra(big(tags[3 * i + 2]))
-            copy.append(self.deploy("--copy"))
+        for tag in [t for ts in tags.values() for t in ts]:
+            sh(
+                [
+                    "nix-build",
+                    "--no-out-link",
+                    "-I",
+                    f"nixpkgs={MINI}",
+                    "-E",
+                    f'(import <nixpkgs> {{}}).runCommand "big-{tag}" {{ }} '
+                    '"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob"',
+                ]
+            )
+        mine = self.series("rehearse", [big(t) for t in tags["r"]])
+        seed = self.series("seed", [big(t) for t in tags["s"]])
+        copy = self.series("rehearse", [big(t) for t in tags["c"]], "--copy")
         self.record("200 MB path added (zero-copy)", mine, seed)
         self.record("200 MB path added (rehearse --copy)", copy, seed)
 
@@ -176,13 +209,28 @@ class Bench:
             scratch = self.work / f"byhand{i}"
             scratch.mkdir()
             port = free_port()
-            env = {**os.environ, "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22",
-                   "QEMU_OPTS": "-display none", "SHARED_DIR": str(self.state / NAME / "shared"),
-                   "TMPDIR": str(scratch), "USE_TMPDIR": "1", "NIX_DISK_IMAGE": str(scratch / "disk.qcow2")}
+            env = {
+                **os.environ,
+                "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22",
+                "QEMU_OPTS": "-display none",
+                "SHARED_DIR": str(self.state / NAME / "shared"),
+                "TMPDIR": str(scratch),
+                "USE_TMPDIR": "1",
+                "NIX_DISK_IMAGE": str(scratch / "disk.qcow2"),
+            }
             t0 = time.monotonic()
             proc = subprocess.Popen([str(runner)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            probe = ["ssh", "-F", str(self.work / "ssh_config"), "-p", str(port), "-o", "ConnectTimeout=5",
-                     "root@localhost", "true"]
+            probe = [
+                "ssh",
+                "-F",
+                str(self.work / "ssh_config"),
+                "-p",
+                str(port),
+                "-o",
+                "ConnectTimeout=5",
+                "root@localhost",
+                "true",
+            ]
             while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
                 time.sleep(1)
             hand.append(time.monotonic() - t0)
@@ -195,8 +243,10 @@ class Bench:
         status = [timed([*self.rehearse, "status"], env=self.env) for _ in range(runs)]
         self.record("CLI: rehearse status", status, None)
         ssh_true = [timed([*self.rehearse, "ssh", NAME, "--", "true"], env=self.env) for _ in range(runs)]
-        fresh = [timed(["ssh", "-F", str(self.work / "ssh_config"), "-p", str(SEED_PORT), "root@localhost", "true"])
-                 for _ in range(runs)]
+        fresh = [
+            timed(["ssh", "-F", str(self.work / "ssh_config"), "-p", str(SEED_PORT), "root@localhost", "true"])
+            for _ in range(runs)
+        ]
         self.record("rehearse ssh NAME -- true (vs a new ssh handshake)", ssh_true, fresh)
 
     def write(self) -> None:
@@ -205,8 +255,7 @@ class Bench:
             "",
             f"Machine: {platform.node()}, {platform.platform()}, {os.cpu_count()} cores, QEMU under TCG "
             "(KVM unusable here). Date: " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + ".",
-            "Medians of the runs listed; ratio = rehearse / seed script (lower is better). "
-            "Produced by `bench/run.py`.",
+            "Medians of the runs listed; ratio = rehearse / seed script (lower is better). Produced by `bench/run.py`.",
             "",
             "| measurement | rehearse (s) | seed script / baseline (s) | ratio | runs |",
             "|---|---:|---:|---:|---|",
@@ -230,7 +279,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--big-runs", type=int, default=3)
+    p.add_argument("--only", default="noop,small,big,cli,up", help="comma-separated: noop,small,big,cli,up")
     args = p.parse_args()
+    only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="rehearse-bench-"))
     b = Bench(work)
     b.write_config()
@@ -238,12 +289,18 @@ def main() -> None:
         print(f"rehearse up (cold): {b.up():.1f} s", flush=True)
         b.give_the_seed_script_access()
         b.deploy()
-        b.noop(args.runs)
-        b.small_change(args.runs)
-        b.big_change(args.big_runs)
-        b.cli(max(args.runs, 10))
-        b.up_from_built_runner(min(args.runs, 3))
-        b.write()
+        if "noop" in only:
+            b.noop(args.runs)
+        if "small" in only:
+            b.small_change(args.runs)
+        if "big" in only:
+            b.big_change(args.big_runs)
+        if "cli" in only:
+            b.cli(max(args.runs, 10))
+        if "up" in only:
+            b.up_from_built_runner(min(args.runs, 3))
+        if only == {"noop", "small", "big", "cli", "up"}:
+            b.write()
     finally:
         sh([*b.rehearse, "destroy", NAME, "--timeout", "10"], env=b.env, check=False)
         shutil.rmtree(work, ignore_errors=True)

@@ -71,20 +71,6 @@ let
       ${qemu}/bin/qemu-img create -q -f qcow2 -F qcow2 -b "$base" "$1"
     }
 
-    # KVM only when it really runs a guest: here /dev/kvm may exist and hang.
-    # The answer is kept for the host's boot in /run.
-    accelerator() {
-      local cache=/run/rehearse-rig-kvm answer=tcg
-      if [ -r "$cache" ]; then cat "$cache"; return; fi
-      if [ -w /dev/kvm ] && timeout -s KILL 10 ${qemu}/bin/qemu-system-x86_64 -machine accel=kvm -cpu max \
-           -m 256 -nodefaults -no-reboot -display none -serial stdio -kernel "$1" \
-           -append "console=ttyS0 panic=-1" 2>/dev/null | grep -q "VFS: Unable to mount root"; then
-        answer=kvm:tcg
-      fi
-      echo "$answer" > "$cache" 2>/dev/null || true
-      echo "$answer"
-    }
-
     NIX_DISK_IMAGE=$(readlink -f "''${NIX_DISK_IMAGE:-${toString cfg.diskImage}}") || test -z "$NIX_DISK_IMAGE"
 
     if test -n "$NIX_DISK_IMAGE" && ! test -e "$NIX_DISK_IMAGE"; then
@@ -110,7 +96,9 @@ let
     # Create a directory for exchanging data with the VM.
     mkdir -p "$TMPDIR/xchg"
 
-    accel=$(accelerator "$bootDir/vmlinuz")
+    # KVM only when it really runs a guest: here /dev/kvm may exist and hang
+    # (the probe never hangs, and keeps its answer for the host's boot).
+    if ${hostPkgs.runtimeShell} ${../../lib/kvm-probe.sh} >/dev/null 2>&1; then accel=kvm:tcg; else accel=tcg; fi
 
     cd "$TMPDIR"
 

@@ -2,7 +2,7 @@
 # Can KVM really run a Linux kernel on this machine? Prints "kvm" and exits 0 if it can,
 # prints "tcg" and exits 1 if not (reasons on stderr). Never hangs: answers within ~8 s.
 #
-#   rig/image/kvm-probe [--fresh] [KERNEL]
+#   rig/nixpkgs/nixos/lib/kvm-probe.sh [--fresh] [KERNEL]   (the VM runner calls it)
 #     KERNEL   a kernel QEMU can boot with -kernel (default: the cached guest image's vmlinuz)
 #     --fresh  ignore the answer cached for this boot of the host in /run/rehearse-rig-kvm
 #
