@@ -143,6 +143,14 @@ def test_rollback(rehearse: Rehearse, vm: Config) -> None:
     assert current(rehearse) == cur["system"]
 
 
+def test_rollback_to_a_generation_that_does_not_exist(rehearse: Rehearse, vm: Config) -> None:
+    before = current(rehearse)
+    result = rehearse("rollback", NAME, "--to", "999")
+    assert result.returncode == 1
+    assert "has no generation 999" in result.stderr and "rehearse generations" in result.stderr
+    assert current(rehearse) == before
+
+
 def test_restart_boots_the_deployed_system(rehearse: Rehearse, vm: Config) -> None:
     vm.set('  environment.etc."motd".text = "after restart";')
     code, err, _ = deploy(rehearse)

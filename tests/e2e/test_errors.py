@@ -81,3 +81,28 @@ def test_vm_that_never_answers_ssh(rehearse: Rehearse, tmp_path: Path) -> None:
     assert "Last lines of its console:" in result.stderr
     assert "rehearse down mute" in result.stderr
     assert rehearse("destroy", "mute", "--timeout", "5").returncode == 0
+
+
+def test_commands_on_unknown_or_stopped_vms(rehearse: Rehearse) -> None:
+    for args in (
+        ("deploy", "nosuchvm", "--yes"),
+        ("ssh", "nosuchvm", "--", "true"),
+        ("down", "nosuchvm"),
+        ("generations", "nosuchvm"),
+        ("rollback", "nosuchvm"),
+        ("console", "nosuchvm"),
+    ):
+        result = rehearse(*args)
+        assert result.returncode == 1, args
+        assert "no VM named 'nosuchvm'" in result.stderr, (args, result.stderr)
+        assert "rehearse up" in result.stderr or "rehearse status" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_bad_flake_reference(rehearse: Rehearse, tmp_path: Path) -> None:
+    result = rehearse("up", "--flake", str(tmp_path))
+    assert result.returncode == 1
+    assert "names no configuration" in result.stderr and "--flake PATH#NAME" in result.stderr
+    result = rehearse("up", "--flake", f"{tmp_path}#fripon")
+    assert result.returncode == 1
+    assert "no flake.nix" in result.stderr
