@@ -222,7 +222,8 @@ def status(as_json: bool) -> None:
     for r in rows:
         uptime = f"{r['uptime']} s" if r["uptime"] is not None else "-"
         pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or "-"
-        print(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}")
+        disk = "  (disk made with an older system)" if r["disk_older"] else ""
+        print(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
 
 
 def console(name: str, follow: bool) -> None:

@@ -165,3 +165,5 @@ def test_restart_boots_the_deployed_system(rehearse: Rehearse, vm: Config) -> No
     status = rehearse.vm(NAME)
     assert status["system"] == deployed
     assert status["disk_older"] is True
+    table = rehearse("status").stdout
+    assert "(disk made with an older system)" in table and deployed in table

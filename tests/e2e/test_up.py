@@ -132,6 +132,12 @@ def test_dead_ssh_master_is_replaced(rehearse: Rehearse, classic: str) -> None:
     assert result.stdout.strip() == "fripon"
 
 
+def test_console_shows_the_serial_log(rehearse: Rehearse, classic: str) -> None:
+    result = rehearse("console", classic)
+    assert result.returncode == 0
+    assert "Linux version" in result.stdout
+
+
 def test_up_again_changes_nothing(rehearse: Rehearse, classic: str) -> None:
     before = rehearse.vm(classic)
     result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), *include())
@@ -144,6 +150,7 @@ def test_down_then_up_then_destroy(rehearse: Rehearse, classic: str) -> None:
     pid = rehearse.vm(classic)["pid"]
     result = rehearse("down", classic)
     assert result.returncode == 0, result.stderr
+    assert "powered off" in result.stderr  # ACPI power button over QMP, not a kill
     vm = rehearse.vm(classic)
     assert vm["state"] == "stopped" and vm["pid"] is None and vm["ssh"] is None
     assert process_start(pid) is None  # gone (or a zombie waiting for init to reap it)
