@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,32 @@ def test_config_that_cuts_ssh_is_rolled_back_by_the_guest(rehearse: Rehearse, vm
     assert "rolled back" in err and "not-confirmed" in err
     assert current(rehearse) == before
     assert rehearse("ssh", NAME, "--", "true").returncode == 0
+
+
+def test_interrupted_deploy_leaves_the_old_system(rehearse: Rehearse, vm: Config) -> None:
+    """Ctrl-C after the switch, before rehearse confirmed it: the guest goes
+    back to the system it ran (never a state in between)."""
+    before, gens = current(rehearse), generations(rehearse)
+    vm.set('  environment.etc."motd".text = "interrupted";')
+    proc = rehearse.popen("deploy", NAME, "--yes", "--confirm-timeout", "15")
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("@@") or "setting up /etc" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    # The guest decides alone now: it rolls back when the confirmation window ends.
+    newest_result = 'cat "$(ls -d /run/rehearse/*/ | sort | tail -n 1)result" 2>/dev/null'
+    deadline = time.monotonic() + 60
+    verdict = ""
+    while time.monotonic() < deadline and not verdict:
+        verdict = rehearse("ssh", NAME, "--", "sh", "-c", newest_result).stdout.strip()
+        time.sleep(2)
+    assert verdict.startswith("rolled-back"), verdict
+    assert current(rehearse) == before
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "rehearsed"
+    assert [g["system"] for g in generations(rehearse)] == [g["system"] for g in gens]
 
 
 def test_two_deploys_at_once_one_is_refused(rehearse: Rehearse, vm: Config) -> None:
