@@ -187,6 +187,7 @@ class Outcome:
     result: str  # "confirmed" or "rolled-back REASON RC"
     failed_units: list[str]
     log: str
+    generation: int | None = None  # the profile generation the activation made or switched to
 
 
 def activate(
@@ -209,6 +210,7 @@ def activate(
     )
     rc: int | None = None
     result: str | None = None
+    new_generation: int | None = None
     lines: list[str] = []
     with process.stream(ssh.argv(remote, ["sh", "-c", start_and_follow]), input=script) as stream:
         for line in stream:
@@ -225,6 +227,8 @@ def activate(
                             ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject; kill -USR2 $(cat {d}/pid)"],
                             check=False,
                         )
+            elif line.startswith("@@rehearse generation="):
+                new_generation = int(line.split("=", 1)[1] or 0) or None
             elif line.startswith("@@rehearse result="):
                 result = line.split("=", 1)[1]
                 break
@@ -235,7 +239,12 @@ def activate(
         result = wait_result(remote, d, confirm_timeout)
     log_text = "\n".join(lines)
     return Outcome(
-        ok=result == "confirmed", switch_rc=rc, result=result, failed_units=_failed_units(log_text), log=log_text
+        ok=result == "confirmed",
+        switch_rc=rc,
+        result=result,
+        failed_units=_failed_units(log_text),
+        log=log_text,
+        generation=new_generation,
     )
 
 
@@ -440,6 +449,7 @@ def run_deploy(req: DeployRequest) -> int:
             "previous": current,
             "source": source.describe(),
             "result": outcome.result,
+            "generation": outcome.generation,
             "switch_rc": outcome.switch_rc,
             "failed_units": outcome.failed_units,
             "durations": {k: round(v, 2) for k, v in times.items()},

@@ -70,6 +70,11 @@ def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> 
     assert "hello 2.12.1" in rehearse("ssh", NAME, "--", "hello").stdout
     assert current(rehearse) != before
     assert "registered without copying" in err
+    entry = json.loads((rehearse.state / NAME / "deploys.json").read_text())[-1]
+    assert entry["result"] == "confirmed" and entry["system"] == current(rehearse)
+    assert entry["generation"] == next(g["generation"] for g in generations(rehearse) if g["current"])
+    assert set(entry["durations"]) == {"build", "push", "activate"}
+    assert entry["source"].endswith("configuration.nix")
 
 
 def test_redeploy_does_nothing(rehearse: Rehearse, vm: Config) -> None:

@@ -12,9 +12,10 @@
 #    over a *fresh* SSH connection) or to reject (SIGUSR2, reason in
 #    DIR/reject); no word in time → go back: the new configuration may have
 #    cut SSH off (magic rollback, as deploy-rs does it).
-# Everything goes to DIR/log, which rehearse follows; two marker lines carry
-# the outcome: "@@rehearse rc=N" (switch's exit code) and
-# "@@rehearse result=confirmed" or "@@rehearse result=rolled-back REASON RC".
+# Everything goes to DIR/log, which rehearse follows; marker lines carry the
+# outcome: "@@rehearse generation=N" (the profile's new generation),
+# "@@rehearse rc=N" (switch's exit code) and "@@rehearse result=confirmed" or
+# "@@rehearse result=rolled-back REASON RC".
 # No polling loops: the guest may have one emulated CPU.
 set -u
 dir=$1 new=$2 timeout=$3 target=${4:-}
@@ -72,6 +73,7 @@ if [ -n "$target" ]; then
 else
   "$nixenv" -p "$profile" --set "$new"
 fi || { echo "@@rehearse rc=1"; result "rolled-back profile 0"; }
+echo "@@rehearse generation=$(generation)"
 "$new/bin/switch-to-configuration" test
 rc=$?
 echo "@@rehearse rc=$rc"
