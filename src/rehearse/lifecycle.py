@@ -70,15 +70,9 @@ def up(req: UpRequest) -> None:
             _up(req, info, vmdir)
         except BaseException:
             # A VM that never came to be leaves nothing behind: no keys, no state.
+            # (The lock file goes too: removing it while held is harmless.)
             if fresh and not (vmdir.exists and vmdir.load().alive()):
-                for child in vmdir.path.iterdir():
-                    if child.name != "lock":
-                        if child.is_dir() and not child.is_symlink():
-                            shutil.rmtree(child)
-                        else:
-                            child.unlink()
-                vmdir.file("lock").unlink(missing_ok=True)
-                vmdir.path.rmdir()
+                shutil.rmtree(vmdir.path, ignore_errors=True)
             raise
 
 
