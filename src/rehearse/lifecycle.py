@@ -28,7 +28,7 @@ def remote_for(vmdir: VMDir, port: int) -> ssh.Remote:
         key=vmdir.file("id_ed25519"),
         known_hosts=vmdir.file("known_hosts"),
         host_key_alias=f"rehearse-{vmdir.name}",
-        control_path=vmdir.file("ssh.ctl"),
+        control_path=vmdir.socket("ssh.ctl"),
     )
 
 
@@ -127,8 +127,8 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
     # An SSH master left from an earlier run of this VM talks to nothing.
     if state.ssh_port is not None:
         ssh.close_master(remote_for(vmdir, state.ssh_port))
-    for stale in ("qmp.sock", "ssh.ctl"):
-        vmdir.file(stale).unlink(missing_ok=True)
+    for sock in ("qmp.sock", "ssh.ctl"):
+        vmdir.socket(sock).unlink(missing_ok=True)
     if not vmdir.file("disk.qcow2").exists():
         state.disk_from = system
     pid = vm.start(runner, env, vmdir)
@@ -240,7 +240,7 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
     """Close the VM's SSH master and power it off; the state is kept."""
     if state.ssh_port is not None:
         ssh.close_master(remote_for(vmdir, state.ssh_port))
-    how = vm.stop(state.pid, vmdir.file("qmp.sock"), timeout) if state.pid and state.alive() else "already stopped"
+    how = vm.stop(state.pid, vmdir.socket("qmp.sock"), timeout) if state.pid and state.alive() else "already stopped"
     state.pid = None
     vmdir.save(state)
     return how
@@ -257,5 +257,7 @@ def destroy(name: str, timeout: float) -> None:
     vmdir = VMDir(name)
     with vmdir.locked("rehearse destroy"):
         _power_off(vmdir, vmdir.load(), timeout)
+        for sock in ("qmp.sock", "ssh.ctl"):
+            vmdir.socket(sock).unlink(missing_ok=True)
         shutil.rmtree(vmdir.path)
     print(f"{name}: destroyed (disk, keys and state removed)", file=sys.stderr)

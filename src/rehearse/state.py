@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -86,6 +87,24 @@ class VMDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def socket(self, name: str) -> Path:
+        """Where the VM's Unix socket `name` lives (QMP, the SSH master): in
+        its directory, unless that path is too long for a Unix socket (108
+        bytes, and ssh adds a suffix while it sets a master up); then in a
+        private directory under /tmp, named by a hash of the VM's directory."""
+        path = self.path / name
+        if len(str(path).encode()) <= 80:
+            return path
+        short = Path(f"/tmp/rehearse-{os.getuid()}")
+        short.mkdir(mode=0o700, exist_ok=True)
+        st = short.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise RehearseError(
+                f"{short} is not a private directory of yours.", hint="remove it, or set a shorter REHEARSE_STATE_DIR"
+            )
+        digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:16]
+        return short / f"{digest}-{name}"
 
     def create(self) -> None:
         root = self.path.parent

@@ -140,7 +140,7 @@ def runner_env(vmdir: VMDir, forwards: list[Forward], *, gui: bool, tcg: bool) -
         "-serial",
         f"file:{vmdir.file('console.log')}",
         "-qmp",
-        f"unix:{vmdir.file('qmp.sock')},server=on,wait=off",
+        f"unix:{vmdir.socket('qmp.sock')},server=on,wait=off",
     ]
     if not gui:
         qemu_opts += ["-display", "none"]

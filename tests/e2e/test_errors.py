@@ -73,14 +73,18 @@ def test_no_nixpkgs(rehearse: Rehearse) -> None:
 
 
 def test_vm_that_never_answers_ssh(rehearse: Rehearse, tmp_path: Path) -> None:
+    # Also a state directory too deep for Unix socket paths (QMP, SSH master).
+    deep = Rehearse(state=tmp_path / ("very-long-directory-name-" * 4) / "state", cwd=rehearse.cwd)
     conf = fixed_fripon(tmp_path, extra="  virtualisation.vmVariant.services.openssh.enable = lib.mkForce false;")
-    result = rehearse("up", str(conf), *include(), "--name", "mute", "--timeout", "45", timeout=300)
+    result = deep("up", str(conf), *include(), "--name", "mute", "--timeout", "45", timeout=300)
     assert result.returncode == 1
     assert "did not answer SSH on 127.0.0.1:" in result.stderr
     assert "within 45 s" in result.stderr
     assert "Last lines of its console:" in result.stderr
     assert "rehearse down mute" in result.stderr
-    assert rehearse("destroy", "mute", "--timeout", "5").returncode == 0
+    down = deep("destroy", "mute", "--timeout", "30")
+    assert down.returncode == 0, down.stderr
+    assert not (deep.state / "mute").exists()
 
 
 def test_commands_on_unknown_or_stopped_vms(rehearse: Rehearse) -> None:

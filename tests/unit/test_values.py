@@ -127,3 +127,13 @@ def test_kvm_probe_answer_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert vm.kvm_works(Path("/nonexistent"), tmp_path) is False
     (tmp_path / "kvm-probe").write_text(f"{boot_id} kvm\n")
     assert vm.kvm_works(Path("/nonexistent"), tmp_path) is True
+
+
+def test_socket_paths_stay_short(tmp_path: Path) -> None:
+    short = VMDir("fripon", tmp_path)
+    assert short.socket("qmp.sock") == short.path / "qmp.sock"
+    deep = VMDir("fripon", tmp_path / ("x" * 100))
+    sock = deep.socket("qmp.sock")
+    assert len(str(sock)) < 100 and sock.name.endswith("-qmp.sock")
+    assert sock.parent.stat().st_mode & 0o777 == 0o700
+    assert deep.socket("ssh.ctl") != sock
