@@ -416,22 +416,31 @@ def run_deploy(req: DeployRequest) -> int:
         # dry-activate needs only the files of the new system, which a VM
         # sharing the host store already sees: ask for it while pushing.
         dry_argv = [f"{system}/bin/switch-to-configuration", "dry-activate"]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            early = pool.submit(ssh.run, remote, dry_argv, check=False)
-            pushed = push(remote, diff.added_paths, force_copy=req.force_copy)
-            dry = early.result()
+        if req.dry_run:  # changes nothing in the VM, not even its store
+            pushed, dry = Pushed(0, 0), ssh.run(remote, dry_argv, check=False)
+        else:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                early = pool.submit(ssh.run, remote, dry_argv, check=False)
+                pushed = push(remote, diff.added_paths, force_copy=req.force_copy)
+                dry = early.result()
         times["push"] = time.monotonic() - t
         if dry.returncode != 0 and pushed.copied:
             dry = ssh.run(remote, dry_argv, check=False)
-        say(f"plan for {req.name}: {store_name(current)} → {store_name(str(system))}")
+        say(f"plan for {req.name}:\n  {current}\n→ {system}")
         for line in diff.lines():
             say(line)
-        say(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
+        if not req.dry_run:
+            say(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
         for line in (dry.stderr + dry.stdout).splitlines():
             if line.startswith("would "):
                 say(f"  {line}")
         if dry.returncode != 0:
-            raise RehearseError(f"switch-to-configuration dry-activate failed (exit {dry.returncode}):\n{dry.stderr}")
+            raise RehearseError(
+                f"switch-to-configuration dry-activate failed (exit {dry.returncode}):\n{dry.stderr}",
+                hint="with --dry-run the VM must see the new system through the host store it mounts"
+                if req.dry_run
+                else None,
+            )
         if req.dry_run:
             say("dry run: nothing activated")
             return 0

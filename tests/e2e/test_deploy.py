@@ -63,6 +63,9 @@ def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> 
     assert "+ hello-2.12.1" in dry.stderr
     assert "dry run: nothing activated" in dry.stderr
     assert current(rehearse) == before
+    assert "registered" not in dry.stderr
+    planned = next(line[2:] for line in dry.stderr.splitlines() if line.startswith("→ /nix/store/"))
+    assert rehearse("ssh", NAME, "--", "nix-store", "--check-validity", planned).returncode != 0  # store untouched
     code, err, took = deploy(rehearse)
     print(f"deploy (small change): {took:.1f} s")
     assert code == 0, err
@@ -70,6 +73,7 @@ def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> 
     assert "hello 2.12.1" in rehearse("ssh", NAME, "--", "hello").stdout
     assert current(rehearse) != before
     assert "registered without copying" in err
+    assert f"→ {current(rehearse)}" in err
     entry = json.loads((rehearse.state / NAME / "deploys.json").read_text())[-1]
     assert entry["result"] == "confirmed" and entry["system"] == current(rehearse)
     assert entry["generation"] == next(g["generation"] for g in generations(rehearse) if g["current"])
