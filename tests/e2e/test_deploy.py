@@ -167,6 +167,37 @@ def test_two_deploys_at_once_one_is_refused(rehearse: Rehearse, vm: Config) -> N
     assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "second"
 
 
+def test_forced_copy(rehearse: Rehearse, vm: Config) -> None:
+    vm.set('  environment.etc."motd".text = "copied over ssh";')
+    code, err, _ = deploy(rehearse, "--copy")
+    assert code == 0, err
+    assert "0 new paths registered without copying" in err
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "copied over ssh"
+    # nix-copy-closure wrote the new system into the VM's own (upper) store layer.
+    system = current(rehearse).removeprefix("/nix/store/")
+    assert rehearse("ssh", NAME, "--", "test", "-d", f"/nix/.rw-store/store/{system}").returncode == 0
+
+
+def test_health_checks_from_rehearse_toml(rehearse: Rehearse, vm: Config, tmp_path: Path) -> None:
+    port = rehearse.vm(NAME)["ssh"].split(":")[1]
+    checked = Rehearse(state=rehearse.state, cwd=tmp_path)
+    (tmp_path / "rehearse.toml").write_text(
+        f'checks = [ {{ cmd = "grep -q checked /etc/motd" }}, {{ tcp = {port} }} ]\nconfirm_timeout = 30\n'
+    )
+    vm.set('  environment.etc."motd".text = "checked";')
+    result = checked("deploy", NAME, "--yes")
+    assert result.returncode == 0, result.stderr
+    before = current(rehearse)
+    (tmp_path / "rehearse.toml").write_text('checks = [ { http = "http://127.0.0.1:9/" } ]\nconfirm_timeout = 30\n')
+    vm.set('  environment.etc."motd".text = "unhealthy";')
+    result = checked("deploy", NAME, "--yes")
+    assert result.returncode == 1
+    assert "check failed" in result.stderr and "http://127.0.0.1:9/" in result.stderr
+    assert "rolled back" in result.stderr
+    assert current(rehearse) == before
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "checked"
+
+
 def test_rollback(rehearse: Rehearse, vm: Config) -> None:
     gens = generations(rehearse)
     now = next(g for g in gens if g["current"])
@@ -175,8 +206,8 @@ def test_rollback(rehearse: Rehearse, vm: Config) -> None:
     after = generations(rehearse)
     cur = next(g for g in after if g["current"])
     assert int(str(cur["generation"])) < int(str(now["generation"]))
-    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "rehearsed"
     assert current(rehearse) == cur["system"]
+    assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "copied over ssh"  # the deploy before
 
 
 def test_rollback_to_a_generation_that_does_not_exist(rehearse: Rehearse, vm: Config) -> None:
