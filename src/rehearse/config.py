@@ -13,7 +13,6 @@ rehearse.toml is looked up in the current directory:
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -108,7 +107,3 @@ def resolve_source(configuration: str | None, flake: str | None, includes: list[
     if path.is_dir():
         path = path / "configuration.nix" if (path / "configuration.nix").exists() else path / "default.nix"
     return Source(configuration=path, include=tuple(include))
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")

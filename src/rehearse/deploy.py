@@ -186,7 +186,6 @@ class Outcome:
     switch_rc: int | None
     result: str  # "confirmed" or "rolled-back REASON RC"
     failed_units: list[str]
-    log: str
     generation: int | None = None  # the profile generation the activation made or switched to
 
 
@@ -243,7 +242,6 @@ def activate(
         switch_rc=rc,
         result=result,
         failed_units=_failed_units(log_text),
-        log=log_text,
         generation=new_generation,
     )
 

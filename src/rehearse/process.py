@@ -50,25 +50,23 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
     stream_stderr: bool = False,
-    stream_stdout: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command to its end and capture stdout and stderr as text.
 
-    With stream_stderr (stream_stdout), that stream is also copied to our
-    stderr line by line as it comes (build logs, activation output), and
-    still captured.
+    With stream_stderr, stderr is also copied to ours line by line as it
+    comes (build logs), and still captured for error messages.
     """
     args = [str(a) for a in argv]
     if "/" not in args[0]:
         require(args[0])
     log.debug("$ %s", shlex.join(args))
     full_env = {**os.environ, **env} if env is not None else None
-    if not (stream_stderr or stream_stdout):
+    if not stream_stderr:
         result = subprocess.run(
             args, check=False, capture_output=True, text=True, env=full_env, input=input, timeout=timeout
         )
     else:
-        result = _run_streaming(args, full_env, input, timeout, stream_stdout, stream_stderr)
+        result = _run_streaming(args, full_env, input, timeout)
     if check and result.returncode != 0:
         raise RehearseError(
             f"command failed with exit code {result.returncode}: {shlex.join(args)}\n{result.stderr.strip()}"
@@ -81,8 +79,6 @@ def _run_streaming(
     env: Mapping[str, str] | None,
     input: str | None,
     timeout: float | None,
-    stream_stdout: bool,
-    stream_stderr: bool,
 ) -> subprocess.CompletedProcess[str]:
     with subprocess.Popen(
         args,
@@ -103,8 +99,8 @@ def _run_streaming(
 
         assert proc.stderr is not None and proc.stdout is not None
         threads = [
-            threading.Thread(target=pump, args=(proc.stdout, "out", stream_stdout), daemon=True),
-            threading.Thread(target=pump, args=(proc.stderr, "err", stream_stderr), daemon=True),
+            threading.Thread(target=pump, args=(proc.stdout, "out", False), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, "err", True), daemon=True),
         ]
         for t in threads:
             t.start()

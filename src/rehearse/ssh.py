@@ -88,14 +88,12 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
     connect_timeout: int = 10,
-    stream_stdout: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     return process.run(
         argv(remote, command, master=master, connect_timeout=connect_timeout),
         check=check,
         input=input,
         timeout=timeout,
-        stream_stdout=stream_stdout,
     )
 
 
