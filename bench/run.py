@@ -27,7 +27,10 @@ MINI = REPO / "rig" / "nixpkgs"
 NAME = "bench"
 SEED_PORT = 2221  # the seed script's port, forwarded by rehearse up --forward 2221:22
 
-os.environ["NIX_CONFIG"] = "substituters =\n" + os.environ.get("NIX_CONFIG", "")
+# The repository's Nix settings (no build users, no sandbox, no binary cache),
+# as under ./run.
+os.environ.setdefault("NIX_CONF_DIR", str(REPO / "rig" / "nix"))
+os.environ.setdefault("NIX_USER_CONF_FILES", "")
 
 
 def sh(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True) -> str:

@@ -13,10 +13,11 @@ REPO = Path(__file__).resolve().parent.parent
 MINI_NIXPKGS = REPO / "rig" / "nixpkgs"
 SHARED = REPO.parent / "shared"
 
-# The rig's machines reach no binary cache; every substituting Nix call
-# would otherwise retry it for ~5 s.
-if "substituters" not in os.environ.get("NIX_CONFIG", ""):
-    os.environ["NIX_CONFIG"] = "substituters =\n" + os.environ.get("NIX_CONFIG", "")
+# Nix reads the repository's settings (rig/nix/nix.conf) and no machine-local
+# nix.conf, as under ./run: a set-up step that only this machine's own Nix
+# configuration made work fails here instead of hiding.
+os.environ.setdefault("NIX_CONF_DIR", str(REPO / "rig" / "nix"))
+os.environ.setdefault("NIX_USER_CONF_FILES", "")
 
 
 def run(argv: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
