@@ -1,12 +1,50 @@
-"""The one error type of rehearse: a message, and a hint that says what to do."""
+"""The one error type of rehearse, and the exit codes main() turns it into."""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """rehearse's exit codes (listed in `rehearse --help` and the README)."""
+
+    OK = 0
+    FAILED = 1  # anything else: a program rehearse ran failed, the VM did not boot …
+    USAGE = 2  # bad arguments or rehearse.toml, an unknown VM (argparse uses 2 too)
+    CONFIG = 3  # the configuration does not evaluate or does not build
+    ROLLED_BACK = 4  # the new system was activated, then rolled back
+    DECLINED = 5  # "activate it?" was answered no
+    NOT_RUNNING = 6  # the VM is not running
+    BUSY = 7  # another rehearse command holds the VM
+    INTERRUPTED = 130  # Ctrl-C
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "success (also: nothing to do)",
+    ExitCode.FAILED: "failure not listed below",
+    ExitCode.USAGE: "bad arguments, bad rehearse.toml or an unknown VM; nothing changed",
+    ExitCode.CONFIG: "the configuration does not evaluate or build; the VM was not touched",
+    ExitCode.ROLLED_BACK: "the new system was activated, failed its checks and was rolled back",
+    ExitCode.DECLINED: "the plan was declined at the prompt; nothing changed",
+    ExitCode.NOT_RUNNING: "the VM is not running",
+    ExitCode.BUSY: "another rehearse command is working on the VM",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def exit_codes_text() -> str:
+    """The table for `rehearse --help`."""
+    return "exit codes:\n" + "\n".join(f"  {int(c):>3}  {c.meaning}" for c in ExitCode)
 
 
 class RehearseError(Exception):
     """An error the user can act on. main() prints it and exits with `exit_code`."""
 
-    def __init__(self, message: str, hint: str | None = None, exit_code: int = 1) -> None:
+    def __init__(self, message: str, hint: str | None = None, exit_code: ExitCode = ExitCode.FAILED) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
