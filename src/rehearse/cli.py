@@ -4,33 +4,71 @@ runs a process; errors become exit codes only in main()."""
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from rehearse.errors import RehearseError
+from rehearse import output
+from rehearse.errors import ExitCode, RehearseError, exit_codes_text
 
 if TYPE_CHECKING:
     from rehearse.nix import Source
 
+DESCRIPTION = """\
+Rehearse a NixOS server change in a local VM: build a QEMU VM from the server's
+own configuration, boot it, deploy each new version into the running VM (plan,
+push, activate, verify, roll back), and see it work before the real server does."""
+
+EPILOG = (
+    exit_codes_text()
+    + """
+
+environment:
+  REHEARSE_STATE_DIR  where VMs live (default $XDG_STATE_HOME/rehearse)
+  NO_COLOR            no colour in the output
+  NIX_PATH, NIX_CONFIG and nix.conf are Nix's own and passed through untouched"""
+)
+
+INCLUDE_HELP = "add PATH to the Nix search path, as nix-build -I does (e.g. -I nixpkgs=../nixpkgs); repeatable"
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every subcommand takes (so `rehearse deploy x --debug` works)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show every command rehearse runs, and a traceback on errors",
+    )
+    return p
+
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rehearse", description="Rehearse a NixOS server change in a local VM.")
-    p.add_argument("--debug", action="store_true", help="log every command and show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    up = sub.add_parser("up", help="build the configuration's VM and boot it")
-    up.add_argument("configuration", nargs="?", help="the server's configuration.nix")
-    up.add_argument("--flake", metavar="REF#NAME", help="a flake's nixosConfigurations.NAME")
-    up.add_argument(
-        "-I",
-        dest="include",
-        action="append",
-        default=[],
-        metavar="nixpkgs=PATH",
-        help="add to the Nix search path (as nix-build -I)",
+    p = argparse.ArgumentParser(
+        prog="rehearse",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--debug", action="store_true", help="show every command rehearse runs, and a traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_common()]
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text[:1].upper() + text[1:] + ".", parents=common)
+
+    up = add("up", "build a configuration's VM and boot it, or restart a VM by name")
+    up.add_argument(
+        "target",
+        nargs="?",
+        metavar="CONFIGURATION|NAME",
+        help="the server's configuration.nix (a path), or the name of an existing VM to start again "
+        "(write ./NAME for a path that looks like a name)",
+    )
+    up.add_argument("--flake", metavar="REF#NAME", help="build the flake's nixosConfigurations.NAME")
+    up.add_argument("-I", dest="include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     up.add_argument("--name", help="the VM's name (default: its networking.hostName)")
     up.add_argument(
         "--forward",
@@ -47,11 +85,20 @@ def parser() -> argparse.ArgumentParser:
         help="build from the configuration even if the VM has a deployed system to restart with",
     )
 
-    dp = sub.add_parser("deploy", help="build the configuration and switch the running VM to it")
-    dp.add_argument("name")
-    dp.add_argument("configuration", nargs="?", help="another configuration.nix (default: the one given to up)")
+    dp = add("deploy", "build a configuration and switch the running VM to it")
+    dp.add_argument("name", help="the VM to deploy to")
+    dp.add_argument(
+        "configuration", nargs="?", help="another configuration.nix (default: the one the VM was made from)"
+    )
     dp.add_argument("--flake", metavar="REF#NAME", help="another flake configuration")
-    dp.add_argument("-I", dest="include", action="append", default=[], metavar="nixpkgs=PATH")
+    dp.add_argument(
+        "-I",
+        dest="include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help=INCLUDE_HELP + "; without a configuration, the VM's own configuration is built with it",
+    )
     dp.add_argument("--dry-run", action="store_true", help="build and show the plan; activate nothing")
     dp.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
     dp.add_argument("--copy", action="store_true", help="copy the closure even when the VM sees the host store")
@@ -61,33 +108,45 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds the VM waits for confirmation before rolling back (default 60)",
     )
+    dp.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
 
-    g = sub.add_parser("generations", help="list a VM's system generations")
-    g.add_argument("name")
-    g.add_argument("--json", action="store_true")
+    g = add("generations", "list a VM's system generations")
+    g.add_argument("name", help="the VM")
+    g.add_argument("--json", action="store_true", help="print them as JSON on stdout")
 
-    rb = sub.add_parser("rollback", help="switch a VM back to an earlier generation")
-    rb.add_argument("name")
+    rb = add("rollback", "switch a VM back to an earlier generation")
+    rb.add_argument("name", help="the VM")
     rb.add_argument("--to", type=int, metavar="N", help="the generation (default: the one before the current)")
-    rb.add_argument("--confirm-timeout", type=float, default=None)
+    rb.add_argument(
+        "--confirm-timeout",
+        type=float,
+        default=None,
+        help="seconds the VM waits for confirmation before undoing the rollback (default 60)",
+    )
+    rb.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
 
-    s = sub.add_parser("ssh", help="log into a VM, or run a command in it")
-    s.add_argument("name")
-    s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND...")
+    s = add("ssh", "log into a VM, or run a command in it (as ssh HOST COMMAND does)")
+    s.add_argument("name", help="the VM")
+    s.add_argument(
+        "cmd",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="a command for the VM's shell: the words are joined with spaces, as ssh does; none: a login shell",
+    )
 
-    st = sub.add_parser("status", help="list the VMs")
-    st.add_argument("--json", action="store_true")
+    st = add("status", "list the VMs")
+    st.add_argument("--json", action="store_true", help="print them as JSON on stdout")
 
-    c = sub.add_parser("console", help="show a VM's serial console")
-    c.add_argument("name")
-    c.add_argument("-f", "--follow", action="store_true")
+    c = add("console", "show a VM's serial console")
+    c.add_argument("name", help="the VM")
+    c.add_argument("-f", "--follow", action="store_true", help="keep showing what the console prints")
 
     for verb, text in (
         ("down", "power a VM off"),
         ("destroy", "power a VM off and delete its disk and state"),
     ):
-        d = sub.add_parser(verb, help=text)
-        d.add_argument("name")
+        d = add(verb, text)
+        d.add_argument("name", help="the VM")
         d.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing")
     return p
 
@@ -98,36 +157,28 @@ def dispatch(args: argparse.Namespace) -> int:
     match args.command:
         case "up":
             settings = config.load_settings()
-            source = config.resolve_source(args.configuration, args.flake, args.include, settings)
-            forwards = tuple(config.parse_forward(f) for f in (*settings.forward, *args.forward))
-            lifecycle.up(
-                lifecycle.UpRequest(
-                    source=source,
-                    name=args.name,
-                    forwards=forwards,
-                    gui=args.gui,
-                    ssh_timeout=args.timeout if args.timeout is not None else settings.ssh_timeout,
-                    rebuild=args.rebuild,
-                )
-            )
+            lifecycle.up(config.up_request(args, settings))
         case "deploy":
             from rehearse import deploy
 
             settings = config.load_settings()
             other: Source | None = None
-            if args.configuration or args.flake or args.include:
+            if args.configuration or args.flake:
                 other = config.resolve_source(args.configuration, args.flake, args.include, settings)
-            return deploy.run_deploy(
+            report = deploy.run_deploy(
                 deploy.DeployRequest(
                     name=args.name,
                     source=other,
+                    include=tuple(args.include),
                     dry_run=args.dry_run,
                     yes=args.yes,
                     force_copy=args.copy,
-                    confirm_timeout=args.confirm_timeout or settings.confirm_timeout,
+                    confirm_timeout=config.seconds(args.confirm_timeout, settings.confirm_timeout, "--confirm-timeout"),
                     checks=tuple(deploy.Check.parse(c) for c in settings.checks),
+                    verbose=getattr(args, "verbose", False),
                 )
             )
+            return _report(args, report)
         case "generations":
             from rehearse import deploy
 
@@ -136,7 +187,12 @@ def dispatch(args: argparse.Namespace) -> int:
             from rehearse import deploy
 
             settings = config.load_settings()
-            return deploy.rollback(args.name, args.to, args.confirm_timeout or settings.confirm_timeout)
+            report = deploy.rollback(
+                args.name,
+                args.to,
+                config.seconds(args.confirm_timeout, settings.confirm_timeout, "--confirm-timeout"),
+            )
+            return _report(args, report)
         case "ssh":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             return lifecycle.ssh_command(args.name, cmd)
@@ -153,15 +209,45 @@ def dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, report: Mapping[str, Any]) -> int:
+    """Print a deploy/rollback outcome with --json; its exit code."""
+    if args.json:
+        output.result(json.dumps(report, indent=2))
+    return int(report["exit_code"])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    debug = bool(getattr(args, "debug", False))
+    output.configure(debug=debug)
     try:
         code = dispatch(args)
     except RehearseError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        if getattr(args, "json", False) and args.command in ("deploy", "rollback"):
+            output.result(json.dumps(e_report(e), indent=2))
+        output.error(e.message, e.hint)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        output.live_end()
+        output.error("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as e:
+        if debug:
+            raise
+        output.error(
+            f"internal error: {type(e).__name__}: {e}",
+            hint="run the command again with --debug for the traceback, and report it",
+        )
+        sys.exit(ExitCode.FAILED)
     sys.exit(code)
+
+
+def e_report(e: RehearseError) -> dict[str, Any]:
+    """The --json document of a deploy or rollback that ended in an error."""
+    report = dict(e.report or {})
+    report.update(result=report.get("result", "error"), error=e.message, hint=e.hint, exit_code=int(e.exit_code))
+    return report

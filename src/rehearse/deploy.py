@@ -9,10 +9,11 @@ unless rehearse confirms the new one over a fresh SSH connection in time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import re
 import shlex
+import subprocess
 import sys
 import time
 import uuid
@@ -20,19 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from rehearse import nix, process, ssh
-from rehearse.errors import RehearseError
+from rehearse import nix, output, process, ssh
+from rehearse.errors import ExitCode, RehearseError
 
-log = logging.getLogger("rehearse")
+if TYPE_CHECKING:
+    from rehearse.state import VMDir, VMState
 
 PROFILE = "/nix/var/nix/profiles/system"
 RUN_DIR = "/run/rehearse"
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --- plan -----------------------------------------------------------------
@@ -167,7 +165,7 @@ def push(remote: ssh.Remote, paths: list[str], *, force_copy: bool) -> Pushed:
     if "registered" in out:
         return Pushed(len(paths), 0)
     for line in out:
-        log.info("not visible in the guest: %s", line.removeprefix("missing "))
+        output.debug(f"not visible in the guest: {line.removeprefix('missing ')}")
     copy_closure(remote, paths)
     return Pushed(0, len(paths))
 
@@ -220,7 +218,7 @@ def activate(
                     if result is not None:
                         break
                     if verdict is not None:
-                        say(f"rehearse: check failed: {verdict}; rolling back")
+                        output.warn(f"check failed: {verdict}; rolling back")
                         ssh.run(
                             remote,
                             ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject; kill -USR2 $(cat {d}/pid)"],
@@ -233,7 +231,7 @@ def activate(
                 break
             else:
                 lines.append(line)
-                say(line)
+                output.info(line)
     if result is None:  # the session dropped: ask the guest over new connections
         result = wait_result(remote, d, confirm_timeout)
     log_text = "\n".join(lines)
@@ -262,7 +260,7 @@ def wait_result(remote: ssh.Remote, d: str, confirm_timeout: float) -> str:
         if r.returncode == 0 and r.stdout.strip():
             return r.stdout.strip()
         if r.returncode == 255 and not said:
-            say(f"rehearse: the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)")
+            output.warn(f"the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)")
             said = True
         time.sleep(1)
     raise RehearseError(
@@ -304,7 +302,7 @@ def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: 
     )
     fresh = ssh.run(remote, ["sh", "-c", look], master=False, check=False, connect_timeout=10, timeout=60)
     if fresh.returncode != 0:
-        say("rehearse: a new SSH connection to the VM failed; the VM rolls back by itself unless it is confirmed")
+        output.warn("a new SSH connection to the VM failed; the VM rolls back by itself unless it is confirmed")
         return None, None
     out = fresh.stdout.strip()
     if not out.startswith("healthy"):
@@ -390,102 +388,179 @@ class DeployRequest:
     force_copy: bool
     confirm_timeout: float
     checks: tuple[Check, ...]
+    include: tuple[str, ...] = ()  # -I entries; with source None they replace the recorded ones
+    verbose: bool = False
 
 
-def run_deploy(req: DeployRequest) -> int:
+class Report(TypedDict, total=False):
+    """The --json document of `deploy` and `rollback`."""
+
+    name: str
+    action: str  # "deploy" | "rollback"
+    result: str  # "confirmed" | "unchanged" | "dry-run" | "declined" | "rolled-back" | "error"
+    exit_code: int
+    source: str
+    old_system: str | None
+    new_system: str
+    generation: int | None
+    switch_rc: int | None
+    failed_units: list[str]
+    reason: str | None
+    durations: dict[str, float]
+    store: dict[str, int]  # registered (no copy), copied
+    plan: dict[str, Any]
+    error: str
+    hint: str | None
+
+
+def run_deploy(req: DeployRequest) -> Report:
+    """build → plan → push → activate → verify (the guest rolls back unless
+    confirmed). Returns the outcome; a rolled-back deploy raises, with it."""
     from rehearse import lifecycle
+    from rehearse.config import merge_include
     from rehearse.state import VMDir
 
     vmdir = VMDir(req.name)
     with vmdir.locked("rehearse deploy"):
         state, remote = lifecycle.running(vmdir)
-        source = req.source or nix.Source.from_json(state.source)
-        times: dict[str, float] = {}
+        source = req.source
+        if source is None:
+            recorded = nix.Source.from_json(state.source)
+            source = dataclasses.replace(recorded, include=merge_include(recorded.include, list(req.include)))
+        report: Report = {"name": req.name, "action": "deploy", "source": source.describe(), "durations": {}}
+        times = report["durations"]
+
         t = time.monotonic()
-        say(f"building {source.describe()}...")
+        output.step(f"building {source.describe()}")
         system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
-        times["build"] = time.monotonic() - t
+        times["build"] = round(time.monotonic() - t, 2)
         current = ssh.run(remote, ["readlink", "/run/current-system"]).stdout.strip()
+        report.update(
+            {
+                "old_system": current or None,
+                "new_system": str(system),
+            }
+        )
         if str(system) == current:
-            say(f"{req.name} already runs {system}: nothing to deploy")
-            return 0
-        diff = closure_diff(Path(current) if current else None, system)
+            output.info(f"{req.name} already runs {system}: nothing to deploy")
+            return {**report, "result": "unchanged", "exit_code": ExitCode.OK}
+
         t = time.monotonic()
-        # dry-activate needs only the files of the new system, which a VM
-        # sharing the host store already sees: ask for it while pushing.
-        dry_argv = [f"{system}/bin/switch-to-configuration", "dry-activate"]
-        if req.dry_run:  # changes nothing in the VM, not even its store
-            pushed, dry = Pushed(0, 0), ssh.run(remote, dry_argv, check=False)
-        else:
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                early = pool.submit(ssh.run, remote, dry_argv, check=False)
-                pushed = push(remote, diff.added_paths, force_copy=req.force_copy)
-                dry = early.result()
-        times["push"] = time.monotonic() - t
-        if dry.returncode != 0 and pushed.copied:
-            dry = ssh.run(remote, dry_argv, check=False)
-        say(f"plan for {req.name}:\n  {current}\n→ {system}")
-        for line in diff.lines():
-            say(line)
-        if not req.dry_run:
-            say(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
-        for line in (dry.stderr + dry.stdout).splitlines():
-            if line.startswith("would "):
-                say(f"  {line}")
+        diff = closure_diff(Path(current) if current else None, system)
+        pushed, dry = _push_and_dry_activate(remote, system, diff.added_paths, req)
+        times["push"] = round(time.monotonic() - t, 2)
+        report["store"] = {"registered": pushed.registered, "copied": pushed.copied}
+        _show_plan(req, current, system, diff, pushed, dry)
         if dry.returncode != 0:
             raise RehearseError(
                 f"switch-to-configuration dry-activate failed (exit {dry.returncode}):\n{dry.stderr}",
                 hint="with --dry-run the VM must see the new system through the host store it mounts"
                 if req.dry_run
                 else None,
+                report={**report, "result": "error"},
             )
         if req.dry_run:
-            say("dry run: nothing activated")
-            return 0
+            output.info("dry run: nothing activated")
+            return {**report, "result": "dry-run", "exit_code": ExitCode.OK}
         if not req.yes and sys.stdin.isatty():
-            answer = input("activate it? [y/N] ")
+            answer = output.ask("activate it? [y/N]")
             if answer.strip().lower() not in ("y", "yes"):
-                say("not activated")
-                return 1
+                output.info("not activated; the VM is unchanged")
+                return {**report, "result": "declined", "exit_code": ExitCode.DECLINED}
+
         t = time.monotonic()
+        output.step(f"activating on {req.name}")
         outcome = activate(remote, system, req.confirm_timeout, list(req.checks))
-        times["activate"] = time.monotonic() - t
-        entry = {
-            "time": time.time(),
-            "system": str(system),
-            "previous": current,
-            "source": source.describe(),
-            "result": outcome.result,
-            "generation": outcome.generation,
-            "switch_rc": outcome.switch_rc,
-            "failed_units": outcome.failed_units,
-            "durations": {k: round(v, 2) for k, v in times.items()},
-            "pushed": {"registered": pushed.registered, "copied": pushed.copied},
-        }
-        record(vmdir.file("deploys.json"), entry)
+        times["activate"] = round(time.monotonic() - t, 2)
+        report.update(
+            {
+                "generation": outcome.generation,
+                "switch_rc": outcome.switch_rc,
+                "failed_units": outcome.failed_units,
+                "result": "confirmed" if outcome.ok else "rolled-back",
+                "reason": None if outcome.ok else outcome.result.removeprefix("rolled-back "),
+            }
+        )
+        record(vmdir.file("deploys.json"), _history_entry(report, outcome))
         if outcome.ok:
-            # The VM now runs `system`: a restart (down + up) must boot it,
-            # so the runner built from the same evaluation becomes the VM's.
-            process.run(
-                ["nix-store", "--realise", str(runner), "--add-root", str(vmdir.file(f"runners/{runner.name}"))]
+            _adopt(vmdir, state, system, runner, source)
+            output.success(
+                f"{req.name} runs {store_name(str(system))} (build {times['build']:.1f} s, "
+                f"push {times['push']:.1f} s, activate {times['activate']:.1f} s)"
             )
-            state.runner = str(runner)
-            state.system = str(system)
-            state.runners[str(system)] = str(runner)
-            state.source = source.to_json()
-            vmdir.save(state)
-            say(
-                f"{req.name} runs {store_name(str(system))} (build {times['build']:.1f} s, push {times['push']:.1f} s, "
-                f"activate {times['activate']:.1f} s)"
-            )
-            return 0
+            return {**report, "exit_code": ExitCode.OK}
         reason = outcome.result
         if outcome.failed_units:
             reason += " — failed units: " + ", ".join(outcome.failed_units)
         raise RehearseError(
             f"the new configuration was rolled back; {req.name} runs {store_name(current)} again ({reason}).",
             hint=f"`rehearse console {req.name}` and the output above show what went wrong",
+            exit_code=ExitCode.ROLLED_BACK,
+            report=dict(report),
         )
+
+
+def _push_and_dry_activate(
+    remote: ssh.Remote, system: Path, paths: list[str], req: DeployRequest
+) -> tuple[Pushed, subprocess.CompletedProcess[str]]:
+    """Push the new paths while the guest plans the switch (dry-activate needs
+    only the new system's files, which a VM sharing the host store already
+    sees). A dry run changes nothing in the VM, not even its store."""
+    dry_argv = [f"{system}/bin/switch-to-configuration", "dry-activate"]
+    if req.dry_run:
+        return Pushed(0, 0), ssh.run(remote, dry_argv, check=False)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        early = pool.submit(ssh.run, remote, dry_argv, check=False)
+        pushed = push(remote, paths, force_copy=req.force_copy)
+        dry = early.result()
+    if dry.returncode != 0 and pushed.copied:  # the guest could not see the files before the copy
+        dry = ssh.run(remote, dry_argv, check=False)
+    return pushed, dry
+
+
+def _show_plan(
+    req: DeployRequest,
+    current: str,
+    system: Path,
+    diff: ClosureDiff,
+    pushed: Pushed,
+    dry: subprocess.CompletedProcess[str],
+) -> None:
+    output.step(f"plan for {req.name}")
+    output.info(f"  {current}\n→ {system}")
+    for line in diff.lines():
+        output.info(line)
+    if not req.dry_run:
+        output.info(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
+    for line in (dry.stderr + dry.stdout).splitlines():
+        if line.startswith("would "):
+            output.info(f"  {line}")
+
+
+def _history_entry(report: Report, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "time": time.time(),
+        "system": report.get("new_system"),
+        "previous": report.get("old_system"),
+        "source": report.get("source"),
+        "result": outcome.result,
+        "generation": outcome.generation,
+        "switch_rc": outcome.switch_rc,
+        "failed_units": outcome.failed_units,
+        "durations": report.get("durations", {}),
+        "pushed": report.get("store", {}),
+    }
+
+
+def _adopt(vmdir: VMDir, state: VMState, system: Path, runner: Path, source: nix.Source) -> None:
+    """The VM now runs `system`: a restart (down + up) must boot it, so the
+    runner built in the same evaluation becomes the VM's."""
+    process.run(["nix-store", "--realise", str(runner), "--add-root", str(vmdir.file(f"runners/{runner.name}"))])
+    state.runner = str(runner)
+    state.system = str(system)
+    state.runners[str(system)] = str(runner)
+    state.source = source.to_json()
+    vmdir.save(state)
 
 
 def guest_generations(remote: ssh.Remote) -> tuple[list[dict[str, Any]], int | None]:
@@ -531,16 +606,15 @@ def generations(name: str, as_json: bool) -> None:
             }
         )
     if as_json:
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        output.result(json.dumps(rows, indent=2))
         return
     for r in rows:
         mark = "*" if r["current"] else " "
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["date"]))
-        print(f"{mark} {r['generation']:>4}  {when}  {store_name(r['system'])}")
+        output.result(f"{mark} {r['generation']:>4}  {when}  {store_name(r['system'])}")
 
 
-def rollback(name: str, to: int | None, confirm_timeout: float) -> int:
+def rollback(name: str, to: int | None, confirm_timeout: float) -> Report:
     from rehearse import lifecycle
     from rehearse.state import VMDir
 
@@ -549,21 +623,40 @@ def rollback(name: str, to: int | None, confirm_timeout: float) -> int:
         state, remote = lifecycle.running(vmdir)
         gens, current = guest_generations(remote)
         numbers = [g["generation"] for g in gens]
+        hint = f"`rehearse generations {name}` lists them"
         if to is None:
             older = [n for n in numbers if current is not None and n < current]
             if not older:
-                raise RehearseError(
-                    f"{name} has no generation before {current}.", hint=f"`rehearse generations {name}` lists them"
-                )
+                raise RehearseError(f"{name} has no generation before {current}.", hint=hint, exit_code=ExitCode.USAGE)
             to = older[-1]
         if to not in numbers:
-            raise RehearseError(f"{name} has no generation {to}.", hint=f"`rehearse generations {name}` lists them")
-        if to == current:
-            say(f"{name} already runs generation {to}")
-            return 0
+            raise RehearseError(f"{name} has no generation {to}.", hint=hint, exit_code=ExitCode.USAGE)
         system = Path(next(g["system"] for g in gens if g["generation"] == to))
-        say(f"rolling {name} back to generation {to} ({store_name(str(system))})")
+        old = next((g["system"] for g in gens if g["generation"] == current), None)
+        report: Report = {
+            "name": name,
+            "action": "rollback",
+            "source": f"generation {to}",
+            "old_system": old,
+            "new_system": str(system),
+            "generation": to,
+            "durations": {},
+        }
+        if to == current:
+            output.info(f"{name} already runs generation {to}")
+            return {**report, "result": "unchanged", "exit_code": ExitCode.OK}
+        output.step(f"rolling {name} back to generation {to} ({store_name(str(system))})")
+        t = time.monotonic()
         outcome = activate(remote, system, confirm_timeout, [], generation=to)
+        report["durations"]["activate"] = round(time.monotonic() - t, 2)
+        report.update(
+            {
+                "switch_rc": outcome.switch_rc,
+                "failed_units": outcome.failed_units,
+                "result": "confirmed" if outcome.ok else "rolled-back",
+                "reason": None if outcome.ok else outcome.result.removeprefix("rolled-back "),
+            }
+        )
         record(
             vmdir.file("deploys.json"),
             {
@@ -575,15 +668,19 @@ def rollback(name: str, to: int | None, confirm_timeout: float) -> int:
             },
         )
         if not outcome.ok:
-            raise RehearseError(f"rollback to generation {to} did not hold: {outcome.result}")
+            raise RehearseError(
+                f"rollback to generation {to} did not hold: {outcome.result}",
+                exit_code=ExitCode.ROLLED_BACK,
+                report=dict(report),
+            )
         state.system = str(system)
         if str(system) in state.runners:
             state.runner = state.runners[str(system)]
         else:
-            say(
-                f"note: rehearse has no VM runner for this system: a restart (down + up) boots "
+            output.warn(
+                f"rehearse has no VM runner for this system: a restart (down + up) boots "
                 f"{store_name(str(Path(state.runner or '') / 'system'))} until the next deploy"
             )
         vmdir.save(state)
-        say(f"{name} runs generation {to}")
-        return 0
+        output.success(f"{name} runs generation {to}")
+        return {**report, "exit_code": ExitCode.OK}

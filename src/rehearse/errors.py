@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -44,11 +45,18 @@ def exit_codes_text() -> str:
 class RehearseError(Exception):
     """An error the user can act on. main() prints it and exits with `exit_code`."""
 
-    def __init__(self, message: str, hint: str | None = None, exit_code: ExitCode = ExitCode.FAILED) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        exit_code: ExitCode = ExitCode.FAILED,
+        report: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.exit_code = exit_code
+        self.report = report  # what a deploy/rollback had done when it failed, for --json
 
     def __str__(self) -> str:
         if self.hint:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -12,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import nix, ssh, vm
-from rehearse.errors import RehearseError
+from rehearse import nix, output, ssh, vm
+from rehearse.errors import ExitCode, RehearseError
 from rehearse.nix import Source
 from rehearse.state import VMDir, VMState, all_vms, process_start, state_root
-
-log = logging.getLogger("rehearse")
 
 
 def remote_for(vmdir: VMDir, port: int) -> ssh.Remote:
@@ -52,22 +51,27 @@ def write_settings(vmdir: VMDir) -> Path:
 
 @dataclass(frozen=True)
 class UpRequest:
-    source: Source
+    source: Source | None  # None: the VM `name` exists; start it again
     name: str | None
     forwards: tuple[vm.Forward, ...]
     gui: bool
     ssh_timeout: float
     rebuild: bool = False
+    include: tuple[str, ...] = ()  # with source None: -I entries replacing the recorded ones
 
 
 def up(req: UpRequest) -> None:
+    if req.source is None:
+        assert req.name is not None
+        _restart(req, VMDir(req.name))
+        return
     info = nix.vm_info(req.source)
     name = req.name or info.name
     vmdir = VMDir(name)
     with vmdir.locked("rehearse up"):
         fresh = not vmdir.exists
         try:
-            _up(req, info, vmdir)
+            _up(req, req.source, info.forward_ports, vmdir)
         except BaseException:
             # A VM that never came to be leaves nothing behind: no keys, no state.
             # (The lock file goes too: removing it while held is harmless.)
@@ -76,16 +80,33 @@ def up(req: UpRequest) -> None:
             raise
 
 
-def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
+def _restart(req: UpRequest, vmdir: VMDir) -> None:
+    """`up NAME`: start an existing VM with the system it last ran, using the
+    configuration recorded at its `up` (no evaluation unless a rebuild is
+    needed); -I replaces entries of its recorded search path."""
+    from rehearse.config import merge_include
+
+    with vmdir.locked("rehearse up"):
+        state = vmdir.load()
+        recorded = Source.from_json(state.source)
+        source = dataclasses.replace(recorded, include=merge_include(recorded.include, list(req.include)))
+        if state.alive() or (state.runner and Path(state.runner).exists() and not req.rebuild and not req.include):
+            # Its forwards (the configuration's and --forward ones) were recorded.
+            _up(req, source, None, vmdir)
+            return
+        info = nix.vm_info(source)
+        _up(dataclasses.replace(req, rebuild=True), source, info.forward_ports, vmdir)
+
+
+def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | None, vmdir: VMDir) -> None:
     name = vmdir.name
     if vmdir.exists:
         state = vmdir.load()
         if state.alive():
-            print(
-                f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed.",
-                file=sys.stderr,
+            output.info(
+                f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed."
             )
-            print(f"rehearse ssh {name}")
+            output.result(f"rehearse ssh {name}")
             return
     else:
         state = VMState(name=name)
@@ -98,30 +119,32 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
         # A VM boots the kernel and init its runner fixes: after live deploys
         # the runner of the last deployed system is the one to start.
         runner_out = Path(state.runner)
-        print(
+        output.step(
             f"starting {name} with its last deployed system ({runner_out.joinpath('system').resolve().name}); "
-            f"`rehearse deploy {name}` applies later changes",
-            file=sys.stderr,
+            f"`rehearse deploy {name}` applies later changes"
         )
     else:
-        print(f"building the VM of {req.source.describe()}...", file=sys.stderr)
-        [runner_out] = nix.build(req.source, settings, ["vm"], vmdir.file("vm"))
-        log.info("built %s in %.1f s", runner_out, time.monotonic() - t0)
-        state.source = req.source.to_json()
+        output.step(f"building the VM of {source.describe()}")
+        [runner_out] = nix.build(source, settings, ["vm"], vmdir.file("vm"))
+        output.debug(f"built {runner_out} in {time.monotonic() - t0:.1f} s")
+        state.source = source.to_json()
     runner = next((runner_out / "bin").glob("run-*-vm"))
     system = str((runner_out / "system").resolve())
 
-    forwards = plan_forwards(info.forward_ports, req.forwards)
+    if config_forwards is None:
+        recorded = [vm.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
+        forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
+    else:
+        forwards = plan_forwards(config_forwards, req.forwards)
     ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards})
     all_forwards = [vm.Forward(ssh_port, 22), *forwards]
 
     kernel = runner_out / "system" / "kernel"
     tcg = not vm.kvm_works(kernel, state_root())
     if tcg and os.path.exists("/dev/kvm"):
-        print(
-            "warning: KVM does not work on this machine (/dev/kvm did not run a guest); "
-            "using software emulation (TCG), which is slower",
-            file=sys.stderr,
+        output.warn(
+            "KVM does not work on this machine (/dev/kvm did not run a guest); "
+            "using software emulation (TCG), which is slower"
         )
     env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
     # An SSH master left from an earlier run of this VM talks to nothing.
@@ -145,12 +168,11 @@ def _up(req: UpRequest, info: nix.VMInfo, vmdir: VMDir) -> None:
 
     remote = remote_for(vmdir, ssh_port)
     vm.wait_for_ssh(remote, pid, vmdir, req.ssh_timeout)
-    print(
+    output.success(
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
-        + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards),
-        file=sys.stderr,
+        + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
     )
-    print(f"rehearse ssh {name}")
+    output.result(f"rehearse ssh {name}")
 
 
 def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ...]) -> list[vm.Forward]:
@@ -161,6 +183,10 @@ def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ..
         for f in from_config
         if f.get("from", "host") == "host"
     ] + list(extra)
+    return check_forwards(forwards)
+
+
+def check_forwards(forwards: list[vm.Forward]) -> list[vm.Forward]:
     for f in forwards:
         if f.proto == "tcp" and not vm.port_free(f.host_port):
             raise RehearseError(
@@ -173,13 +199,20 @@ def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ..
 def running(vmdir: VMDir) -> tuple[VMState, ssh.Remote]:
     state = vmdir.load()
     if not state.alive() or state.ssh_port is None:
-        raise RehearseError(f"VM {vmdir.name!r} is not running.", hint="rehearse up to start it")
+        raise RehearseError(
+            f"VM {vmdir.name!r} is not running.",
+            hint=f"`rehearse up {vmdir.name}` starts it",
+            exit_code=ExitCode.NOT_RUNNING,
+        )
     return state, remote_for(vmdir, state.ssh_port)
 
 
 def ssh_command(name: str, command: list[str]) -> int:
+    """`rehearse ssh NAME [--] WORDS…` as `ssh HOST WORDS…`: the words are
+    joined with spaces and the VM's shell runs them; none: a login shell."""
     _, remote = running(VMDir(name))
-    argv = ssh.argv(remote, command or None, tty=not command and sys.stdin.isatty())
+    argv = ssh.argv(remote, tty=not command and sys.stdin.isatty(), shell_command=" ".join(command) or None)
+    output.command(shlex.join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)
@@ -210,14 +243,14 @@ def status(as_json: bool) -> None:
         sys.stdout.write("\n")
         return
     if not rows:
-        print("no VMs", file=sys.stderr)
+        output.info("no VMs")
         return
-    print(f"{'NAME':<16} {'STATE':<8} {'PID':>7} {'SSH':<16} {'UPTIME':>8}  SYSTEM")
+    output.result(f"{'NAME':<16} {'STATE':<8} {'PID':>7} {'SSH':<16} {'UPTIME':>8}  SYSTEM")
     for r in rows:
         uptime = f"{r['uptime']} s" if r["uptime"] is not None else "-"
         pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or "-"
         disk = "  (disk made with an older system)" if r["disk_older"] else ""
-        print(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
+        output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
 
 
 def console(name: str, follow: bool) -> None:
@@ -250,7 +283,7 @@ def down(name: str, timeout: float) -> None:
     vmdir = VMDir(name)
     with vmdir.locked("rehearse down"):
         how = _power_off(vmdir, vmdir.load(), timeout)
-    print(f"{name}: {how}", file=sys.stderr)
+    output.info(f"{name}: {how}")
 
 
 def destroy(name: str, timeout: float) -> None:
@@ -260,4 +293,4 @@ def destroy(name: str, timeout: float) -> None:
         for sock in ("qmp.sock", "ssh.ctl"):
             vmdir.socket(sock).unlink(missing_ok=True)
         shutil.rmtree(vmdir.path)
-    print(f"{name}: destroyed (disk, keys and state removed)", file=sys.stderr)
+    output.info(f"{name}: destroyed (disk, keys and state removed)")

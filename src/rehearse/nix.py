@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearse import process
-from rehearse.errors import RehearseError
+from rehearse.errors import ExitCode, RehearseError
 
 FLAKE_FEATURES = ["--option", "extra-experimental-features", "nix-command flakes"]
 
@@ -86,7 +86,9 @@ def ensure_flake_lock(source: Source) -> None:
         return
     result = process.run(["nix", *FLAKE_FEATURES, "flake", "lock", source.flake], check=False)
     if result.returncode != 0:
-        raise RehearseError(f"could not lock the flake {source.flake}:\n{_trim(result.stderr)}")
+        raise RehearseError(
+            f"could not lock the flake {source.flake}:\n{_trim(result.stderr)}", exit_code=ExitCode.CONFIG
+        )
 
 
 def vm_info(source: Source) -> VMInfo:
@@ -190,13 +192,18 @@ def evaluation_error(stderr: str, source: Source) -> RehearseError:
     text = _trim(stderr)
     conflict = find_conflict(stderr)
     if conflict is not None:
-        return RehearseError(f"the configuration does not evaluate as a VM:\n{text}", hint=conflict_hint(conflict))
+        return RehearseError(
+            f"the configuration does not evaluate as a VM:\n{text}",
+            hint=conflict_hint(conflict),
+            exit_code=ExitCode.CONFIG,
+        )
     if re.search(r"file '?nixpkgs[^' ]*'? was not found in the Nix search path", stderr):
         return RehearseError(
             f"Nix could not find <nixpkgs> to build {source.describe()}.",
             hint='pass -I nixpkgs=PATH, set NIX_PATH, or set nixpkgs = "PATH" in rehearse.toml',
+            exit_code=ExitCode.USAGE,
         )
-    return RehearseError(f"Nix failed on {source.describe()}:\n{text}")
+    return RehearseError(f"Nix failed on {source.describe()}:\n{text}", exit_code=ExitCode.CONFIG)
 
 
 def _trim(stderr: str) -> str:

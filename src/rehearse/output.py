@@ -101,6 +101,15 @@ def result(text: str) -> None:
     sys.stdout.flush()
 
 
+def ask(question: str) -> str:
+    """Ask on the terminal: the question on stderr (stdout stays for
+    results), the answer from stdin."""
+    live_end()
+    sys.stderr.write(style(question, "bold") + " ")
+    sys.stderr.flush()
+    return sys.stdin.readline()
+
+
 def _fit(text: str) -> str:
     width = shutil.get_terminal_size((100, 24)).columns
     return text if len(text) < width else text[: max(width - 2, 1)] + "…"

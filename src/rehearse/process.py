@@ -7,7 +7,6 @@ both log the command line at debug level as a copy-pasteable shell line.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shlex
 import shutil
@@ -18,9 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from rehearse import output
 from rehearse.errors import RehearseError
-
-log = logging.getLogger("rehearse")
 
 # What to install when a program is missing, by program name (Debian names;
 # on NixOS these come with the system).
@@ -59,7 +57,7 @@ def run(
     args = [str(a) for a in argv]
     if "/" not in args[0]:
         require(args[0])
-    log.debug("$ %s", shlex.join(args))
+    output.command(shlex.join(args))
     full_env = {**os.environ, **env} if env is not None else None
     if not stream_stderr:
         result = subprocess.run(
@@ -122,7 +120,7 @@ def stream(argv: Sequence[str | Path], *, input: str | None = None) -> Iterator[
     """Run a command and give its stdout line by line (stderr goes to ours);
     leaving the block ends the command if it still runs."""
     args = [str(a) for a in argv]
-    log.debug("$ %s", shlex.join(args))
+    output.command(shlex.join(args))
     proc = subprocess.Popen(
         args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
     )
@@ -143,7 +141,7 @@ def stream(argv: Sequence[str | Path], *, input: str | None = None) -> Iterator[
 def spawn(argv: Sequence[str | Path], *, env: Mapping[str, str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
     """Start a long-lived child in its own session, so it outlives us."""
     args = [str(a) for a in argv]
-    log.debug("$ (detached) %s", shlex.join(args))
+    output.command(shlex.join(args) + "   # detached")
     with open(log_file, "ab") as out:
         return subprocess.Popen(
             args,

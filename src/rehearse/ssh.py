@@ -68,14 +68,19 @@ def argv(
     master: bool = True,
     tty: bool = False,
     connect_timeout: int = 10,
+    shell_command: str | None = None,
 ) -> list[str]:
-    """The ssh command line; each word of `command` is quoted for the remote shell."""
+    """The ssh command line. Each word of `command` is quoted for the remote
+    shell (rehearse's own commands); `shell_command` goes to the remote shell
+    as it is (what a user typed, as `ssh HOST WORDS…` does)."""
     words = ["ssh", *options(remote, master=master, connect_timeout=connect_timeout)]
     if tty:
         words.append("-t")
     words.append(remote.target)
     if command:
         words += ["--", " ".join(shlex.quote(c) for c in command)]
+    elif shell_command:
+        words += ["--", shell_command]
     return words
 
 

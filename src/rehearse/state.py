@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse.errors import RehearseError
+from rehearse.errors import ExitCode, RehearseError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -41,10 +41,11 @@ def state_root() -> Path:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise RehearseError(
             f"invalid VM name {name!r}.",
             hint="use letters, digits, '-', '_' and '.', starting with a letter or digit",
+            exit_code=ExitCode.USAGE,
         )
     return name
 
@@ -80,6 +81,14 @@ class VMDir:
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = check_name(name)
         self.path = (root or state_root()) / name
+
+    @classmethod
+    def named(cls, name: str) -> VMDir | None:
+        """The VM called `name`, if there is one."""
+        if not NAME_RE.fullmatch(name):
+            return None
+        vmdir = cls(name)
+        return vmdir if vmdir.exists else None
 
     @property
     def exists(self) -> bool:
@@ -119,7 +128,9 @@ class VMDir:
             data = json.loads((self.path / "state.json").read_text())
         except FileNotFoundError:
             raise RehearseError(
-                f"no VM named {self.name!r}.", hint="`rehearse status` lists the VMs; `rehearse up` makes one"
+                f"no VM named {self.name!r}.",
+                hint="`rehearse status` lists the VMs; `rehearse up` makes one",
+                exit_code=ExitCode.USAGE,
             ) from None
         return VMState.from_json(data)
 
@@ -146,6 +157,7 @@ class VMDir:
                     + (f" ({holder})" if holder else "")
                     + ".",
                     hint="wait for it to finish, then try again",
+                    exit_code=ExitCode.BUSY,
                 ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)

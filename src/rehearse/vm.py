@@ -5,23 +5,20 @@ nixos/modules/virtualisation/qemu-vm.nix), nothing else about the guest.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from rehearse import process, ssh
+from rehearse import output, process, ssh
 from rehearse.errors import RehearseError
 from rehearse.state import VMDir, pid_alive
 
-log = logging.getLogger("rehearse")
 T = TypeVar("T")
 
 
@@ -96,7 +93,7 @@ def kvm_works(kernel: Path | None, cache_dir: Path, timeout: float = 8.0) -> boo
         "-append",
         "console=ttyS0 panic=-1",
     ]
-    log.debug("probing KVM: %s", " ".join(argv))
+    output.command(" ".join(argv) + f"   # KVM probe, killed after {timeout:.0f} s")
     works = False
     with subprocess.Popen(
         argv,
@@ -205,16 +202,12 @@ def wait_for_ssh(remote: ssh.Remote, pid: int, vmdir: VMDir, timeout: float) -> 
     """Wait until the VM answers SSH, with a progress line; on failure say
     what was waited for and show the console's last lines."""
     start_time = time.monotonic()
-    interactive = sys.stderr.isatty()
 
     def attempt(last: bool) -> bool | None:
         if not pid_alive(pid):
             raise early_exit_error(vmdir)
         waited = time.monotonic() - start_time
-        msg = f"waiting for SSH on 127.0.0.1:{remote.port} ({waited:.0f} s)"
-        if interactive:
-            sys.stderr.write(f"\r{msg}")
-            sys.stderr.flush()
+        output.live(f"waiting for SSH on 127.0.0.1:{remote.port} ({waited:.0f} s)")
         # Until the guest has its network up, QEMU accepts the forwarded
         # connection and then says nothing: wait for sshd's banner first
         # (cheap, 1 s at most) rather than an SSH handshake that hangs.
@@ -223,9 +216,10 @@ def wait_for_ssh(remote: ssh.Remote, pid: int, vmdir: VMDir, timeout: float) -> 
         result = ssh.run(remote, ["true"], check=False, connect_timeout=5, timeout=30)
         return True if result.returncode == 0 else None
 
-    ok = retry(attempt, timeout, interval=0.5)
-    if interactive:
-        sys.stderr.write("\n")
+    try:
+        ok = retry(attempt, timeout, interval=0.5)
+    finally:
+        output.live_end()
     if not ok:
         raise RehearseError(
             f"VM {vmdir.name!r} did not answer SSH on 127.0.0.1:{remote.port} within {timeout:.0f} s.\n"
@@ -254,13 +248,13 @@ def stop(pid: int, qmp_sock: Path, timeout: float) -> str:
     try:
         qmp_command(qmp_sock, "system_powerdown")
     except Exception as e:
-        log.debug("QMP system_powerdown failed: %s", e)
+        output.debug(f"QMP system_powerdown failed: {e}")
     if retry(lambda last: True if not pid_alive(pid) else None, timeout, interval=0.5):
         return "powered off"
     try:
         qmp_command(qmp_sock, "quit")
     except Exception as e:
-        log.debug("QMP quit failed: %s", e)
+        output.debug(f"QMP quit failed: {e}")
     if retry(lambda last: True if not pid_alive(pid) else None, 5, interval=0.2):
         return f"did not power off within {timeout:.0f} s; QEMU was told to quit"
     os.kill(pid, signal.SIGKILL)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import fixed_fripon
+from tests.conftest import MINI_NIXPKGS, fixed_fripon
 from tests.e2e.conftest import Rehearse, include
 
 pytestmark = pytest.mark.e2e
@@ -98,10 +102,15 @@ def test_failing_unit_is_reported_and_rolled_back(rehearse: Rehearse, vm: Config
         '  systemd.services.broken = { wantedBy = [ "multi-user.target" ]; serviceConfig.Type = "oneshot"; '
         'script = "exit 3"; };'
     )
-    code, err, _ = deploy(rehearse)
-    assert code == 1
-    assert "broken.service" in err
-    assert "rolled back" in err
+    result = rehearse("deploy", NAME, "--yes", "--json")
+    assert result.returncode == 4, result.stderr  # rolled back
+    assert "broken.service" in result.stderr
+    assert "rolled back" in result.stderr
+    report = json.loads(result.stdout)  # stdout holds the one JSON document, nothing else
+    assert report["result"] == "rolled-back" and report["exit_code"] == 4
+    assert report["failed_units"] == ["broken.service"] and report["switch_rc"] == 4
+    assert report["old_system"] == before and report["new_system"] != before
+    assert report["reason"].startswith("activation-exit-4")
     assert current(rehearse) == before
     assert rehearse("ssh", NAME, "--", "systemctl", "is-active", "broken.service").stdout.strip() != "active"
 
@@ -110,7 +119,7 @@ def test_nix_error_leaves_the_vm_untouched(rehearse: Rehearse, vm: Config) -> No
     before, gens = current(rehearse), generations(rehearse)
     vm.set("  environment.etc.x.text = undefinedThing;")
     code, err, _ = deploy(rehearse)
-    assert code == 1
+    assert code == 3  # the configuration does not evaluate
     assert "undefined variable 'undefinedThing'" in err
     assert current(rehearse) == before and generations(rehearse) == gens
 
@@ -123,7 +132,7 @@ def test_config_that_cuts_ssh_is_rolled_back_by_the_guest(rehearse: Rehearse, vm
     )
     code, err, took = deploy(rehearse, "--confirm-timeout", "20")
     print(f"deploy cutting SSH, rolled back: {took:.1f} s")
-    assert code == 1, err
+    assert code == 4, err
     assert "rolled back" in err and "not-confirmed" in err
     assert current(rehearse) == before
     assert rehearse("ssh", NAME, "--", "true").returncode == 0
@@ -141,13 +150,13 @@ def test_interrupted_deploy_leaves_the_old_system(rehearse: Rehearse, vm: Config
             proc.send_signal(signal.SIGINT)
             break
     proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 130
     # The guest decides alone now: it rolls back when the confirmation window ends.
     newest_result = 'cat "$(ls -d /run/rehearse/*/ | sort | tail -n 1)result" 2>/dev/null'
     deadline = time.monotonic() + 60
     verdict = ""
     while time.monotonic() < deadline and not verdict:
-        verdict = rehearse("ssh", NAME, "--", "sh", "-c", newest_result).stdout.strip()
+        verdict = rehearse("ssh", NAME, "--", newest_result).stdout.strip()
         time.sleep(2)
     assert verdict.startswith("rolled-back"), verdict
     assert current(rehearse) == before
@@ -162,7 +171,7 @@ def test_two_deploys_at_once_one_is_refused(rehearse: Rehearse, vm: Config) -> N
     second = rehearse("deploy", NAME, "--yes")
     _, err1 = first.communicate(timeout=600)
     assert first.returncode == 0, err1
-    assert second.returncode == 1
+    assert second.returncode == 7
     assert "busy" in second.stderr
     assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "second"
 
@@ -191,7 +200,7 @@ def test_health_checks_from_rehearse_toml(rehearse: Rehearse, vm: Config, tmp_pa
     (tmp_path / "rehearse.toml").write_text('checks = [ { http = "http://127.0.0.1:9/" } ]\nconfirm_timeout = 30\n')
     vm.set('  environment.etc."motd".text = "unhealthy";')
     result = checked("deploy", NAME, "--yes")
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert "check failed" in result.stderr and "http://127.0.0.1:9/" in result.stderr
     assert "rolled back" in result.stderr
     assert current(rehearse) == before
@@ -213,7 +222,7 @@ def test_rollback(rehearse: Rehearse, vm: Config) -> None:
 def test_rollback_to_a_generation_that_does_not_exist(rehearse: Rehearse, vm: Config) -> None:
     before = current(rehearse)
     result = rehearse("rollback", NAME, "--to", "999")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "has no generation 999" in result.stderr and "rehearse generations" in result.stderr
     assert current(rehearse) == before
 
@@ -234,3 +243,62 @@ def test_restart_boots_the_deployed_system(rehearse: Rehearse, vm: Config) -> No
     assert status["disk_older"] is True
     table = rehearse("status").stdout
     assert "(disk made with an older system)" in table and deployed in table
+
+
+def test_json_outcome_and_a_new_search_path_for_the_recorded_configuration(
+    rehearse: Rehearse, vm: Config, tmp_path: Path
+) -> None:
+    """`deploy NAME -I nixpkgs=…` builds the configuration recorded at `up`
+    with the new nixpkgs, as nixos-rebuild -I does; --json tells the outcome."""
+    other = tmp_path / "nixpkgs"
+    shutil.copytree(MINI_NIXPKGS, other, symlinks=True)
+    version = other / "nixos" / "modules" / "misc" / "version.nix"
+    version.write_text(version.read_text().replace('default = "pre-mini"', 'default = "pre-other"'))
+    before = current(rehearse)
+    result = rehearse("deploy", NAME, "--yes", "--json", "-I", f"nixpkgs={other}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["result"] == "confirmed" and report["exit_code"] == 0
+    assert report["source"] == str(vm.path)
+    assert report["old_system"] == before
+    assert report["new_system"] == current(rehearse)
+    assert report["new_system"].endswith("-nixos-system-fripon-25.11pre-other")
+    assert report["generation"] == next(g["generation"] for g in generations(rehearse) if g["current"])
+    assert set(report["durations"]) == {"build", "push", "activate"}
+    assert report["store"]["registered"] > 0 and report["store"]["copied"] == 0
+    recorded = json.loads((rehearse.state / NAME / "state.json").read_text())["source"]
+    assert recorded["configuration"] == str(vm.path) and recorded["include"] == [f"nixpkgs={other}"]
+    # The same again: nothing to do, said in JSON too.
+    again = rehearse("deploy", NAME, "--yes", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["result"] == "unchanged"
+    # Back to the repository's mini nixpkgs.
+    back = rehearse("deploy", NAME, "--yes", "-I", f"nixpkgs={MINI_NIXPKGS}")
+    assert back.returncode == 0, back.stderr
+    assert current(rehearse).endswith("-pre-mini")
+
+
+def test_declined_plan_changes_nothing(rehearse: Rehearse, vm: Config) -> None:
+    """On a terminal, deploy asks before activating; "n" exits 5, VM unchanged."""
+    before, gens = current(rehearse), generations(rehearse)
+    vm.set('  environment.etc."motd".text = "declined";')
+    controller, terminal = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rehearse", "deploy", NAME, "--json"],
+            cwd=rehearse.cwd,
+            env=rehearse.env(),
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(controller, b"n\n")
+        out, err = proc.communicate(timeout=300)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert proc.returncode == 5, err
+    assert "activate it? [y/N]" in err
+    assert json.loads(out)["result"] == "declined"
+    assert current(rehearse) == before and generations(rehearse) == gens

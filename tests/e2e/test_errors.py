@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 def test_missing_file(rehearse: Rehearse) -> None:
     result = rehearse("up", "/nonexistent/configuration.nix", *include())
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "/nonexistent/configuration.nix: no such file." in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -24,7 +24,7 @@ def test_missing_file(rehearse: Rehearse) -> None:
 def test_seed_conflict_gets_the_hint_and_nothing_is_made(rehearse: Rehearse) -> None:
     before = set(rehearse.state.iterdir()) if rehearse.state.exists() else set()
     result = rehearse("up", str(REPO / "examples" / "fripon" / "configuration.nix"), *include())
-    assert result.returncode == 1
+    assert result.returncode == 3
     err = result.stderr
     assert "The option `virtualisation.vmVariant.services.timesyncd.enable' has conflicting definition values:" in err
     assert "hint:" in err
@@ -39,7 +39,7 @@ def test_syntax_error_shows_file_and_line(rehearse: Rehearse, tmp_path: Path) ->
     conf = fixed_fripon(tmp_path)
     conf.write_text(conf.read_text().replace('networking.hostName = "fripon";', "networking.hostName = ;"))
     result = rehearse("up", str(conf), *include())
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "syntax error" in result.stderr
     assert f"{conf}:" in result.stderr
     assert "Traceback" not in result.stderr
@@ -48,7 +48,7 @@ def test_syntax_error_shows_file_and_line(rehearse: Rehearse, tmp_path: Path) ->
 def test_evaluation_error_shows_nix_message(rehearse: Rehearse, tmp_path: Path) -> None:
     conf = fixed_fripon(tmp_path, extra="  environment.etc.probe.text = undefinedThing;")
     result = rehearse("up", str(conf), *include())
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "undefined variable 'undefinedThing'" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -68,7 +68,7 @@ def test_nix_not_installed(rehearse: Rehearse, tmp_path: Path) -> None:
 def test_no_nixpkgs(rehearse: Rehearse) -> None:
     env = rehearse.env(NIX_PATH="")
     result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "-I nixpkgs=PATH" in result.stderr
 
 
@@ -97,7 +97,7 @@ def test_commands_on_unknown_or_stopped_vms(rehearse: Rehearse) -> None:
         ("console", "nosuchvm"),
     ):
         result = rehearse(*args)
-        assert result.returncode == 1, args
+        assert result.returncode == 2, args
         assert "no VM named 'nosuchvm'" in result.stderr, (args, result.stderr)
         assert "rehearse up" in result.stderr or "rehearse status" in result.stderr
         assert "Traceback" not in result.stderr
@@ -105,8 +105,16 @@ def test_commands_on_unknown_or_stopped_vms(rehearse: Rehearse) -> None:
 
 def test_bad_flake_reference(rehearse: Rehearse, tmp_path: Path) -> None:
     result = rehearse("up", "--flake", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "names no configuration" in result.stderr and "--flake PATH#NAME" in result.stderr
     result = rehearse("up", "--flake", f"{tmp_path}#fripon")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no flake.nix" in result.stderr
+
+
+def test_up_of_a_name_that_is_no_vm(rehearse: Rehearse) -> None:
+    result = rehearse("up", "nosuchvm")
+    assert result.returncode == 2
+    assert "no VM named 'nosuchvm', and no file 'nosuchvm'" in result.stderr
+    assert "./configuration.nix" in result.stderr
+    assert not (rehearse.state / "nosuchvm").exists()

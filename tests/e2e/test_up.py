@@ -51,6 +51,15 @@ def test_ssh_runs_a_command(rehearse: Rehearse, classic: str) -> None:
     assert result.stdout.strip() == "fripon"
 
 
+def test_ssh_joins_words_for_the_remote_shell_as_openssh_does(rehearse: Rehearse, classic: str) -> None:
+    result = rehearse("ssh", classic, "--", "uname -s; systemctl is-system-running")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Linux", "running"]
+    assert rehearse("ssh", classic, "echo", "a", "b", "$HOME").stdout == "a b /root\n"  # no -- needed
+    assert rehearse("ssh", classic, "--", "echo", "'a  b'").stdout == "a  b\n"
+    assert rehearse("ssh", classic, "--", "exit 3").returncode == 3  # the remote command's exit code
+
+
 def test_first_connection_was_strict(rehearse: Rehearse, classic: str) -> None:
     vmdir = rehearse.state / classic
     known = (vmdir / "known_hosts").read_text().split()
@@ -154,11 +163,18 @@ def test_down_then_up_then_destroy(rehearse: Rehearse, classic: str) -> None:
     vm = rehearse.vm(classic)
     assert vm["state"] == "stopped" and vm["pid"] is None and vm["ssh"] is None
     assert process_start(pid) is None  # gone (or a zombie waiting for init to reap it)
+    stopped = rehearse("ssh", classic, "--", "true")
+    assert stopped.returncode == 6 and "is not running" in stopped.stderr  # 6: not running
+    assert f"rehearse up {classic}" in stopped.stderr
+    # Restarted by name, with no configuration given and none evaluated.
     t0 = time.monotonic()
-    result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), *include())
-    print(f"rehearse up (warm, built): {time.monotonic() - t0:.1f} s")
+    result = rehearse("up", classic, env=rehearse.env(NIX_PATH=""))
+    print(f"rehearse up NAME (warm, built): {time.monotonic() - t0:.1f} s")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "building" not in result.stderr
+    assert result.stdout.strip() == f"rehearse ssh {classic}"
     assert rehearse("ssh", classic, "--", "hostname").stdout.strip() == "fripon"
+    assert listening_addresses(18080) == {"127.0.0.1"}  # the recorded --forward came back
     result = rehearse("destroy", classic)
     assert result.returncode == 0, result.stderr
     assert not (rehearse.state / classic).exists()
@@ -181,7 +197,7 @@ def test_flake_up_and_concurrent_up_leave_one_vm(rehearse: Rehearse, tmp_path: P
     _, err2 = second.communicate(timeout=600)
     _, err1 = first.communicate(timeout=600)
     codes = sorted([first.returncode, second.returncode])
-    assert codes == [0, 1], (err1[-2000:], err2[-2000:])
+    assert codes == [0, 7], (err1[-2000:], err2[-2000:])  # 7: busy
     assert "busy" in (err1 + err2)
     vms = [v for v in rehearse.status() if v["name"] == "flakey"]
     assert len(vms) == 1 and vms[0]["state"] == "running"

@@ -1,0 +1,196 @@
+"""The command line's conventions: exit codes, --debug, help, output, and
+what `up`/`deploy`/`ssh` make of their arguments (no VM needed)."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rehearse import cli, config, nix, output, process, ssh
+from rehearse.errors import ExitCode, RehearseError
+from rehearse.state import VMDir, VMState
+
+
+def rehearse(*args: str, state: Path, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rehearse", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, "REHEARSE_STATE_DIR": str(state), **env},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def stopped_vm(root: Path, name: str = "fripon") -> VMDir:
+    d = VMDir(name, root)
+    d.create()
+    d.save(VMState(name=name, source={"configuration": "/srv/configuration.nix", "include": ["nixpkgs=/old"]}))
+    return d
+
+
+def test_help_lists_every_exit_code(tmp_path: Path) -> None:
+    result = rehearse("--help", state=tmp_path)
+    assert result.returncode == 0
+    for code in ExitCode:
+        assert f"{int(code):>3}  {code.meaning}" in result.stdout
+    assert "NO_COLOR" in result.stdout
+
+
+def test_every_argument_has_help() -> None:
+    def walk(p: argparse.ArgumentParser, where: str) -> list[str]:
+        missing = []
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    missing += walk(sub, f"{where} {name}")
+            elif not action.help:
+                missing.append(f"{where} {'/'.join(action.option_strings) or action.dest}")
+        return missing
+
+    assert walk(cli.parser(), "rehearse") == []
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert rehearse("deploy", state=tmp_path).returncode == 2  # argparse: NAME missing
+    bad = rehearse("down", "no/such", state=tmp_path)
+    assert bad.returncode == 2 and "invalid VM name" in bad.stderr
+    unknown = rehearse("down", "nosuch", state=tmp_path)
+    assert unknown.returncode == 2 and "no VM named 'nosuch'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    zero = rehearse("deploy", "nosuch", "--confirm-timeout", "0", state=tmp_path)
+    assert zero.returncode == 2 and "--confirm-timeout must be a positive number" in zero.stderr
+
+
+def test_not_running_exits_6(tmp_path: Path) -> None:
+    stopped_vm(tmp_path)
+    for args in (("ssh", "fripon", "--", "true"), ("deploy", "fripon", "--yes"), ("generations", "fripon")):
+        result = rehearse(*args, state=tmp_path)
+        assert result.returncode == 6, (args, result.stderr)
+        assert "VM 'fripon' is not running" in result.stderr and "rehearse up fripon" in result.stderr
+
+
+def test_busy_exits_7_naming_the_holder(tmp_path: Path) -> None:
+    d = stopped_vm(tmp_path)
+    fd = os.open(d.file("lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"rehearse deploy, pid 4242\n")
+        result = rehearse("down", "fripon", state=tmp_path)
+    finally:
+        os.close(fd)
+    assert result.returncode == 7
+    assert "busy" in result.stderr and "rehearse deploy, pid 4242" in result.stderr
+
+
+def test_configuration_errors_exit_3() -> None:
+    source = nix.Source(configuration=Path("/srv/configuration.nix"))
+    err = nix.evaluation_error("error: undefined variable 'x'\n       at /srv/configuration.nix:3:5:", source)
+    assert err.exit_code == ExitCode.CONFIG
+
+
+def test_debug_shows_the_traceback_only_when_asked(tmp_path: Path) -> None:
+    plain = rehearse("down", "nosuch", state=tmp_path)
+    assert "Traceback" not in plain.stderr
+    for args in (("--debug", "down", "nosuch"), ("down", "nosuch", "--debug")):
+        result = rehearse(*args, state=tmp_path)
+        assert result.returncode == 2, args
+        assert "Traceback (most recent call last)" in result.stderr and "RehearseError" in result.stderr
+        assert "error: no VM named 'nosuch'" in result.stderr
+
+
+def test_debug_shows_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    output.configure(debug=True)
+    try:
+        process.run(["echo", "a b"])
+    finally:
+        output.configure(debug=False)
+    assert "$ echo 'a b'" in capsys.readouterr().err
+    process.run(["true"])
+    assert capsys.readouterr().err == ""
+
+
+def test_output_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    output.warn("careful")
+    assert capsys.readouterr().err == "warning: careful\n"  # captured: not a terminal
+    monkeypatch.setattr(output, "is_terminal", lambda stream=None: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert output.style("x", "red") == "\033[31mx\033[0m"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert output.style("x", "red") == "x"
+
+
+def test_results_go_to_stdout_and_progress_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    output.result("rehearse ssh fripon")
+    output.info("building")
+    out, err = capsys.readouterr()
+    assert out == "rehearse ssh fripon\n" and err == "building\n"
+
+
+def test_ssh_joins_a_users_words_as_openssh_does(tmp_path: Path) -> None:
+    remote = ssh.Remote("127.0.0.1", 2222, "root", tmp_path / "k", tmp_path / "kh", "rehearse-x")
+    argv = ssh.argv(remote, shell_command="uname -a; systemctl is-system-running")
+    assert argv[-2:] == ["--", "uname -a; systemctl is-system-running"]
+    assert ssh.argv(remote, ["echo", "a b"])[-1] == "echo 'a b'"  # rehearse's own commands: quoted
+
+
+def up_args(*argv: str) -> argparse.Namespace:
+    return cli.parser().parse_args(["up", *argv])
+
+
+def test_up_takes_a_vm_name_or_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REHEARSE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    stopped_vm(tmp_path / "state")
+    by_name = config.up_request(up_args("fripon", "-I", "nixpkgs=/new"), config.Settings())
+    assert by_name.source is None and by_name.name == "fripon" and by_name.include == ("nixpkgs=/new",)
+    (tmp_path / "configuration.nix").write_text("{ }")
+    by_path = config.up_request(up_args("configuration.nix"), config.Settings())
+    assert by_path.source is not None and by_path.source.configuration == tmp_path / "configuration.nix"
+    (tmp_path / "fripon").mkdir()
+    (tmp_path / "fripon" / "configuration.nix").write_text("{ }")
+    explicit = config.up_request(up_args("./fripon"), config.Settings())
+    assert explicit.source is not None and explicit.source.configuration == tmp_path / "fripon" / "configuration.nix"
+    with pytest.raises(RehearseError, match="no VM named 'ghost', and no file 'ghost'") as e:
+        config.up_request(up_args("ghost"), config.Settings())
+    assert e.value.exit_code == ExitCode.USAGE
+    with pytest.raises(RehearseError, match="invalid VM name"):
+        config.up_request(up_args("configuration.nix", "--name", ""), config.Settings())
+
+
+def test_new_include_replaces_the_recorded_one() -> None:
+    assert config.merge_include(("nixpkgs=/old", "foo=/x"), ["nixpkgs=/new"]) == ("nixpkgs=/new", "foo=/x")
+    assert config.merge_include(("nixpkgs=/old",), []) == ("nixpkgs=/old",)
+    assert config.merge_include((), ["/some/dir"]) == ("/some/dir",)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_durations_must_be_positive(bad: float) -> None:
+    with pytest.raises(RehearseError, match="positive number of seconds") as e:
+        config.seconds(bad, 60.0, "--confirm-timeout")
+    assert e.value.exit_code == ExitCode.USAGE
+    assert config.seconds(None, 60.0, "--confirm-timeout") == 60.0
+    assert config.seconds(0.5, 60.0, "--confirm-timeout") == 0.5
+
+
+def test_json_document_of_a_failed_deploy() -> None:
+    e = RehearseError("rolled back", exit_code=ExitCode.ROLLED_BACK, report={"name": "x", "result": "rolled-back"})
+    doc = cli.e_report(e)
+    assert json.loads(json.dumps(doc)) == {
+        "name": "x",
+        "result": "rolled-back",
+        "error": "rolled back",
+        "hint": None,
+        "exit_code": 4,
+    }
+    assert cli.e_report(RehearseError("no VM"))["result"] == "error"
