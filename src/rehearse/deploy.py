@@ -17,13 +17,20 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rehearse import nix, process, ssh
+from rehearse import nix, plan, process, ssh
 from rehearse.errors import RehearseError
+
+# The plan's values, importable from here as before they moved to plan.py.
+from rehearse.plan import ClosureDiff as ClosureDiff
+from rehearse.plan import closure_diff as closure_diff
+from rehearse.plan import human as human
+from rehearse.plan import split_name as split_name
+from rehearse.plan import store_name as store_name
 
 log = logging.getLogger("rehearse")
 
@@ -33,94 +40,6 @@ RUN_DIR = "/run/rehearse"
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# --- plan -----------------------------------------------------------------
-
-_NAME = re.compile(r"^/nix/store/[0-9a-z]{32}-(?P<name>.+)$")
-_VERSIONED = re.compile(r"^(?P<pname>.+?)-(?P<version>[0-9][^-]*(?:-[^-]+)*)$")
-
-
-def store_name(path: str) -> str:
-    m = _NAME.match(path)
-    return m.group("name") if m else path
-
-
-def split_name(path: str) -> tuple[str, str]:
-    """pname and version of a store path's name, as `nix-store`'s names go."""
-    name = store_name(path)
-    v = _VERSIONED.match(name)
-    return (v.group("pname"), v.group("version")) if v else (name, "")
-
-
-@dataclass(frozen=True)
-class ClosureDiff:
-    added: list[str]  # names of packages new in the closure
-    removed: list[str]  # names of packages gone from it
-    changed: list[tuple[str, str, str]]  # pname, old version, new version
-    rebuilt: list[str]  # names present on both sides with the same version, other store paths
-    size_delta: int
-    added_paths: list[str] = field(default_factory=list)  # store paths the new closure adds
-
-    def lines(self) -> list[str]:
-        out = [f"  {pname}: {old} → {new}" for pname, old, new in self.changed]
-        out += [f"  + {name}" for name in self.added]
-        out += [f"  - {name}" for name in self.removed]
-        if self.rebuilt:
-            out.append(
-                f"  ~ {len(self.rebuilt)} rebuilt: {', '.join(self.rebuilt[:6])}"
-                + (" …" if len(self.rebuilt) > 6 else "")
-            )
-        sign = "+" if self.size_delta >= 0 else "-"
-        out.append(f"  closure size {sign}{human(abs(self.size_delta))}")
-        return out
-
-
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def closure_diff(old: Path | None, new: Path) -> ClosureDiff:
-    """What changes between two system closures, by package name and version
-    (the way nvd and `nix store diff-closures` present it)."""
-    new_c = nix.closure(new)
-    old_c = nix.closure(old) if old is not None and old.exists() else []
-    added_paths = sorted(set(new_c) - set(old_c))
-    removed_paths = sorted(set(old_c) - set(new_c))
-    size = nix.sizes(added_paths + removed_paths)
-
-    def versions(paths: list[str]) -> dict[str, set[str]]:
-        by: dict[str, set[str]] = {}
-        for p in paths:
-            pname, version = split_name(p)
-            by.setdefault(pname, set()).add(version)
-        return by
-
-    before, after = versions(removed_paths), versions(added_paths)
-    changed, rebuilt = [], []
-    for pname in sorted(set(before) & set(after)):
-        if before[pname] == after[pname]:
-            rebuilt.append(pname)
-        else:
-            changed.append((pname, ", ".join(sorted(before[pname])), ", ".join(sorted(after[pname]))))
-    return ClosureDiff(
-        added=[_label(n, after[n]) for n in sorted(set(after) - set(before))],
-        removed=[_label(n, before[n]) for n in sorted(set(before) - set(after))],
-        changed=changed,
-        rebuilt=rebuilt,
-        size_delta=sum(size[p] for p in added_paths) - sum(size[p] for p in removed_paths),
-        added_paths=added_paths,
-    )
-
-
-def _label(pname: str, versions: set[str]) -> str:
-    v = ", ".join(sorted(x for x in versions if x))
-    return f"{pname}-{v}" if v else pname
 
 
 # --- push -----------------------------------------------------------------
@@ -390,6 +309,7 @@ class DeployRequest:
     force_copy: bool
     confirm_timeout: float
     checks: tuple[Check, ...]
+    verbose: bool = False  # the plan lists every name, unit and store path
 
 
 def run_deploy(req: DeployRequest) -> int:
@@ -425,13 +345,10 @@ def run_deploy(req: DeployRequest) -> int:
         if dry.returncode != 0 and pushed.copied:
             dry = ssh.run(remote, dry_argv, check=False)
         say(f"plan for {req.name}:\n  {current}\n→ {system}")
-        for line in diff.lines():
+        for line in plan.render(diff, plan.parse_dry_activate(dry.stderr + "\n" + dry.stdout), verbose=req.verbose):
             say(line)
         if not req.dry_run:
             say(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
-        for line in (dry.stderr + dry.stdout).splitlines():
-            if line.startswith("would "):
-                say(f"  {line}")
         if dry.returncode != 0:
             raise RehearseError(
                 f"switch-to-configuration dry-activate failed (exit {dry.returncode}):\n{dry.stderr}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> 
     vm.set('  environment.etc."motd".text = "rehearsed";\n  environment.systemPackages = [ pkgs.hello ];')
     dry = rehearse("deploy", NAME, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "+ hello-2.12.1" in dry.stderr
+    assert re.search(r"^  \+ hello +2\.12\.1$", dry.stderr, re.MULTILINE), dry.stderr
     assert "dry run: nothing activated" in dry.stderr
     assert current(rehearse) == before
     assert "registered" not in dry.stderr
