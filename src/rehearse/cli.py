@@ -102,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--dry-run", action="store_true", help="build and show the plan; activate nothing")
     dp.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
     dp.add_argument("--copy", action="store_true", help="copy the closure even when the VM sees the host store")
+    dp.add_argument("-v", "--verbose", action="store_true", help="list every name, unit and store path of the plan")
     dp.add_argument(
         "--confirm-timeout",
         type=float,
@@ -175,7 +176,7 @@ def dispatch(args: argparse.Namespace) -> int:
                     force_copy=args.copy,
                     confirm_timeout=config.seconds(args.confirm_timeout, settings.confirm_timeout, "--confirm-timeout"),
                     checks=tuple(deploy.Check.parse(c) for c in settings.checks),
-                    verbose=getattr(args, "verbose", False),
+                    verbose=args.verbose,
                 )
             )
             return _report(args, report)

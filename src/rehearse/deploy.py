@@ -18,107 +18,26 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from rehearse import nix, output, process, ssh
+from rehearse import nix, output, plan, process, ssh
 from rehearse.errors import ExitCode, RehearseError
+
+# The plan's values, importable from here as before they moved to plan.py.
+from rehearse.plan import ClosureDiff as ClosureDiff
+from rehearse.plan import closure_diff as closure_diff
+from rehearse.plan import human as human
+from rehearse.plan import split_name as split_name
+from rehearse.plan import store_name as store_name
 
 if TYPE_CHECKING:
     from rehearse.state import VMDir, VMState
 
 PROFILE = "/nix/var/nix/profiles/system"
 RUN_DIR = "/run/rehearse"
-
-
-# --- plan -----------------------------------------------------------------
-
-_NAME = re.compile(r"^/nix/store/[0-9a-z]{32}-(?P<name>.+)$")
-_VERSIONED = re.compile(r"^(?P<pname>.+?)-(?P<version>[0-9][^-]*(?:-[^-]+)*)$")
-
-
-def store_name(path: str) -> str:
-    m = _NAME.match(path)
-    return m.group("name") if m else path
-
-
-def split_name(path: str) -> tuple[str, str]:
-    """pname and version of a store path's name, as `nix-store`'s names go."""
-    name = store_name(path)
-    v = _VERSIONED.match(name)
-    return (v.group("pname"), v.group("version")) if v else (name, "")
-
-
-@dataclass(frozen=True)
-class ClosureDiff:
-    added: list[str]  # names of packages new in the closure
-    removed: list[str]  # names of packages gone from it
-    changed: list[tuple[str, str, str]]  # pname, old version, new version
-    rebuilt: list[str]  # names present on both sides with the same version, other store paths
-    size_delta: int
-    added_paths: list[str] = field(default_factory=list)  # store paths the new closure adds
-
-    def lines(self) -> list[str]:
-        out = [f"  {pname}: {old} → {new}" for pname, old, new in self.changed]
-        out += [f"  + {name}" for name in self.added]
-        out += [f"  - {name}" for name in self.removed]
-        if self.rebuilt:
-            out.append(
-                f"  ~ {len(self.rebuilt)} rebuilt: {', '.join(self.rebuilt[:6])}"
-                + (" …" if len(self.rebuilt) > 6 else "")
-            )
-        sign = "+" if self.size_delta >= 0 else "-"
-        out.append(f"  closure size {sign}{human(abs(self.size_delta))}")
-        return out
-
-
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def closure_diff(old: Path | None, new: Path) -> ClosureDiff:
-    """What changes between two system closures, by package name and version
-    (the way nvd and `nix store diff-closures` present it)."""
-    new_c = nix.closure(new)
-    old_c = nix.closure(old) if old is not None and old.exists() else []
-    added_paths = sorted(set(new_c) - set(old_c))
-    removed_paths = sorted(set(old_c) - set(new_c))
-    size = nix.sizes(added_paths + removed_paths)
-
-    def versions(paths: list[str]) -> dict[str, set[str]]:
-        by: dict[str, set[str]] = {}
-        for p in paths:
-            pname, version = split_name(p)
-            by.setdefault(pname, set()).add(version)
-        return by
-
-    before, after = versions(removed_paths), versions(added_paths)
-    changed, rebuilt = [], []
-    for pname in sorted(set(before) & set(after)):
-        if before[pname] == after[pname]:
-            rebuilt.append(pname)
-        else:
-            changed.append((pname, ", ".join(sorted(before[pname])), ", ".join(sorted(after[pname]))))
-    return ClosureDiff(
-        added=[_label(n, after[n]) for n in sorted(set(after) - set(before))],
-        removed=[_label(n, before[n]) for n in sorted(set(before) - set(after))],
-        changed=changed,
-        rebuilt=rebuilt,
-        size_delta=sum(size[p] for p in added_paths) - sum(size[p] for p in removed_paths),
-        added_paths=added_paths,
-    )
-
-
-def _label(pname: str, versions: set[str]) -> str:
-    v = ", ".join(sorted(x for x in versions if x))
-    return f"{pname}-{v}" if v else pname
 
 
 # --- push -----------------------------------------------------------------
@@ -450,7 +369,7 @@ def run_deploy(req: DeployRequest) -> Report:
         pushed, dry = _push_and_dry_activate(remote, system, diff.added_paths, req)
         times["push"] = round(time.monotonic() - t, 2)
         report["store"] = {"registered": pushed.registered, "copied": pushed.copied}
-        _show_plan(req, current, system, diff, pushed, dry)
+        report["plan"] = _show_plan(req, current, system, diff, pushed, dry)
         if dry.returncode != 0:
             raise RehearseError(
                 f"switch-to-configuration dry-activate failed (exit {dry.returncode}):\n{dry.stderr}",
@@ -525,16 +444,16 @@ def _show_plan(
     diff: ClosureDiff,
     pushed: Pushed,
     dry: subprocess.CompletedProcess[str],
-) -> None:
+) -> dict[str, Any]:
+    """Show the plan; return it for --json."""
+    units = plan.parse_dry_activate(dry.stderr + "\n" + dry.stdout)
     output.step(f"plan for {req.name}")
     output.info(f"  {current}\n→ {system}")
-    for line in diff.lines():
+    for line in plan.render(diff, units, verbose=req.verbose):
         output.info(line)
     if not req.dry_run:
         output.info(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
-    for line in (dry.stderr + dry.stdout).splitlines():
-        if line.startswith("would "):
-            output.info(f"  {line}")
+    return {**diff.to_json(), "units": units.to_json()}
 
 
 def _history_entry(report: Report, outcome: Outcome) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,7 +65,7 @@ def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> 
     vm.set('  environment.etc."motd".text = "rehearsed";\n  environment.systemPackages = [ pkgs.hello ];')
     dry = rehearse("deploy", NAME, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "+ hello-2.12.1" in dry.stderr
+    assert re.search(r"^  \+ hello +2\.12\.1$", dry.stderr, re.MULTILINE), dry.stderr
     assert "dry run: nothing activated" in dry.stderr
     assert current(rehearse) == before
     assert "registered" not in dry.stderr
@@ -111,6 +112,8 @@ def test_failing_unit_is_reported_and_rolled_back(rehearse: Rehearse, vm: Config
     assert report["failed_units"] == ["broken.service"] and report["switch_rc"] == 4
     assert report["old_system"] == before and report["new_system"] != before
     assert report["reason"].startswith("activation-exit-4")
+    assert "broken.service" in report["plan"]["units"]["start"]  # the plan said so
+    assert re.search(r"^ +start +broken\.service", result.stderr, re.MULTILINE), result.stderr
     assert current(rehearse) == before
     assert rehearse("ssh", NAME, "--", "systemctl", "is-active", "broken.service").stdout.strip() != "active"
 
