@@ -149,7 +149,24 @@ def parser() -> argparse.ArgumentParser:
         d = add(verb, text)
         d.add_argument("name", help="the VM")
         d.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing")
+
+    cp = sub.add_parser("completion", help="print the shell completion script for bash, zsh or fish")
+    cp.add_argument("shell", choices=("bash", "zsh", "fish"))
+    _mark_completions(sub)
     return p
+
+
+def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """What the completion scripts offer for positionals, by their dest: a
+    `name` is a VM's (from the state directory), a `configuration` a path."""
+    from rehearse import completion
+
+    for command in sub.choices.values():
+        for action in command._get_positional_actions():
+            if action.dest == "name":
+                completion.mark_vm_name(action)
+            elif action.dest == "configuration":
+                completion.mark_path(action)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -205,6 +222,10 @@ def dispatch(args: argparse.Namespace) -> int:
             lifecycle.down(args.name, args.timeout)
         case "destroy":
             lifecycle.destroy(args.name, args.timeout)
+        case "completion":
+            from rehearse import completion, output
+
+            output.result(completion.script(parser(), args.shell))
         case _:
             raise AssertionError(args.command)
     return 0
