@@ -151,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
         d.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing")
 
     cp = sub.add_parser("completion", help="print the shell completion script for bash, zsh or fish")
-    cp.add_argument("shell", choices=("bash", "zsh", "fish"))
+    cp.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell: bash, zsh or fish")
     _mark_completions(sub)
     return p
 
@@ -166,6 +166,9 @@ def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             if action.dest == "name":
                 completion.mark_vm_name(action)
             elif action.dest == "configuration":
+                completion.mark_path(action)
+            elif action.dest == "target":  # up: a configuration, or an existing VM's name
+                completion.mark_vm_name(action)
                 completion.mark_path(action)
 
 
@@ -223,7 +226,7 @@ def dispatch(args: argparse.Namespace) -> int:
         case "destroy":
             lifecycle.destroy(args.name, args.timeout)
         case "completion":
-            from rehearse import completion, output
+            from rehearse import completion
 
             output.result(completion.script(parser(), args.shell))
         case _:

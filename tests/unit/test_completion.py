@@ -133,9 +133,10 @@ def test_vm_name_positionals_are_marked() -> None:
     for command in VM_COMMANDS:
         (name,) = [a for a in commands.choices[command]._get_positional_actions() if a.dest == "name"]
         assert name.complete is completion._VM, command  # type: ignore[attr-defined]
-    for command in ("up", "deploy"):
-        (config,) = [a for a in commands.choices[command]._get_positional_actions() if a.dest == "configuration"]
-        assert config.complete is completion._FILE, command  # type: ignore[attr-defined]
+    (config,) = [a for a in commands.choices["deploy"]._get_positional_actions() if a.dest == "configuration"]
+    assert config.complete is completion._FILE  # type: ignore[attr-defined]
+    (target,) = [a for a in commands.choices["up"]._get_positional_actions() if a.dest == "target"]
+    assert target.complete is not completion._FILE and target.complete is not completion._VM  # type: ignore[attr-defined]
 
 
 def test_file_completion_is_shtabs() -> None:
@@ -201,7 +202,7 @@ def test_bash_completes_configurations_as_files(tmp_path: Path, home: Path) -> N
     script = write(tmp_path, "bash")
     files = ["configuration.nix", "machines"]
     assert sorted(bash_complete(script, home, 'rehearse deploy alpha ""')) == files
-    assert sorted(bash_complete(script, home, 'rehearse up ""')) == files
+    assert sorted(bash_complete(script, home, 'rehearse up ""')) == ["alpha", "beta", *files]  # VM or configuration
     assert bash_complete(script, home, "rehearse up --ti") == ["--timeout"]
     assert bash_complete(script, home, 'rehearse completion ""') == ["bash", "zsh", "fish"]
 
@@ -224,7 +225,7 @@ def test_fish_completes_subcommands_options_and_files(tmp_path: Path, home: Path
     assert fish_complete(script, home, "rehearse completion ") == ["bash", "fish", "zsh"]
     files = ["configuration.nix", "machines/"]
     assert fish_complete(script, home, "rehearse deploy alpha ") == files
-    assert fish_complete(script, home, "rehearse up --name x ") == files
+    assert fish_complete(script, home, "rehearse up --name x ") == ["alpha", "beta", *files]
 
 
 def test_zsh_completes_vm_names_and_files(tmp_path: Path, home: Path) -> None:
