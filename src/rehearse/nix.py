@@ -1,7 +1,8 @@
 """One function per Nix operation rehearse performs.
 
 Nix is called with the user's own settings (NIX_PATH, nix.conf, NIX_CONFIG)
-untouched; rehearse only adds `-I` entries the user asked for.
+untouched; rehearse only adds `-I` entries the user asked for, and to
+nix-build the log format it reads progress from.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from typing import Any
 
 from rehearse import process
 from rehearse.errors import ExitCode, RehearseError
+from rehearse.progress_view import Renderer
 
 FLAKE_FEATURES = ["--option", "extra-experimental-features", "nix-command flakes"]
+# Nix's events as `@nix {json}` lines on stderr (progress.py reads them); -v
+# adds "evaluating file" messages, shown while a long evaluation runs.
+JSON_LOG = ["--log-format", "internal-json", "-v"]
 
 
 @dataclass(frozen=True)
@@ -106,15 +111,23 @@ def vm_info(source: Source) -> VMInfo:
 
 def build(source: Source, settings: Path, attrs: list[str], out_link: Path) -> list[Path]:
     """Build attributes (`vm`, `toplevel`) of the VM's configuration in one
-    evaluation; out_link (and out_link-2 …) are GC roots."""
+    evaluation; out_link (and out_link-2 …) are GC roots. Nix's progress is
+    shown as it comes (progress_view), read from its JSON log format."""
     selectors = [w for a in attrs for w in ("-A", a)]
-    result = process.run(
-        ["nix-build", _eval_file(), *selectors, "--out-link", str(out_link), *_args(source, settings)],
-        check=False,
-        stream_stderr=True,
-    )
+    progress = Renderer()
+    try:
+        result = process.run(
+            ["nix-build", *JSON_LOG, _eval_file(), *selectors, "--out-link", str(out_link), *_args(source, settings)],
+            check=False,
+            on_stderr=progress,
+        )
+    finally:
+        progress.close()
     if result.returncode != 0:
-        raise evaluation_error(result.stderr, source)
+        # Nix's messages as it prints them without JSON, for the patterns
+        # evaluation_error knows (stderr itself is all `@nix` lines).
+        raise evaluation_error(progress.tracker.plain_text(), source)
+    progress.summary()
     paths = [Path(line) for line in result.stdout.split()]
     if len(paths) != len(attrs):
         raise RehearseError(f"nix-build printed {result.stdout!r} for {attrs}")

@@ -11,9 +11,8 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -47,24 +46,24 @@ def run(
     env: Mapping[str, str] | None = None,
     input: str | None = None,
     timeout: float | None = None,
-    stream_stderr: bool = False,
+    on_stderr: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command to its end and capture stdout and stderr as text.
 
-    With stream_stderr, stderr is also copied to ours line by line as it
-    comes (build logs), and still captured for error messages.
+    With on_stderr, each line of stderr (without its newline) is also given
+    to it as it comes (Nix's progress), and still captured.
     """
     args = [str(a) for a in argv]
     if "/" not in args[0]:
         require(args[0])
     output.command(shlex.join(args))
     full_env = {**os.environ, **env} if env is not None else None
-    if not stream_stderr:
+    if on_stderr is None:
         result = subprocess.run(
             args, check=False, capture_output=True, text=True, env=full_env, input=input, timeout=timeout
         )
     else:
-        result = _run_streaming(args, full_env, input, timeout)
+        result = _run_streaming(args, full_env, input, timeout, on_stderr)
     if check and result.returncode != 0:
         raise RehearseError(
             f"command failed with exit code {result.returncode}: {shlex.join(args)}\n{result.stderr.strip()}"
@@ -77,6 +76,7 @@ def _run_streaming(
     env: Mapping[str, str] | None,
     input: str | None,
     timeout: float | None,
+    on_stderr: Callable[[str], None],
 ) -> subprocess.CompletedProcess[str]:
     with subprocess.Popen(
         args,
@@ -88,17 +88,22 @@ def _run_streaming(
     ) as proc:
         captured: dict[str, list[str]] = {"out": [], "err": []}
 
-        def pump(stream: IO[str], key: str, echo: bool) -> None:
+        def pump(stream: IO[str], key: str, callback: Callable[[str], None] | None) -> None:
             for line in stream:
                 captured[key].append(line)
-                if echo:
-                    sys.stderr.write(line)
-                    sys.stderr.flush()
+                if callback is not None:
+                    try:
+                        callback(line.rstrip("\n"))
+                    except Exception as e:
+                        # The pipe must still be drained, or the child blocks
+                        # on a full pipe and never ends: show no more, read on.
+                        output.debug(f"on_stderr failed ({e!r}); its lines are captured only")
+                        callback = None
 
         assert proc.stderr is not None and proc.stdout is not None
         threads = [
-            threading.Thread(target=pump, args=(proc.stdout, "out", False), daemon=True),
-            threading.Thread(target=pump, args=(proc.stderr, "err", True), daemon=True),
+            threading.Thread(target=pump, args=(proc.stdout, "out", None), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, "err", on_stderr), daemon=True),
         ]
         for t in threads:
             t.start()
