@@ -483,7 +483,7 @@ let
         let nrNulls = lib.count (def: def.value == null) defs; in
         if nrNulls == length defs then null
         else if nrNulls != 0 then
-          throw "The option `${showOption loc}' is defined both null and not null, in ${showFiles (getFiles defs)}."
+          throw "The option `${showOption loc}` is defined both null and not null, in ${showFiles (getFiles defs)}."
         else elemType.merge loc defs;
       emptyValue = { value = null; };
       getSubOptions = elemType.getSubOptions;
