@@ -239,8 +239,7 @@ def status(as_json: bool) -> None:
             }
         )
     if as_json:
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        output.result(json.dumps(rows, indent=2))
         return
     if not rows:
         output.info("no VMs")

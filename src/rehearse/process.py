@@ -59,8 +59,11 @@ def run(
     output.command(shlex.join(args))
     full_env = {**os.environ, **env} if env is not None else None
     if on_stderr is None:
+        # Without input, the child gets no stdin: an ssh would otherwise read
+        # what the user types (the answer to "activate it?") from the terminal.
+        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
         result = subprocess.run(
-            args, check=False, capture_output=True, text=True, env=full_env, input=input, timeout=timeout
+            args, check=False, capture_output=True, text=True, env=full_env, timeout=timeout, **stdin
         )
     else:
         result = _run_streaming(args, full_env, input, timeout, on_stderr)

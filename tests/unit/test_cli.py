@@ -194,3 +194,10 @@ def test_json_document_of_a_failed_deploy() -> None:
         "exit_code": 4,
     }
     assert cli.e_report(RehearseError("no VM"))["result"] == "error"
+
+
+def test_children_never_read_the_users_terminal() -> None:
+    """A command without input gets /dev/null: an ssh must not eat the answer
+    typed for "activate it?"."""
+    assert process.run(["readlink", "/proc/self/fd/0"]).stdout.strip() == "/dev/null"
+    assert process.run(["cat"], input="given").stdout == "given"
