@@ -113,8 +113,8 @@ def test_bad_flake_reference(rehearse: Rehearse, tmp_path: Path) -> None:
 
 
 def test_up_of_a_name_that_is_no_vm(rehearse: Rehearse) -> None:
-    result = rehearse("up", "nosuchvm")
+    result = rehearse("up", "neverseen")
     assert result.returncode == 2
-    assert "no VM named 'nosuchvm', and no file 'nosuchvm'" in result.stderr
+    assert "no VM named 'neverseen', and no file 'neverseen'" in result.stderr
     assert "./configuration.nix" in result.stderr
-    assert not (rehearse.state / "nosuchvm").exists()
+    assert not (rehearse.state / "neverseen").exists()
