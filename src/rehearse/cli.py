@@ -109,6 +109,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds the VM waits for confirmation before rolling back (default 60)",
     )
+    dp.add_argument(
+        "--activation-timeout",
+        type=float,
+        default=None,
+        help="seconds the switch itself may take before it is stopped and rolled back (default 600); "
+        "the confirmation window starts when the switch ends",
+    )
     dp.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
 
     g = add("generations", "list a VM's system generations")
@@ -197,6 +204,9 @@ def dispatch(args: argparse.Namespace) -> int:
                     confirm_timeout=config.seconds(args.confirm_timeout, settings.confirm_timeout, "--confirm-timeout"),
                     checks=tuple(deploy.Check.parse(c) for c in settings.checks),
                     verbose=args.verbose,
+                    activation_timeout=config.seconds(
+                        args.activation_timeout, deploy.DEFAULT_ACTIVATION_TIMEOUT, "--activation-timeout"
+                    ),
                 )
             )
             return _report(args, report)

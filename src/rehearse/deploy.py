@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
+import secrets
 import shlex
 import subprocess
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 PROFILE = "/nix/var/nix/profiles/system"
 RUN_DIR = "/run/rehearse"
+DEFAULT_ACTIVATION_TIMEOUT = 600.0  # seconds the switch itself may take (the confirmation window comes after)
 
 
 # --- push -----------------------------------------------------------------
@@ -89,9 +92,34 @@ def push(remote: ssh.Remote, paths: list[str], *, force_copy: bool) -> Pushed:
     return Pushed(0, len(paths))
 
 
+# What the guest's store lacks of PATHS, and the room left for it (the
+# writable layer of /nix/store: a tmpfs in a NixOS VM by default).
+_ROOM = (
+    'df -P -B1 /nix/store | tail -n 1 | (read _ _ _ avail _; echo "$avail"); '
+    'nix-store --check-validity --print-invalid "$@"'
+)
+
+
 def copy_closure(remote: ssh.Remote, paths: list[str]) -> None:
+    """Copy with nix-copy-closure over the VM's SSH master, after checking
+    that the guest's store has room for what it lacks: a full disk must
+    refuse the deploy before anything changes, not fail half-way."""
+    out = ssh.run(remote, ["sh", "-c", _ROOM, "room", *paths]).stdout.split()
+    avail, missing = int(out[0]), out[1:]
+    needed = sum(nix.sizes(missing).values())
+    # Unpacked NARs take about their size; leave a margin for the database.
+    if needed + 16 * 1024 * 1024 > avail:
+        raise RehearseError(
+            f"the VM's store has {human(avail)} free; copying the {len(missing)} paths it lacks needs "
+            f"{human(needed)} (+16 MiB of margin). Nothing was changed.",
+            hint="give the VM's store more room (virtualisation.memorySize, or virtualisation.diskSize with "
+            "virtualisation.writableStoreUseTmpfs = false), or deploy without --copy so the paths are "
+            "registered from the host store the VM mounts",
+        )
+    if not missing:
+        return
     opts = " ".join(ssh.options(remote))
-    process.run(["nix-copy-closure", "--to", remote.target, *paths], env={"NIX_SSHOPTS": opts})
+    process.run(["nix-copy-closure", "--to", remote.target, *missing], env={"NIX_SSHOPTS": opts})
 
 
 # --- activate -------------------------------------------------------------
@@ -106,79 +134,124 @@ class Outcome:
     generation: int | None = None  # the profile generation the activation made or switched to
 
 
+@dataclass
+class _Activation:
+    """What the guest's log told so far. Marker lines carry a per-activation
+    nonce (guest/activate.sh): output of the switch cannot pass for one."""
+
+    nonce: str
+    rc: int | None = None
+    result: str | None = None
+    generation: int | None = None
+    lines: list[str] = field(default_factory=list)
+    seen: int = 0  # log lines read so far (a reconnection reads the log again)
+    verified: bool = False  # the health check after a successful switch has run
+
+    def feed(self, line: str) -> str | None:
+        """Take one log line; returns the marker's key when it was one."""
+        self.seen += 1
+        prefix = f"@@rehearse-{self.nonce} "
+        if not line.startswith(prefix):
+            self.lines.append(line)
+            output.info(line)
+            return None
+        key, _, value = line[len(prefix) :].partition("=")
+        if key == "rc":
+            self.rc = int(value)
+        elif key == "generation":
+            self.generation = int(value or 0) or None
+        elif key == "result":
+            self.result = value
+        return key
+
+
 def activate(
-    remote: ssh.Remote, system: Path, confirm_timeout: float, checks: list[Check], generation: int | None = None
+    remote: ssh.Remote,
+    system: Path,
+    confirm_timeout: float,
+    checks: list[Check],
+    generation: int | None = None,
+    activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT,
 ) -> Outcome:
     """Set the profile and switch, detached in the guest; stream its output;
-    verify over a fresh connection and confirm, or let the guest roll back."""
+    verify over a fresh connection and confirm, or let the guest roll back.
+    If the SSH session drops, reconnect and carry on from the guest's log."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
+    st = _Activation(nonce=secrets.token_hex(8))
     script = (resources.files("rehearse") / "guest" / "activate.sh").read_text()
     # One session starts the unit and follows its log (inotify, no polling);
     # if the session drops, the unit goes on.
+    args = [d, st.nonce, str(system), str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout))]
+    if generation is not None:
+        args.append(str(generation))
     start_and_follow = (
         f"set -e; umask 077; mkdir -p {d}; cat > {d}/activate.sh; : > {d}/log; "
         f"systemd-run --unit=rehearse-activate-{run_id} --collect --no-ask-password --quiet --service-type=exec "
         f"-E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E NIXOS_NO_CHECK "
-        f"/bin/sh {d}/activate.sh {d} {shlex.quote(str(system))} {int(confirm_timeout)}"
-        + (f" {generation}" if generation is not None else "")
-        + f"; exec tail -n +1 -f {d}/log"
+        f"/bin/sh {d}/activate.sh {shlex.join(args)}; exec tail -n +1 -f {d}/log"
     )
-    rc: int | None = None
-    result: str | None = None
-    new_generation: int | None = None
-    lines: list[str] = []
     with process.stream(ssh.argv(remote, ["sh", "-c", start_and_follow]), input=script) as stream:
         for line in stream:
-            if line.startswith("@@rehearse rc="):
-                rc = int(line.split("=", 1)[1])
-                if rc == 0:
-                    verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout)
-                    if result is not None:
-                        break
-                    if verdict is not None:
-                        output.warn(f"check failed: {verdict}; rolling back")
-                        ssh.run(
-                            remote,
-                            ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject; kill -USR2 $(cat {d}/pid)"],
-                            check=False,
-                        )
-            elif line.startswith("@@rehearse generation="):
-                new_generation = int(line.split("=", 1)[1] or 0) or None
-            elif line.startswith("@@rehearse result="):
-                result = line.split("=", 1)[1]
+            key = st.feed(line)
+            if (key == "rc" and _switched(remote, d, st, checks, confirm_timeout)) or st.result is not None:
                 break
-            else:
-                lines.append(line)
-                output.info(line)
-    if result is None:  # the session dropped: ask the guest over new connections
-        result = wait_result(remote, d, confirm_timeout)
-    log_text = "\n".join(lines)
+    if st.result is None:
+        _recover(remote, d, st, checks, confirm_timeout, activation_timeout)
+    assert st.result is not None
     return Outcome(
-        ok=result == "confirmed",
-        switch_rc=rc,
-        result=result,
-        failed_units=_failed_units(log_text),
-        generation=new_generation,
+        ok=st.result == "confirmed",
+        switch_rc=st.rc,
+        result=st.result,
+        failed_units=_failed_units("\n".join(st.lines)),
+        generation=st.generation,
     )
 
 
-def _failed_units(text: str) -> list[str]:
-    m = re.search(r"the following units failed: (.+)", text)
-    return [u.strip() for u in m.group(1).split(",")] if m else []
+def _switched(remote: ssh.Remote, d: str, st: _Activation, checks: list[Check], confirm_timeout: float) -> bool:
+    """The switch ended: verify and confirm a good one. True when the guest's
+    verdict is known."""
+    if st.rc != 0 or st.verified:
+        return st.result is not None
+    st.verified = True
+    verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout)
+    if result is not None:
+        st.result = result
+        return True
+    if verdict is not None:
+        output.warn(f"check failed: {verdict}; rolling back")
+        ssh.run(
+            remote,
+            ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject; kill -USR2 $(cat {d}/pid)"],
+            check=False,
+        )
+    return False
 
 
-def wait_result(remote: ssh.Remote, d: str, confirm_timeout: float) -> str:
-    """The guest's verdict when the log session dropped: poll DIR/result over
-    new connections (a configuration that cut SSH off is rolled back after
-    confirm_timeout, and SSH comes back)."""
-    deadline = time.monotonic() + confirm_timeout + 180
+def _recover(
+    remote: ssh.Remote,
+    d: str,
+    st: _Activation,
+    checks: list[Check],
+    confirm_timeout: float,
+    activation_timeout: float,
+) -> None:
+    """The session following the activation dropped. The activation goes on
+    under the guest's PID 1: read its log again over new connections; a
+    switch that ended well is verified and confirmed (not left to roll back),
+    and a configuration that cut SSH off rolls back, after which SSH answers."""
+    output.warn("the SSH session to the VM dropped during the activation; reconnecting")
+    deadline = time.monotonic() + activation_timeout + confirm_timeout + 120
     said = False
     while time.monotonic() < deadline:
-        r = ssh.run(remote, ["cat", f"{d}/result"], check=False, master=False, connect_timeout=5, timeout=30)
-        if r.returncode == 0 and r.stdout.strip():
-            return r.stdout.strip()
-        if r.returncode == 255 and not said:
+        r = ssh.run(remote, ["cat", f"{d}/log"], check=False, master=False, connect_timeout=5, timeout=30)
+        if r.returncode == 0:
+            for line in r.stdout.splitlines()[st.seen :]:
+                if st.feed(line) == "rc" and _switched(remote, d, st, checks, confirm_timeout):
+                    return
+            if st.result is not None or (st.rc == 0 and _switched(remote, d, st, checks, confirm_timeout)):
+                return
+        elif r.returncode == 255 and not said:
             output.warn(f"the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)")
             said = True
         time.sleep(1)
@@ -186,6 +259,11 @@ def wait_result(remote: ssh.Remote, d: str, confirm_timeout: float) -> str:
         "the VM gave no verdict on the activation in time.",
         hint="look at `rehearse console` and `rehearse generations`; the VM may need `rehearse rollback`",
     )
+
+
+def _failed_units(text: str) -> list[str]:
+    m = re.search(r"the following units failed: (.+)", text)
+    return [u.strip() for u in m.group(1).split(",")] if m else []
 
 
 # --- checks ---------------------------------------------------------------
@@ -309,6 +387,7 @@ class DeployRequest:
     checks: tuple[Check, ...]
     include: tuple[str, ...] = ()  # -I entries; with source None they replace the recorded ones
     verbose: bool = False
+    activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT
 
 
 class Report(TypedDict, total=False):
@@ -354,6 +433,7 @@ def run_deploy(req: DeployRequest) -> Report:
         system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
         times["build"] = round(time.monotonic() - t, 2)
         current = ssh.run(remote, ["readlink", "/run/current-system"]).stdout.strip()
+        lifecycle.reconcile(vmdir, state, current)
         report.update(
             {
                 "old_system": current or None,
@@ -389,7 +469,9 @@ def run_deploy(req: DeployRequest) -> Report:
 
         t = time.monotonic()
         output.step(f"activating on {req.name}")
-        outcome = activate(remote, system, req.confirm_timeout, list(req.checks))
+        outcome = activate(
+            remote, system, req.confirm_timeout, list(req.checks), activation_timeout=req.activation_timeout
+        )
         times["activate"] = round(time.monotonic() - t, 2)
         report.update(
             {
@@ -474,7 +556,9 @@ def _history_entry(report: Report, outcome: Outcome) -> dict[str, Any]:
 def _adopt(vmdir: VMDir, state: VMState, system: Path, runner: Path, source: nix.Source) -> None:
     """The VM now runs `system`: a restart (down + up) must boot it, so the
     runner built in the same evaluation becomes the VM's."""
-    process.run(["nix-store", "--realise", str(runner), "--add-root", str(vmdir.file(f"runners/{runner.name}"))])
+    from rehearse import lifecycle
+
+    lifecycle.keep_runner(vmdir, runner)
     state.runner = str(runner)
     state.system = str(system)
     state.runners[str(system)] = str(runner)
@@ -482,17 +566,23 @@ def _adopt(vmdir: VMDir, state: VMState, system: Path, runner: Path, source: nix
     vmdir.save(state)
 
 
-def guest_generations(remote: ssh.Remote) -> tuple[list[dict[str, Any]], int | None]:
+def guest_generations(remote: ssh.Remote) -> tuple[list[dict[str, Any]], int | None, str]:
+    """The guest's system generations, the current one's number, and the
+    system it runs."""
     script = (
         f'for l in {PROFILE}-*-link; do [ -e "$l" ] || continue; '
         'echo "$l $(readlink -f "$l") $(stat -c %Y "$l")"; done; '
-        f"echo current $(readlink {PROFILE})"
+        f"echo current $(readlink {PROFILE}); echo running $(readlink /run/current-system)"
     )
     out = ssh.run(remote, ["sh", "-c", script]).stdout.splitlines()
     gens: list[dict[str, Any]] = []
     current = None
+    running_system = ""
     for line in out:
         words = line.split()
+        if words[0] == "running":
+            running_system = words[1] if len(words) > 1 else ""
+            continue
         if words[0] == "current":
             m = re.search(r"-(\d+)-link$", words[1]) if len(words) > 1 else None
             current = int(m.group(1)) if m else None
@@ -501,7 +591,7 @@ def guest_generations(remote: ssh.Remote) -> tuple[list[dict[str, Any]], int | N
         if m:
             gens.append({"generation": int(m.group(1)), "system": words[1], "date": int(words[2])})
     gens.sort(key=lambda g: g["generation"])
-    return gens, current
+    return gens, current, running_system
 
 
 def generations(name: str, as_json: bool) -> None:
@@ -510,7 +600,7 @@ def generations(name: str, as_json: bool) -> None:
 
     vmdir = VMDir(name)
     _, remote = lifecycle.running(vmdir)
-    gens, current = guest_generations(remote)
+    gens, current, _ = guest_generations(remote)
     history = {h["system"]: h for h in load_history(vmdir.file("deploys.json")) if h["result"] == "confirmed"}
     rows = []
     for g in gens:
@@ -540,7 +630,8 @@ def rollback(name: str, to: int | None, confirm_timeout: float) -> Report:
     vmdir = VMDir(name)
     with vmdir.locked("rehearse rollback"):
         state, remote = lifecycle.running(vmdir)
-        gens, current = guest_generations(remote)
+        gens, current, running_system = guest_generations(remote)
+        lifecycle.reconcile(vmdir, state, running_system)
         numbers = [g["generation"] for g in gens]
         hint = f"`rehearse generations {name}` lists them"
         if to is None:

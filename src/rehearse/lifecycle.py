@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import nix, output, ssh, vm
+from rehearse import nix, output, process, ssh, vm
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.nix import Source
 from rehearse.state import VMDir, VMState, all_vms, process_start, state_root
@@ -227,7 +227,8 @@ def status(as_json: bool) -> None:
         rows.append(
             {
                 "name": state.name,
-                "state": "running" if alive else "stopped",
+                # A pid left in the state: the VM ended without `down` (QEMU killed, host crash).
+                "state": "running" if alive else ("crashed" if state.pid else "stopped"),
                 "pid": state.pid if alive else None,
                 "ssh": f"127.0.0.1:{state.ssh_port}" if alive and state.ssh_port else None,
                 "forwards": state.forwards if alive else [],
@@ -268,10 +269,46 @@ def console(name: str, follow: bool) -> None:
                 time.sleep(0.3)
 
 
+def keep_runner(vmdir: VMDir, runner: Path) -> None:
+    """A GC root for a VM runner rehearse may start later."""
+    process.run(["nix-store", "--realise", str(runner), "--add-root", str(vmdir.file(f"runners/{runner.name}"))])
+
+
+def reconcile(vmdir: VMDir, state: VMState, running_system: str) -> None:
+    """The guest's /run/current-system is the truth. If rehearse died between
+    the guest's confirmation and saving its state, the state still names the
+    older system (and a restart would boot it): adopt what runs, with the
+    runner built for it when rehearse has it (the last deploy's build)."""
+    if not running_system or running_system == state.system:
+        return
+    runner = state.runners.get(running_system)
+    last_build = vmdir.file("next-2")  # nix-build's second out-link of a deploy: the VM runner
+    if runner is None and last_build.exists() and (last_build / "system").resolve() == Path(running_system):
+        runner = str(last_build.resolve())
+        keep_runner(vmdir, Path(runner))
+    output.warn(
+        f"{vmdir.name} runs {running_system}, not the system rehearse had recorded "
+        f"({state.system}): an interrupted command? Recorded what runs."
+    )
+    state.system = running_system
+    if runner is not None:
+        state.runner = runner
+        state.runners[running_system] = runner
+    else:
+        output.warn(f"rehearse has no VM runner for it: a restart boots {state.runner} until the next deploy")
+    vmdir.save(state)
+
+
 def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
-    """Close the VM's SSH master and power it off; the state is kept."""
+    """Close the VM's SSH master and power it off; the state is kept (and
+    first brought up to date with the system the guest runs)."""
     if state.ssh_port is not None:
-        ssh.close_master(remote_for(vmdir, state.ssh_port))
+        remote = remote_for(vmdir, state.ssh_port)
+        if state.alive():
+            running_system = ssh.run(remote, ["readlink", "/run/current-system"], check=False, timeout=15)
+            if running_system.returncode == 0:
+                reconcile(vmdir, state, running_system.stdout.strip())
+        ssh.close_master(remote)
     how = vm.stop(state.pid, vmdir.socket("qmp.sock"), timeout) if state.pid and state.alive() else "already stopped"
     state.pid = None
     vmdir.save(state)

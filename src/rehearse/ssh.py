@@ -8,12 +8,17 @@ One ControlMaster per VM carries the commands of a session.
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from rehearse import process
+from rehearse.errors import RehearseError
+
+# What ssh says when the server's host key is not the pinned one.
+_HOST_KEY_REFUSED = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED")
 
 
 @dataclass(frozen=True)
@@ -94,12 +99,25 @@ def run(
     timeout: float | None = None,
     connect_timeout: int = 10,
 ) -> subprocess.CompletedProcess[str]:
-    return process.run(
+    result = process.run(
         argv(remote, command, master=master, connect_timeout=connect_timeout),
-        check=check,
+        check=False,
         input=input,
         timeout=timeout,
     )
+    if result.returncode == 255 and _HOST_KEY_REFUSED.search(result.stderr):
+        raise RehearseError(
+            f"the machine on {remote.host}:{remote.port} did not show the host key rehearse pinned for it "
+            f"({remote.host_key_alias}): it may be an impostor, or the VM's key was replaced. "
+            "Nothing was sent to it.",
+            hint=f"if you changed the VM's host key yourself, `rehearse destroy` and `rehearse up` it again; "
+            f"else find out what listens on port {remote.port}",
+        )
+    if check and result.returncode != 0:
+        raise RehearseError(
+            f"command failed with exit code {result.returncode}: {' '.join(command)}\n{result.stderr.strip()}"
+        )
+    return result
 
 
 def close_master(remote: Remote) -> None:

@@ -2,30 +2,40 @@
 # rehearse's activation, run inside the guest as a transient systemd unit
 # (systemd-run), so a dropped SSH session cannot kill it half-way:
 #
-#   activate.sh DIR NEW_SYSTEM CONFIRM_TIMEOUT [GENERATION]
+#   activate.sh DIR NONCE NEW_SYSTEM CONFIRM_TIMEOUT ACTIVATION_TIMEOUT [GENERATION]
 #
+# 0. one activation at a time: an earlier activation still waiting for its
+#    verdict (its deployer was interrupted) is rejected — it rolls back — and
+#    this one waits for the lock it holds until that verdict;
 # 1. remember the running system and generation, point the system profile at
 #    NEW (a new generation; or switch to GENERATION, which holds NEW: a
-#    rollback) and run NEW/bin/switch-to-configuration test;
+#    rollback) and run NEW/bin/switch-to-configuration test, for at most
+#    ACTIVATION_TIMEOUT seconds;
 # 2. if that fails, go back to the previous generation at once;
-# 3. else wait CONFIRM_TIMEOUT seconds for rehearse to confirm (SIGUSR1, sent
-#    over a *fresh* SSH connection) or to reject (SIGUSR2, reason in
-#    DIR/reject); no word in time → go back: the new configuration may have
-#    cut SSH off (magic rollback, as deploy-rs does it).
+# 3. else wait CONFIRM_TIMEOUT seconds — counted from the end of the switch,
+#    so a slow but healthy activation is not rolled back — for rehearse to
+#    confirm (SIGUSR1, sent over a *fresh* SSH connection) or to reject
+#    (SIGUSR2, reason in DIR/reject); no word in time → go back: the new
+#    configuration may have cut SSH off (magic rollback, as deploy-rs does it).
 # Everything goes to DIR/log, which rehearse follows; marker lines carry the
-# outcome: "@@rehearse generation=N" (the profile's new generation),
-# "@@rehearse rc=N" (switch's exit code) and "@@rehearse result=confirmed" or
-# "@@rehearse result=rolled-back REASON RC".
+# outcome, prefixed with "@@rehearse-NONCE" (a per-activation nonce, so
+# nothing a unit prints during the switch can pass for one):
+# "generation=N" (the profile's new generation), "rc=N" (switch's exit
+# code) and "result=confirmed" or "result=rolled-back REASON RC".
 # No polling loops: the guest may have one emulated CPU.
 set -u
-dir=$1 new=$2 timeout=$3 target=${4:-}
+dir=$1 nonce=$2 new=$3 timeout=$4 activation_timeout=$5 target=${6:-}
 profile=/nix/var/nix/profiles/system
+runs=${dir%/*}
 confirmed=0 rejected=0
 trap 'confirmed=1' USR1
 trap 'rejected=1' USR2
 exec >>"$dir/log" 2>&1
 echo $$ >"$dir/pid"
+mark() { echo "@@rehearse-$nonce $*"; }
 
+# (The lock's descriptor, 9, is closed for every child: a daemon started by
+# the switch must not hold it after this script's end.)
 # Resolve the tools now: after the switch /run/current-system is another
 # system. nix-env may be a link to the multi-call `nix`, which dispatches on
 # its name: follow links only while they keep that name.
@@ -36,6 +46,26 @@ while [ -L "$nixenv" ]; do
   case $t in */nix-env) ;; *) break ;; esac
   case $t in /*) nixenv=$t ;; *) nixenv=${nixenv%/*}/$t ;; esac
 done
+
+# 0. Settle what an interrupted deploy left pending, then take the lock.
+for p in "$runs"/*/pid; do
+  other=${p%/pid}
+  [ "$other" = "$dir" ] || [ -s "$other/result" ] || [ ! -s "$p" ] && continue
+  pid=$(cat "$p")
+  kill -0 "$pid" 2>/dev/null || continue
+  echo "rehearse: an earlier activation (${other##*/}) still waits for its verdict; it rolls back first"
+  echo superseded >"$other/reject"
+  kill -USR2 "$pid" 2>/dev/null
+done
+exec 9>"$runs/lock"
+if ! flock -w "$activation_timeout" 9; then
+  mark "rc=1"
+  echo "rehearse: another activation held the lock for $activation_timeout s"
+  echo "rolled-back busy 0" >"$dir/result"
+  mark "result=rolled-back busy 0"
+  exit 0
+fi
+
 prev=$(readlink -f /run/current-system)
 echo "$prev" >"$dir/previous"
 
@@ -48,7 +78,7 @@ prevgen=$(generation)
 
 result() {
   echo "$*" >"$dir/result"
-  echo "@@rehearse result=$*"
+  mark "result=$*"
   exit 0
 }
 
@@ -64,7 +94,7 @@ rollback() {
   if [ -z "$target" ] && [ -n "$bad" ] && [ "$bad" != "$(generation)" ]; then
     "$nixenv" -p "$profile" --delete-generations "$bad" >/dev/null 2>&1
   fi
-  "$prev/bin/switch-to-configuration" test
+  "$prev/bin/switch-to-configuration" test 9>&-
   result "rolled-back $1 $?"
 }
 
@@ -72,21 +102,24 @@ if [ -n "$target" ]; then
   "$nixenv" -p "$profile" --switch-generation "$target"
 else
   "$nixenv" -p "$profile" --set "$new"
-fi || { echo "@@rehearse rc=1"; result "rolled-back profile 0"; }
-echo "@@rehearse generation=$(generation)"
-"$new/bin/switch-to-configuration" test
+fi || { mark "rc=1"; result "rolled-back profile 0"; }
+mark "generation=$(generation)"
+# The activation's own clock: a switch that hangs is stopped and undone.
+timeout "$activation_timeout" "$new/bin/switch-to-configuration" test 9>&-
 rc=$?
-echo "@@rehearse rc=$rc"
+mark "rc=$rc"
+[ "$rc" -eq 124 ] && rollback "activation-timeout-${activation_timeout}s"
 [ "$rc" -eq 0 ] || rollback "activation-exit-$rc"
 
-# Wait for rehearse's word; a trapped signal ends `wait` at once (and
-# rehearse sends it again if it came just before the wait began).
-sleep "$timeout" &
+# The confirmation clock starts now. Wait for rehearse's word; a trapped
+# signal ends `wait` at once (and rehearse sends it again if it came just
+# before the wait began).
+sleep "$timeout" 9>&- &
 sleeper=$!
 while [ "$confirmed$rejected" = 00 ] && kill -0 "$sleeper" 2>/dev/null; do
   wait "$sleeper"
 done
 kill "$sleeper" 2>/dev/null
-[ "$confirmed" = 1 ] && result confirmed
 [ "$rejected" = 1 ] && rollback "$(cat "$dir/reject")"
+[ "$confirmed" = 1 ] && result confirmed
 rollback not-confirmed
