@@ -13,6 +13,7 @@ from rehearse import output
 from rehearse.errors import ExitCode, RehearseError, exit_codes_text
 
 if TYPE_CHECKING:
+    from rehearse.config import Settings
     from rehearse.nix import Source
 
 DESCRIPTION = """\
@@ -31,6 +32,18 @@ environment:
 )
 
 INCLUDE_HELP = "add PATH to the Nix search path, as nix-build -I does (e.g. -I nixpkgs=../nixpkgs); repeatable"
+
+
+def _number(text: str) -> float:
+    """A duration flag's value, in ASCII: float() also takes other scripts'
+    digits ("６０"). Its bounds are checked later, with rehearse.toml's
+    values, by config.seconds."""
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
 
 
 def _common() -> argparse.ArgumentParser:
@@ -78,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
         help="forward 127.0.0.1:HOST to the VM's GUEST port (repeatable)",
     )
     up.add_argument("--gui", action="store_true", help="open QEMU's window (headless by default)")
-    up.add_argument("--timeout", type=float, default=None, help="seconds to wait for SSH (default 300)")
+    up.add_argument("--timeout", type=_number, default=None, help="seconds to wait for SSH (default 300, at least 1)")
     up.add_argument(
         "--rebuild",
         action="store_true",
@@ -105,16 +118,16 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("-v", "--verbose", action="store_true", help="list every name, unit and store path of the plan")
     dp.add_argument(
         "--confirm-timeout",
-        type=float,
+        type=_number,
         default=None,
-        help="seconds the VM waits for confirmation before rolling back (default 60)",
+        help="seconds the VM waits for confirmation before rolling back (default 60, at least 5)",
     )
     dp.add_argument(
         "--activation-timeout",
-        type=float,
+        type=_number,
         default=None,
-        help="seconds the switch itself may take before it is stopped and rolled back (default 600); "
-        "the confirmation window starts when the switch ends",
+        help="seconds switch-to-configuration may take in the VM before it is stopped and rolled back "
+        "(default 600, at least 10); the confirmation window starts when the switch ends",
     )
     dp.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
 
@@ -127,9 +140,16 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", type=int, metavar="N", help="the generation (default: the one before the current)")
     rb.add_argument(
         "--confirm-timeout",
-        type=float,
+        type=_number,
         default=None,
-        help="seconds the VM waits for confirmation before undoing the rollback (default 60)",
+        help="seconds the VM waits for confirmation before undoing the rollback (default 60, at least 5)",
+    )
+    rb.add_argument(
+        "--activation-timeout",
+        type=_number,
+        default=None,
+        help="seconds switch-to-configuration may take in the VM before it is stopped and rolled back "
+        "(default 600, at least 10); the confirmation window starts when the switch ends",
     )
     rb.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
 
@@ -155,7 +175,12 @@ def parser() -> argparse.ArgumentParser:
     ):
         d = add(verb, text)
         d.add_argument("name", help="the VM")
-        d.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for power-off before killing")
+        d.add_argument(
+            "--timeout",
+            type=_number,
+            default=None,
+            help="seconds to wait for power-off before making QEMU quit (default 60; 0: do not wait)",
+        )
 
     cp = sub.add_parser("completion", help="print the shell completion script for bash, zsh or fish")
     cp.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell: bash, zsh or fish")
@@ -191,7 +216,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
             settings = config.load_settings()
             other: Source | None = None
-            if args.configuration or args.flake:
+            if args.configuration is not None or args.flake is not None:
                 other = config.resolve_source(args.configuration, args.flake, args.include, settings)
             report = deploy.run_deploy(
                 deploy.DeployRequest(
@@ -201,12 +226,10 @@ def dispatch(args: argparse.Namespace) -> int:
                     dry_run=args.dry_run,
                     yes=args.yes,
                     force_copy=args.copy,
-                    confirm_timeout=config.seconds(args.confirm_timeout, settings.confirm_timeout, "--confirm-timeout"),
-                    checks=tuple(deploy.Check.parse(c) for c in settings.checks),
+                    confirm_timeout=_confirm_timeout(args, settings),
+                    activation_timeout=_activation_timeout(args, settings),
+                    checks=settings.checks,
                     verbose=args.verbose,
-                    activation_timeout=config.seconds(
-                        args.activation_timeout, deploy.DEFAULT_ACTIVATION_TIMEOUT, "--activation-timeout"
-                    ),
                 )
             )
             return _report(args, report)
@@ -221,7 +244,8 @@ def dispatch(args: argparse.Namespace) -> int:
             report = deploy.rollback(
                 args.name,
                 args.to,
-                config.seconds(args.confirm_timeout, settings.confirm_timeout, "--confirm-timeout"),
+                _confirm_timeout(args, settings),
+                activation_timeout=_activation_timeout(args, settings),
             )
             return _report(args, report)
         case "ssh":
@@ -232,9 +256,9 @@ def dispatch(args: argparse.Namespace) -> int:
         case "console":
             lifecycle.console(args.name, args.follow)
         case "down":
-            lifecycle.down(args.name, args.timeout)
+            lifecycle.down(args.name, _power_off_timeout(args))
         case "destroy":
-            lifecycle.destroy(args.name, args.timeout)
+            lifecycle.destroy(args.name, _power_off_timeout(args))
         case "completion":
             from rehearse import completion
 
@@ -242,6 +266,30 @@ def dispatch(args: argparse.Namespace) -> int:
         case _:
             raise AssertionError(args.command)
     return 0
+
+
+# Every duration flag goes through config.seconds, with rehearse.toml's value
+# (already checked the same way) as its default.
+
+
+def _confirm_timeout(args: argparse.Namespace, settings: Settings) -> float:
+    from rehearse import config
+
+    return config.seconds(args.confirm_timeout, settings.confirm_timeout, "--confirm-timeout", config.CONFIRM)
+
+
+def _activation_timeout(args: argparse.Namespace, settings: Settings) -> float:
+    from rehearse import config
+
+    return config.seconds(
+        args.activation_timeout, settings.activation_timeout, "--activation-timeout", config.ACTIVATION
+    )
+
+
+def _power_off_timeout(args: argparse.Namespace) -> float:
+    from rehearse import config
+
+    return config.seconds(args.timeout, config.POWER_OFF_TIMEOUT, "--timeout", config.POWER_OFF)
 
 
 def _report(args: argparse.Namespace, report: Mapping[str, Any]) -> int:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from rehearse import nix, output, plan, process, ssh
+from rehearse.config import ACTIVATION_TIMEOUT
+from rehearse.config import Check as Check  # parsed and checked with rehearse.toml; importable from here
 from rehearse.errors import ExitCode, RehearseError
 
 # The plan's values, importable from here as before they moved to plan.py.
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 
 PROFILE = "/nix/var/nix/profiles/system"
 RUN_DIR = "/run/rehearse"
-DEFAULT_ACTIVATION_TIMEOUT = 600.0  # seconds the switch itself may take (the confirmation window comes after)
 
 
 # --- push -----------------------------------------------------------------
@@ -171,7 +172,7 @@ def activate(
     confirm_timeout: float,
     checks: list[Check],
     generation: int | None = None,
-    activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT,
+    activation_timeout: float = ACTIVATION_TIMEOUT,
 ) -> Outcome:
     """Set the profile and switch, detached in the guest; stream its output;
     verify over a fresh connection and confirm, or let the guest roll back.
@@ -269,22 +270,6 @@ def _failed_units(text: str) -> list[str]:
 # --- checks ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Check:
-    """A health check from rehearse.toml: a command in the guest, a TCP port
-    or an HTTP URL reached through a forwarded port."""
-
-    kind: str  # "cmd" | "tcp" | "http"
-    target: str
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Check:
-        for kind in ("cmd", "tcp", "http"):
-            if kind in data:
-                return cls(kind, str(data[kind]))
-        raise RehearseError(f"unknown check {data!r}.", hint='write { cmd = "…" }, { tcp = PORT } or { http = "URL" }')
-
-
 def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: float) -> tuple[str | None, str | None]:
     """Confirm the new system to the guest when it is healthy. Returns (why
     not, the guest's result if already known). The first look goes over a
@@ -326,7 +311,22 @@ _CONFIRM = (
 )
 
 
+# How long one try of a `cmd` check may take: a check is a quick probe, and a
+# hung one must not use up the time the VM waits for confirmation.
+CMD_TRY_TIMEOUT = 30.0
+
+# Runs a `cmd` check under the guest's own `timeout` (coreutils), when it has
+# one, so a try that takes too long ends in the VM too instead of piling up
+# there while rehearse tries again; the host's limit, a little longer, stays
+# the one that counts when the connection hangs.
+_GUEST_TIMEOUT = 'if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 "$1" sh -c "$2"; fi; exec sh -c "$2"'
+
+
 def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
+    """Try `check` until it passes (None) or `deadline` (time.monotonic())
+    has passed; then why its last try failed. A try that fails in any way,
+    including one that runs out of time, is tried again."""
+    import http.client
     import socket
     import urllib.request
 
@@ -334,10 +334,23 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
     while True:
         try:
             if check.kind == "cmd":
-                r = ssh.run(remote, ["sh", "-c", check.target], check=False, timeout=30)
+                limit = math.ceil(min(CMD_TRY_TIMEOUT, max(5.0, deadline - time.monotonic())))
+                started = time.monotonic()
+                r = ssh.run(
+                    remote,
+                    ["sh", "-c", _GUEST_TIMEOUT, "check", str(limit), check.target],
+                    check=False,
+                    timeout=limit + 10,
+                )
                 if r.returncode == 0:
                     return None
-                last = f"`{check.target}` exited {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}"
+                # Killed by the host's limit, or by the guest's `timeout` (124, or
+                # 137 after its SIGKILL) once the limit had passed.
+                guest_limit = r.returncode in (124, 137) and time.monotonic() - started >= limit
+                if (isinstance(r, process.Completed) and r.timed_out) or guest_limit:
+                    last = f"`{check.target}` did not finish within {limit} s"
+                else:
+                    last = f"`{check.target}` exited {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}"
             elif check.kind == "tcp":
                 with socket.create_connection(("127.0.0.1", int(check.target)), timeout=3):
                     return None
@@ -346,8 +359,10 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
                     if 200 <= resp.status < 300:
                         return None
                     last = f"{check.target} answered {resp.status}"
-        except OSError as e:
-            last = f"{check.kind} {check.target}: {e}"
+        # http.client's errors are not all OSErrors: something that does not
+        # speak HTTP on the port raises BadStatusLine.
+        except (OSError, http.client.HTTPException) as e:
+            last = f"{check.kind} {check.target}: {str(e) or type(e).__name__}"
         if time.monotonic() > deadline:
             return last
         time.sleep(2)
@@ -387,7 +402,7 @@ class DeployRequest:
     checks: tuple[Check, ...]
     include: tuple[str, ...] = ()  # -I entries; with source None they replace the recorded ones
     verbose: bool = False
-    activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT
+    activation_timeout: float = ACTIVATION_TIMEOUT  # seconds switch-to-configuration may take in the guest
 
 
 class Report(TypedDict, total=False):
@@ -623,7 +638,9 @@ def generations(name: str, as_json: bool) -> None:
         output.result(f"{mark} {r['generation']:>4}  {when}  {store_name(r['system'])}")
 
 
-def rollback(name: str, to: int | None, confirm_timeout: float) -> Report:
+def rollback(
+    name: str, to: int | None, confirm_timeout: float, activation_timeout: float = ACTIVATION_TIMEOUT
+) -> Report:
     from rehearse import lifecycle
     from rehearse.state import VMDir
 
@@ -657,7 +674,7 @@ def rollback(name: str, to: int | None, confirm_timeout: float) -> Report:
             return {**report, "result": "unchanged", "exit_code": ExitCode.OK}
         output.step(f"rolling {name} back to generation {to} ({store_name(str(system))})")
         t = time.monotonic()
-        outcome = activate(remote, system, confirm_timeout, [], generation=to)
+        outcome = activate(remote, system, confirm_timeout, [], generation=to, activation_timeout=activation_timeout)
         report["durations"]["activate"] = round(time.monotonic() - t, 2)
         report.update(
             {

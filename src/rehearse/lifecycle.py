@@ -187,6 +187,9 @@ def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ..
 
 
 def check_forwards(forwards: list[vm.Forward]) -> list[vm.Forward]:
+    from rehearse.config import unique_forwards
+
+    forwards = unique_forwards(forwards)  # one host port, one guest port
     for f in forwards:
         if f.proto == "tcp" and not vm.port_free(f.host_port):
             raise RehearseError(

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,25 @@ def require(program: str) -> str:
     return path
 
 
+class Completed(subprocess.CompletedProcess[str]):
+    """A command that ended, or that rehearse killed at its time limit
+    (`timed_out`; then `returncode` is -SIGKILL, what it died of)."""
+
+    def __init__(self, args: list[str], returncode: int, stdout: str, stderr: str, timed_out: bool = False) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.timed_out = timed_out
+
+
+class TimedOut(RehearseError):
+    """A command did not end within its time limit; it was killed, with
+    every process it started in its process group."""
+
+    def __init__(self, args: list[str], timeout: float) -> None:
+        super().__init__(f"command did not finish within {timeout:g} s and was killed: {shlex.join(args)}")
+        self.command = args
+        self.timeout = timeout
+
+
 def run(
     argv: Sequence[str | Path],
     *,
@@ -47,26 +67,51 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
     on_stderr: Callable[[str], None] | None = None,
-) -> subprocess.CompletedProcess[str]:
+) -> Completed:
     """Run a command to its end and capture stdout and stderr as text.
 
     With on_stderr, each line of stderr (without its newline) is also given
     to it as it comes (Nix's progress), and still captured.
+
+    With a timeout, the command runs in a process group of its own, and one
+    that outlives it is killed with the whole group (an ssh and what it
+    started). Then check=True raises TimedOut; check=False returns a failed
+    result with `timed_out` set: the callers that pass a timeout poll (wait
+    for SSH, for a verdict) and count a hung try as a failed one.
     """
     args = [str(a) for a in argv]
     if "/" not in args[0]:
         require(args[0])
     output.command(shlex.join(args))
     full_env = {**os.environ, **env} if env is not None else None
-    if on_stderr is None:
+    with subprocess.Popen(
+        args,
         # Without input, the child gets no stdin: an ssh would otherwise read
         # what the user types (the answer to "activate it?") from the terminal.
-        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
-        result = subprocess.run(
-            args, check=False, capture_output=True, text=True, env=full_env, timeout=timeout, **stdin
-        )
-    else:
-        result = _run_streaming(args, full_env, input, timeout, on_stderr)
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        # Its own group only with a timeout, to kill what it started too; a
+        # child without one stays in ours and gets the terminal's Ctrl-C.
+        process_group=0 if timeout is not None else None,
+    ) as proc:
+        try:
+            if on_stderr is None:
+                out, err, timed_out = _communicate(proc, input, timeout)
+            else:
+                out, err, timed_out = _communicate_streaming(proc, input, timeout, on_stderr)
+        except BaseException:
+            _kill(proc, group=timeout is not None)
+            raise
+    if timed_out:
+        assert timeout is not None
+        output.debug(f"killed after {timeout:g} s: {shlex.join(args)}")
+        if check:
+            raise TimedOut(args, timeout)
+        return Completed(args, proc.returncode, out, err + f"\nrehearse: killed after {timeout:g} s", True)
+    result = Completed(args, proc.returncode, out, err)
     if check and result.returncode != 0:
         raise RehearseError(
             f"command failed with exit code {result.returncode}: {shlex.join(args)}\n{result.stderr.strip()}"
@@ -74,53 +119,82 @@ def run(
     return result
 
 
-def _run_streaming(
-    args: list[str],
-    env: Mapping[str, str] | None,
+def _kill(proc: subprocess.Popen[str], *, group: bool) -> None:
+    """SIGKILL the child, and with `group` every process of its group (the
+    child leads it: process_group=0). The child is not reaped yet, so its
+    pid, and the group's id, cannot have gone to another process."""
+    if proc.returncode is not None:  # reaped: its pid may be another's now
+        return
+    try:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except ProcessLookupError:
+        pass
+
+
+def _communicate(proc: subprocess.Popen[str], input: str | None, timeout: float | None) -> tuple[str, str, bool]:
+    """stdout, stderr, and whether the child was killed at `timeout`."""
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+        return out, err, False
+    except subprocess.TimeoutExpired:
+        _kill(proc, group=True)
+    # What the killed group had written. A process that left the group (a
+    # daemon) may still hold the pipes: give up on the rest after a while
+    # rather than wait for it.
+    try:
+        out, err = proc.communicate(timeout=5)
+        return out or "", err or "", True
+    except subprocess.TimeoutExpired:
+        proc.wait()
+        return "", "", True
+
+
+def _communicate_streaming(
+    proc: subprocess.Popen[str],
     input: str | None,
     timeout: float | None,
     on_stderr: Callable[[str], None],
-) -> subprocess.CompletedProcess[str]:
-    with subprocess.Popen(
-        args,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as proc:
-        captured: dict[str, list[str]] = {"out": [], "err": []}
+) -> tuple[str, str, bool]:
+    """As _communicate, giving each line of stderr to on_stderr as it comes."""
+    captured: dict[str, list[str]] = {"out": [], "err": []}
 
-        def pump(stream: IO[str], key: str, callback: Callable[[str], None] | None) -> None:
-            for line in stream:
-                captured[key].append(line)
-                if callback is not None:
-                    try:
-                        callback(line.rstrip("\n"))
-                    except Exception as e:
-                        # The pipe must still be drained, or the child blocks
-                        # on a full pipe and never ends: show no more, read on.
-                        output.debug(f"on_stderr failed ({e!r}); its lines are captured only")
-                        callback = None
+    def pump(stream: IO[str], key: str, callback: Callable[[str], None] | None) -> None:
+        for line in stream:
+            captured[key].append(line)
+            if callback is not None:
+                try:
+                    callback(line.rstrip("\n"))
+                except Exception as e:
+                    # The pipe must still be drained, or the child blocks
+                    # on a full pipe and never ends: show no more, read on.
+                    output.debug(f"on_stderr failed ({e!r}); its lines are captured only")
+                    callback = None
 
-        assert proc.stderr is not None and proc.stdout is not None
-        threads = [
-            threading.Thread(target=pump, args=(proc.stdout, "out", None), daemon=True),
-            threading.Thread(target=pump, args=(proc.stderr, "err", on_stderr), daemon=True),
-        ]
-        for t in threads:
-            t.start()
-        try:
-            if input is not None and proc.stdin is not None:
-                proc.stdin.write(input)
-                proc.stdin.close()
-            proc.wait(timeout=timeout)
-        except BaseException:
-            proc.kill()
-            raise
-        for t in threads:
-            t.join()
-        return subprocess.CompletedProcess(args, proc.returncode, "".join(captured["out"]), "".join(captured["err"]))
+    assert proc.stderr is not None and proc.stdout is not None
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, "out", None), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, "err", on_stderr), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        if input is not None and proc.stdin is not None:
+            proc.stdin.write(input)
+            proc.stdin.close()
+        proc.wait(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        _kill(proc, group=True)
+        proc.wait()
+        timed_out = True
+    for t in threads:
+        # The pipes close when the group is gone, unless a daemon that left
+        # it holds them: then do not wait for it.
+        t.join(timeout=5 if timed_out else None)
+    return "".join(captured["out"]), "".join(captured["err"]), timed_out
 
 
 @contextlib.contextmanager

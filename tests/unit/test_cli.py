@@ -68,7 +68,10 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "no VM named 'nosuch'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
     zero = rehearse("deploy", "nosuch", "--confirm-timeout", "0", state=tmp_path)
-    assert zero.returncode == 2 and "--confirm-timeout must be a positive number" in zero.stderr
+    assert (
+        zero.returncode == 2
+        and "--confirm-timeout: expected a number of seconds from 5 to 86400, found 0" in zero.stderr
+    )
 
 
 def test_not_running_exits_6(tmp_path: Path) -> None:
@@ -174,13 +177,19 @@ def test_new_include_replaces_the_recorded_one() -> None:
     assert config.merge_include((), ["/some/dir"]) == ("/some/dir",)
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
-def test_durations_must_be_positive(bad: float) -> None:
-    with pytest.raises(RehearseError, match="positive number of seconds") as e:
-        config.seconds(bad, 60.0, "--confirm-timeout")
+@pytest.mark.parametrize("bad", [0.0, -1.0, 0.5, 4.9, math.nan, math.inf, -math.inf, 86401.0, 10**400, True, "60"])
+def test_durations_are_checked_against_their_bounds(bad: object) -> None:
+    with pytest.raises(
+        RehearseError, match=r"^--confirm-timeout: expected a number of seconds from 5 to 86400, found "
+    ) as e:
+        config.seconds(bad, 60.0, "--confirm-timeout", config.CONFIRM)
     assert e.value.exit_code == ExitCode.USAGE
-    assert config.seconds(None, 60.0, "--confirm-timeout") == 60.0
-    assert config.seconds(0.5, 60.0, "--confirm-timeout") == 0.5
+    assert e.value.hint and "fresh SSH connection" in e.value.hint  # the message says why 5 s
+    assert config.seconds(None, 60.0, "--confirm-timeout", config.CONFIRM) == 60.0
+    # The guest counts whole seconds: a fraction is rounded up, never down to 0.
+    assert config.seconds(5.2, 60.0, "--confirm-timeout", config.CONFIRM) == 6.0
+    assert config.seconds(1.5, 300.0, "--timeout", config.SSH_WAIT) == 1.5  # the host waits in fractions
+    assert config.seconds(0, 60.0, "--timeout", config.POWER_OFF) == 0.0  # down: do not wait
 
 
 def test_json_document_of_a_failed_deploy() -> None:

@@ -92,7 +92,7 @@ def test_rehearse_toml(tmp_path: Path) -> None:
     (tmp_path / "rehearse.toml").write_text('nixpkgs = "np"\nforward = ["80:8080"]\nconfirm_timeout = 30\n')
     s = config.load_settings(tmp_path)
     assert s.nixpkgs == str((tmp_path / "np").resolve())
-    assert s.forward == ("80:8080",) and s.confirm_timeout == 30
+    assert s.forward == (vm.Forward(80, 8080),) and s.confirm_timeout == 30
     (tmp_path / "rehearse.toml").write_text("nixpgks = 1\n")
     with pytest.raises(RehearseError, match="unknown setting"):
         config.load_settings(tmp_path)
