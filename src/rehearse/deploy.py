@@ -262,6 +262,26 @@ def _recover(
     )
 
 
+def settle(remote: ssh.Remote, timeout: float) -> str:
+    """Settle what an interrupted deploy left pending in the guest (guest/
+    settle.sh: it is rolled back), then return the system the guest runs —
+    the one to plan against. One round trip when nothing is pending."""
+    script = (resources.files("rehearse") / "guest" / "settle.sh").read_text()
+    out = ssh.run(remote, ["sh", "-c", script, "settle", RUN_DIR, str(math.ceil(timeout))], timeout=timeout + 60)
+    current = ""
+    for line in out.stdout.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "settled":
+            run_id, _, verdict = rest.partition(" ")
+            output.warn(
+                f"an earlier activation ({run_id}) still waited for its verdict: its deployer was interrupted. "
+                f"It was rolled back first ({verdict})."
+            )
+        elif word == "current":
+            current = rest.strip()
+    return current
+
+
 def _failed_units(text: str) -> list[str]:
     m = re.search(r"the following units failed: (.+)", text)
     return [u.strip() for u in m.group(1).split(",")] if m else []
@@ -447,7 +467,7 @@ def run_deploy(req: DeployRequest) -> Report:
         output.step(f"building {source.describe()}")
         system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
         times["build"] = round(time.monotonic() - t, 2)
-        current = ssh.run(remote, ["readlink", "/run/current-system"]).stdout.strip()
+        current = settle(remote, req.activation_timeout)
         lifecycle.reconcile(vmdir, state, current)
         report.update(
             {
@@ -647,6 +667,7 @@ def rollback(
     vmdir = VMDir(name)
     with vmdir.locked("rehearse rollback"):
         state, remote = lifecycle.running(vmdir)
+        settle(remote, activation_timeout)
         gens, current, running_system = guest_generations(remote)
         lifecycle.reconcile(vmdir, state, running_system)
         numbers = [g["generation"] for g in gens]

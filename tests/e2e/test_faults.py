@@ -214,7 +214,7 @@ def test_deployer_killed_after_the_switch_then_a_new_deploy(rehearse: Rehearse, 
     vm.set('  environment.etc."motd".text = "second";')
     result = rehearse("deploy", NAME, "--yes", "--json")
     assert result.returncode == 0, result.stderr
-    assert "still waits for its verdict; it rolls back first" in result.stderr
+    assert "an earlier activation" in result.stderr and "It was rolled back first" in result.stderr
     second = json.loads(result.stdout)["new_system"]
     assert current(rehearse) == second
     time.sleep(25)  # past the first activation's confirmation window
