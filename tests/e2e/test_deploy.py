@@ -175,7 +175,7 @@ def test_two_deploys_at_once_one_is_refused(rehearse: Rehearse, vm: Config) -> N
     _, err1 = first.communicate(timeout=600)
     assert first.returncode == 0, err1
     assert second.returncode == 7
-    assert "busy" in second.stderr
+    assert "busy" in second.stderr and f"(rehearse deploy, pid {first.pid})" in second.stderr
     assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "second"
 
 
