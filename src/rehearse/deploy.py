@@ -282,12 +282,11 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
 
 
 def record(history: Path, entry: dict[str, Any]) -> None:
+    from rehearse.state import write_durably
+
     entries = load_history(history)
     entries.append(entry)
-    tmp = history.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(history)
+    write_durably(history, json.dumps(entries, indent=1) + "\n")
 
 
 def load_history(history: Path) -> list[dict[str, Any]]:
