@@ -103,7 +103,9 @@ class Bench:
         (self.conf / "access.nix").write_text(
             "{ ... }: {\n"
             f'  users.users.root.openssh.authorizedKeys.keys = [ "{pub}" ];\n'
-            '  services.openssh.hostKeys = [ { type = "ed25519"; path = "/tmp/shared/ssh_host_ed25519_key"; } ];\n'
+            # Where rehearse's VM module installs the host key it gave the VM
+            # (the guest removes it from /tmp/shared once installed).
+            '  services.openssh.hostKeys = [ { type = "ed25519"; path = "/etc/ssh/rehearse_host_ed25519_key"; } ];\n'
             "}\n"
         )
         bindir = self.work / "bin"
@@ -211,12 +213,17 @@ class Bench:
         for i in range(runs):
             scratch = self.work / f"byhand{i}"
             scratch.mkdir()
+            # The VM's host key, handed over as rehearse does (its shared/ is
+            # made anew by each `up`, and the guest empties it).
+            (scratch / "shared").mkdir()
+            for key in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):
+                shutil.copy(self.state / NAME / key, scratch / "shared" / key)
             port = free_port()
             env = {
                 **os.environ,
                 "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22",
                 "QEMU_OPTS": "-display none",
-                "SHARED_DIR": str(self.state / NAME / "shared"),
+                "SHARED_DIR": str(scratch / "shared"),
                 "TMPDIR": str(scratch),
                 "USE_TMPDIR": "1",
                 "NIX_DISK_IMAGE": str(scratch / "disk.qcow2"),

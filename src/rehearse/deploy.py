@@ -375,7 +375,10 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
                 with socket.create_connection(("127.0.0.1", int(check.target)), timeout=3):
                     return None
             else:
-                with urllib.request.urlopen(check.target, timeout=5) as resp:
+                # The URL reaches the VM through a port forwarded on this
+                # machine: no proxy (http_proxy …) may answer in its place.
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with opener.open(check.target, timeout=5) as resp:
                     if 200 <= resp.status < 300:
                         return None
                     last = f"{check.target} answered {resp.status}"
@@ -392,12 +395,11 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
 
 
 def record(history: Path, entry: dict[str, Any]) -> None:
+    from rehearse.state import write_durably
+
     entries = load_history(history)
     entries.append(entry)
-    tmp = history.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(history)
+    write_durably(history, json.dumps(entries, indent=1) + "\n")
 
 
 def load_history(history: Path) -> list[dict[str, Any]]:

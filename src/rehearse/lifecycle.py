@@ -16,7 +16,9 @@ from typing import Any
 from rehearse import nix, output, process, ssh, vm
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.nix import Source
-from rehearse.state import VMDir, VMState, all_vms, process_start, state_root
+from rehearse.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
+
+HOST_KEY = "ssh_host_ed25519_key"  # the VM's host key, in its state directory; a copy goes to shared/
 
 
 def remote_for(vmdir: VMDir, port: int) -> ssh.Remote:
@@ -32,14 +34,33 @@ def remote_for(vmdir: VMDir, port: int) -> ssh.Remote:
 
 
 def ensure_keys(vmdir: VMDir) -> None:
-    """The per-VM client key and the VM's host key, made once; the host key
-    is pinned in known_hosts before the VM ever boots."""
+    """The per-VM client key and the VM's host key, made once, both in the
+    VM's state directory, which the guest cannot reach; the host key is
+    pinned in known_hosts before the VM ever boots. A VM made before the
+    host key moved here had it in shared/, which the guest can write: that
+    copy is never read; the VM gets a new key, pinned anew."""
     if not vmdir.file("id_ed25519").exists():
         ssh.generate_key(vmdir.file("id_ed25519"), f"rehearse@{vmdir.name}")
-    host_key = vmdir.file("shared") / "ssh_host_ed25519_key"
-    if not host_key.exists():
+    host_key, host_pub = vmdir.file(HOST_KEY), vmdir.file(f"{HOST_KEY}.pub")
+    if not (host_key.exists() and host_pub.exists()):
+        if vmdir.file("known_hosts").exists():
+            output.info(f"{vmdir.name} gets a new SSH host key, kept where the VM cannot change it; pinned anew")
+        host_key.unlink(missing_ok=True)
+        host_pub.unlink(missing_ok=True)
         ssh.generate_key(host_key, f"root@{vmdir.name}")
-    ssh.write_known_hosts(vmdir.file("known_hosts"), f"rehearse-{vmdir.name}", Path(f"{host_key}.pub"))
+    ssh.write_known_hosts(vmdir.file("known_hosts"), f"rehearse-{vmdir.name}", host_pub)
+
+
+def share_host_key(vmdir: VMDir) -> None:
+    """Hand the guest its host key for this boot: shared/ (its /tmp/shared)
+    and tmp/ (whose xchg/ it shares too) are made anew, so nothing the guest
+    left there is followed, and the key pair is copied in from the state
+    directory with exclusive, no-follow creates. Nothing is read back: the
+    guest removes the key from the share once sshd has it."""
+    shared = vmdir.fresh_dir("shared")
+    vmdir.fresh_dir("tmp")
+    for name in (HOST_KEY, f"{HOST_KEY}.pub"):
+        create_private(shared / name, vmdir.file(name).read_bytes())
 
 
 def write_settings(vmdir: VMDir) -> Path:
@@ -61,6 +82,7 @@ class UpRequest:
 
 
 def up(req: UpRequest) -> None:
+    vm.check_state_path(state_root())  # before anything is built or made
     if req.source is None:
         assert req.name is not None
         _restart(req, VMDir(req.name))
@@ -68,7 +90,7 @@ def up(req: UpRequest) -> None:
     info = nix.vm_info(req.source)
     name = req.name or info.name
     vmdir = VMDir(name)
-    with vmdir.locked("rehearse up"):
+    with vmdir.locked("rehearse up", create=True):
         fresh = not vmdir.exists
         try:
             _up(req, req.source, info.forward_ports, vmdir)
@@ -140,7 +162,7 @@ def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | 
     all_forwards = [vm.Forward(ssh_port, 22), *forwards]
 
     kernel = runner_out / "system" / "kernel"
-    tcg = not vm.kvm_works(kernel, state_root())
+    tcg = not vm.kvm_works(kernel, ensure_root(vmdir.path.parent))
     if tcg and os.path.exists("/dev/kvm"):
         output.warn(
             "KVM does not work on this machine (/dev/kvm did not run a guest); "
@@ -154,6 +176,7 @@ def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | 
         vmdir.socket(sock).unlink(missing_ok=True)
     if not vmdir.file("disk.qcow2").exists():
         state.disk_from = system
+    share_host_key(vmdir)
     pid = vm.start(runner, env, vmdir)
 
     state.pid = pid
@@ -167,7 +190,7 @@ def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | 
     vmdir.save(state)
 
     remote = remote_for(vmdir, ssh_port)
-    vm.wait_for_ssh(remote, pid, vmdir, req.ssh_timeout)
+    vm.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
     output.success(
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
@@ -222,10 +245,15 @@ def ssh_command(name: str, command: list[str]) -> int:
 
 
 def status(as_json: bool) -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
     now = time.time()
     for vmdir in all_vms():
-        state = vmdir.load()
+        try:
+            state = vmdir.load()
+        except RehearseError as e:
+            # One VM's broken state must not hide the others.
+            rows.append({"name": vmdir.name, "state": "broken", "error": e.message, **_NOTHING})
+            continue
         alive = state.alive()
         rows.append(
             {
@@ -251,16 +279,36 @@ def status(as_json: bool) -> None:
     output.result(f"{'NAME':<16} {'STATE':<8} {'PID':>7} {'SSH':<16} {'UPTIME':>8}  SYSTEM")
     for r in rows:
         uptime = f"{r['uptime']} s" if r["uptime"] is not None else "-"
-        pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or "-"
+        pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or r.get("error") or "-"
         disk = "  (disk made with an older system)" if r["disk_older"] else ""
         output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
+
+
+# The fields of a status row that a VM with a broken state has no value for.
+_NOTHING: dict[str, Any] = {
+    "pid": None,
+    "ssh": None,
+    "forwards": [],
+    "system": None,
+    "disk_from": None,
+    "disk_older": False,
+    "source": None,
+    "uptime": None,
+}
 
 
 def console(name: str, follow: bool) -> None:
     vmdir = VMDir(name)
     vmdir.load()
     path = vmdir.file("console.log")
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise RehearseError(
+            f"VM {name!r} has no console log yet ({path}); the VM's next start writes it.",
+            hint=f"`rehearse up {name}` starts it",
+        ) from None
+    with f:
         sys.stdout.buffer.write(f.read())
         sys.stdout.flush()
         while follow:
@@ -312,7 +360,11 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
             if running_system.returncode == 0:
                 reconcile(vmdir, state, running_system.stdout.strip())
         ssh.close_master(remote)
-    how = vm.stop(state.pid, vmdir.socket("qmp.sock"), timeout) if state.pid and state.alive() else "already stopped"
+    how = (
+        vm.stop(state.pid, state.pid_start, vmdir.socket("qmp.sock"), timeout)
+        if state.pid and state.alive()
+        else "already stopped"
+    )
     state.pid = None
     vmdir.save(state)
     return how
@@ -328,7 +380,24 @@ def down(name: str, timeout: float) -> None:
 def destroy(name: str, timeout: float) -> None:
     vmdir = VMDir(name)
     with vmdir.locked("rehearse destroy"):
-        _power_off(vmdir, vmdir.load(), timeout)
+        try:
+            state = vmdir.load()
+        except RehearseError as e:
+            # Half made (an `up` that died before its state was saved) or a
+            # broken state: no pid to trust, so nothing is signalled; a QEMU
+            # that may still run is told to quit over its QMP socket.
+            if vmdir.file("state.json").exists():
+                output.warn(f"{e.message} Removing it anyway.")
+            else:
+                output.warn(f"{name} was never fully made (it has no state.json); removing what there is.")
+            ssh.close_master(remote_for(vmdir, 22))  # the port plays no part in `ssh -O exit`
+            if vmdir.socket("qmp.sock").exists():
+                try:
+                    vm.qmp_command(vmdir.socket("qmp.sock"), "quit")
+                except Exception as qe:
+                    output.debug(f"QMP quit failed: {qe}")
+        else:
+            _power_off(vmdir, state, timeout)
         for sock in ("qmp.sock", "ssh.ctl"):
             vmdir.socket(sock).unlink(missing_ok=True)
         shutil.rmtree(vmdir.path)

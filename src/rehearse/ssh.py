@@ -4,6 +4,10 @@ Host keys are pinned: rehearse writes the known_hosts file itself before the
 first connection, under a HostKeyAlias, so StrictHostKeyChecking=yes holds
 from the first connection on and a new port never asks for trust again.
 One ControlMaster per VM carries the commands of a session.
+
+No ssh configuration is read (`-F none`: neither ~/.ssh/config nor
+/etc/ssh/ssh_config): a user's ForwardAgent, ProxyJump, LocalForward … are
+for their servers, not for a VM rehearse made. No agent either.
 """
 
 from __future__ import annotations
@@ -36,14 +40,35 @@ class Remote:
         return f"{self.user}@{self.host}"
 
 
+# The options of every ssh rehearse runs, also `ssh -O exit`: no
+# configuration file, no agent, nothing forwarded, and the pinned
+# known_hosts left as rehearse wrote it (no host keys added by the server).
+ISOLATION = [
+    "-F", "none",
+    "-o", "IdentityAgent=none",
+    "-o", "ForwardAgent=no",
+    "-o", "ForwardX11=no",
+    "-o", "ClearAllForwardings=yes",
+    "-o", "UpdateHostKeys=no",
+]  # fmt: skip
+
+
+def path_option(path: Path) -> str:
+    """A path as the value of an ssh option that expands %-tokens
+    (IdentityFile, UserKnownHostsFile, ControlPath): a % of the path is
+    doubled, or ssh would read it as a token."""
+    return str(path).replace("%", "%%")
+
+
 def options(remote: Remote, *, master: bool = True, connect_timeout: int = 10) -> list[str]:
     """ssh options, as `-o` words, for nix-copy-closure's NIX_SSHOPTS too."""
     opts = [
+        *ISOLATION,
         "-o", "BatchMode=yes",
         "-o", "IdentitiesOnly=yes",
-        "-o", f"IdentityFile={remote.key}",
+        "-o", f"IdentityFile={path_option(remote.key)}",
         "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={remote.known_hosts}",
+        "-o", f"UserKnownHostsFile={path_option(remote.known_hosts)}",
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", f"HostKeyAlias={remote.host_key_alias}",
         "-o", f"ConnectTimeout={connect_timeout}",
@@ -57,7 +82,7 @@ def options(remote: Remote, *, master: bool = True, connect_timeout: int = 10) -
             "-o",
             "ControlMaster=auto",
             "-o",
-            f"ControlPath={remote.control_path}",
+            f"ControlPath={path_option(remote.control_path)}",
             "-o",
             "ControlPersist=600",
         ]
@@ -120,9 +145,14 @@ def run(
     return result
 
 
+def close_master_argv(remote: Remote) -> list[str]:
+    assert remote.control_path is not None
+    return ["ssh", *ISOLATION, "-o", f"ControlPath={path_option(remote.control_path)}", "-O", "exit", remote.target]
+
+
 def close_master(remote: Remote) -> None:
     if remote.control_path is not None and remote.control_path.exists():
-        process.run(["ssh", "-o", f"ControlPath={remote.control_path}", "-O", "exit", remote.target], check=False)
+        process.run(close_master_argv(remote), check=False)
 
 
 def generate_key(path: Path, comment: str) -> None:

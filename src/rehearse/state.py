@@ -5,13 +5,20 @@ and a state file written under a lock.
         lock                 flock: one command at a time changes this VM
         state.json           pid, ports, system, configuration source …
         id_ed25519[.pub]     the client key rehearse logs in with
+        ssh_host_ed25519_key[.pub]  the VM's host key (kept here, never read back from the guest)
         known_hosts          the VM's host key, pinned before the first connection
-        shared/              the VM's SHARED_DIR (/tmp/shared): its host key
-        tmp/                 the runner's TMPDIR
+        shared/              the VM's SHARED_DIR (/tmp/shared), guest-writable: made anew by
+                             each `up` with a copy of the host key, never read by rehearse
+        tmp/                 the runner's TMPDIR (its xchg/ is guest-writable too), made anew by `up`
         disk.qcow2           NIX_DISK_IMAGE
         console.log          serial console
         qmp.sock             QMP
         vm                   GC root: the VM runner built for it
+
+The root and the VM directories are made 0700; rehearse never changes the
+mode of one that exists, and refuses one that others could change. Only
+`up` makes a VM directory. Entries of the root whose names are no VM names
+(.kvm-probe, the KVM probe's cache, starts with a dot) are never VMs.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,15 +38,69 @@ from typing import Any
 
 from rehearse.errors import ExitCode, RehearseError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Always matched with fullmatch (a `$` would let a trailing newline through).
+# A name never starts with a dot, so the root's own files (.kvm-probe) are no VMs.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def state_root() -> Path:
+    """The root, absolute: the runner runs in the VM's directory, and a
+    relative path would mean another place there (and to ssh)."""
     override = os.environ.get("REHEARSE_STATE_DIR")
     if override:
-        return Path(override)
+        return Path(override).absolute()
     xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(xdg) / "rehearse"
+    return (Path(xdg) / "rehearse").absolute()
+
+
+def check_private_dir(path: Path, what: str) -> None:
+    """Refuse a directory that is not one, is not ours, or that group or
+    others can write: they could swap the files rehearse keeps there (keys,
+    state, the lock). Its mode is never changed: it may be someone's /tmp."""
+    fix = "set REHEARSE_STATE_DIR to a directory of your own that only you can write (a new one is made 0700)"
+    try:
+        st = path.stat()
+    except OSError as e:  # a dangling symlink, a file in the way …
+        raise RehearseError(f"cannot use {what} {path}: {e.strerror}.", hint=fix, exit_code=ExitCode.USAGE) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise RehearseError(f"{what} {path} is not a directory.", hint=fix, exit_code=ExitCode.USAGE)
+    if st.st_uid != os.geteuid():
+        raise RehearseError(
+            f"{what} {path} belongs to another user (uid {st.st_uid}).", hint=fix, exit_code=ExitCode.USAGE
+        )
+    if st.st_mode & 0o022:
+        raise RehearseError(
+            f"{what} {path} can be written by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            "rehearse does not change the mode of a directory it did not make.",
+            hint=f"`chmod go-w {path}` if it is yours alone, or {fix}",
+            exit_code=ExitCode.USAGE,
+        )
+
+
+def ensure_root(root: Path | None = None) -> Path:
+    """The state root, made 0700 if missing, else checked (never chmodded)."""
+    root = root or state_root()
+    try:
+        root.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        pass
+    except NotADirectoryError:
+        pass  # a parent is a file: check_private_dir says so
+    except OSError as e:
+        raise RehearseError(
+            f"cannot make the state directory {root}: {e.strerror}.", exit_code=ExitCode.USAGE
+        ) from None
+    check_private_dir(root, "the state directory")
+    return root
+
+
+def existing_root(root: Path | None = None) -> Path | None:
+    """The state root, checked, if it exists; None if not (nothing is made)."""
+    root = root or state_root()
+    if not os.path.lexists(root):
+        return None
+    check_private_dir(root, "the state directory")
+    return root
 
 
 def check_name(name: str) -> str:
@@ -70,9 +133,58 @@ class VMState:
         return pid_alive(self.pid, self.pid_start)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> VMState:
+    def from_json(cls, data: object, name: str | None = None) -> VMState:
+        """The state of VM `name` from state.json's data; ValueError saying
+        what is wrong when it is not a state of that VM (a pid of the wrong
+        type could name any process: nothing is taken on trust)."""
+        if not isinstance(data, dict):
+            raise ValueError("it holds no JSON object")
+        if "name" not in data:
+            raise ValueError("it names no VM")
+        if name is not None and data["name"] != name:
+            raise ValueError(f"it names the VM {data['name']!r}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key, value in known.items():
+            if not _valid(key, value):
+                raise ValueError(f"{key} is {value!r}")
         return cls(**known)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _valid(key: str, v: object) -> bool:
+    """Whether `v` is a possible value of the VMState field `key`."""
+    match key:
+        case "name":
+            return isinstance(v, str)
+        case "pid":
+            return v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        case "pid_start" | "ssh_port":
+            return v is None or _is_int(v)
+        case "runner" | "system" | "disk_from":
+            return v is None or isinstance(v, str)
+        case "started":
+            return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+        case "runners":
+            return isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())
+        case "forwards":
+            return isinstance(v, list) and all(
+                isinstance(f, dict)
+                and _is_int(f.get("host"))
+                and _is_int(f.get("guest"))
+                and isinstance(f.get("proto"), str)
+                for f in v
+            )
+        case "source":
+            return (
+                isinstance(v, dict)
+                and all(isinstance(v.get(k), str | None) for k in ("configuration", "flake", "attr"))
+                and isinstance(v.get("include", []), list)
+                and all(isinstance(i, str) for i in v.get("include", []))
+            )
+    return True
 
 
 class VMDir:
@@ -92,7 +204,21 @@ class VMDir:
 
     @property
     def exists(self) -> bool:
-        return (self.path / "state.json").exists()
+        return self.path.is_dir() and (self.path / "state.json").exists()
+
+    def _no_vm(self) -> RehearseError:
+        return RehearseError(
+            f"no VM named {self.name!r}.",
+            hint="`rehearse status` lists the VMs; `rehearse up` makes one",
+            exit_code=ExitCode.USAGE,
+        )
+
+    def check(self) -> None:
+        """For commands on a VM that exists: its directory is there, and it
+        and the root are safe. Nothing is made (only `up` makes a VM)."""
+        if existing_root(self.path.parent) is None or not self.path.is_dir():
+            raise self._no_vm()
+        check_private_dir(self.path, f"the directory of VM {self.name!r}")
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -116,37 +242,83 @@ class VMDir:
         return short / f"{digest}-{name}"
 
     def create(self) -> None:
-        root = self.path.parent
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(root, 0o700)
-        for d in (self.path, self.path / "shared", self.path / "tmp", self.path / "runners"):
-            d.mkdir(exist_ok=True, mode=0o700)
-            os.chmod(d, 0o700)
+        """Make the VM's directory (0700), and the root if missing; what
+        exists is checked, never chmodded. `up` only."""
+        ensure_root(self.path.parent)
+        if os.path.lexists(self.path) and not self.path.is_dir():
+            raise RehearseError(
+                f"{self.path} is in the way of VM {self.name!r}: it is not a VM's directory.",
+                hint="remove it, or give the VM another --name",
+                exit_code=ExitCode.USAGE,
+            )
+        for d in (self.path, self.path / "runners"):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir(mode=0o700)
+        check_private_dir(self.path, f"the directory of VM {self.name!r}")
+
+    def fresh_dir(self, name: str) -> Path:
+        """The VM's subdirectory `name` made anew, empty, 0700: for the ones
+        the guest can write (shared/, and tmp/ whose xchg/ it shares), so
+        that nothing the guest left there (a symlink to a host file …) is
+        ever read, written or followed. rmtree removes the links inside
+        without following them; a link in place of the directory itself is
+        refused rather than followed (the guest cannot make one there)."""
+        path = self.path / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if stat.S_ISLNK(st.st_mode):
+                raise RehearseError(
+                    f"{path} is a symbolic link; rehearse does not follow it.",
+                    hint="remove it: `rehearse up` makes the directory anew",
+                )
+            try:
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as e:  # e.g. a directory the guest made unreadable
+                raise RehearseError(
+                    f"cannot clear {path}, which the VM can write: {e}.",
+                    hint=f"remove {path} (the VM writes it; rehearse keeps nothing there)",
+                ) from None
+        path.mkdir(mode=0o700)
+        return path
+
+    def _broken(self, why: str) -> RehearseError:
+        return RehearseError(
+            f"the state of VM {self.name!r} is broken: {self.path / 'state.json'}: {why}.",
+            hint=f"`rehearse destroy {self.name}` removes the VM (its disk too)",
+        )
 
     def load(self) -> VMState:
+        self.check()
+        path = self.path / "state.json"
         try:
-            data = json.loads((self.path / "state.json").read_text())
+            raw = path.read_bytes()
         except FileNotFoundError:
-            raise RehearseError(
-                f"no VM named {self.name!r}.",
-                hint="`rehearse status` lists the VMs; `rehearse up` makes one",
-                exit_code=ExitCode.USAGE,
-            ) from None
-        return VMState.from_json(data)
+            raise self._no_vm() from None
+        except OSError as e:
+            raise self._broken(e.strerror or str(e)) from None
+        try:
+            return VMState.from_json(json.loads(raw), self.name)
+        except ValueError as e:  # JSON, UTF-8, or a state of no VM
+            raise self._broken(str(e) or "empty") from None
 
     def save(self, state: VMState) -> None:
-        tmp = self.path / "state.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(state), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, self.path / "state.json")
+        write_durably(self.path / "state.json", json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
 
     @contextlib.contextmanager
-    def locked(self, what: str) -> Iterator[None]:
-        """Hold the VM's lock, or fail at once if another command holds it."""
-        self.create()
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    def locked(self, what: str, *, create: bool = False) -> Iterator[None]:
+        """Hold the VM's lock, or fail at once if another command holds it.
+        Only `up` gives create=True; other commands need the VM to exist."""
+        if create:
+            self.create()
+        else:
+            self.check()
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -166,11 +338,44 @@ class VMDir:
             os.close(fd)
 
 
+def create_private(path: Path, data: bytes) -> None:
+    """Create `path` with `data`, 0600: exclusively and without following a
+    symlink, so a name someone planted there is never written through."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace `path` with `text`, atomically (a temporary file renamed over
+    it) and durably (the file, then the directory's new entry, are synced
+    before this returns): a crash leaves the old content or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def all_vms(root: Path | None = None) -> list[VMDir]:
-    base = root or state_root()
-    if not base.is_dir():
+    """The VMs: directories of the root with a VM's name and a state.json.
+    Anything else there (.kvm-probe, a stray file) is no VM and is left alone."""
+    base = existing_root(root)
+    if base is None:
         return []
-    return [VMDir(p.name, base) for p in sorted(base.iterdir()) if (p / "state.json").exists()]
+    return [
+        VMDir(p.name, base)
+        for p in sorted(base.iterdir())
+        if NAME_RE.fullmatch(p.name) and p.is_dir() and (p / "state.json").exists()
+    ]
 
 
 def process_start(pid: int) -> int | None:
@@ -186,10 +391,11 @@ def process_start(pid: int) -> int | None:
     return int(fields[19])
 
 
-def pid_alive(pid: int | None, start: int | None = None) -> bool:
+def pid_alive(pid: int | None, start: int | None) -> bool:
     """Whether the VM process `pid` (started at `start`) still runs: the
-    runner script first, QEMU after the runner's exec (same pid)."""
-    if not pid:
+    runner script first, QEMU after the runner's exec (same pid). A pid
+    without its start time names no process for sure (pids are reused):
+    never the VM, so nothing is ever signalled on its strength."""
+    if not pid or start is None:
         return False
-    now = process_start(pid)
-    return now is not None and (start is None or now == start)
+    return process_start(pid) == start

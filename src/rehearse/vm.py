@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rehearse import output, process, ssh
-from rehearse.errors import RehearseError
+from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import VMDir, pid_alive
 
 T = TypeVar("T")
@@ -53,18 +53,23 @@ def pick_port(start: int = 2222, taken: set[int] | None = None) -> int:
 # --- KVM ------------------------------------------------------------------
 
 
+# The probe's cache in the state root: its name starts with a dot, which no
+# VM name does, so no command on a VM ever takes it for one.
+KVM_CACHE = ".kvm-probe"
+
+
 def kvm_works(kernel: Path | None, cache_dir: Path, timeout: float = 8.0) -> bool:
     """Whether KVM really runs a guest here. /dev/kvm can exist and hang
     (broken nested virtualisation), so boot the VM's kernel under KVM with a
     time limit and look for its "no root" panic. The answer is cached for
-    the host's boot."""
+    the host's boot in `cache_dir` (the state root, which exists)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot_id = "unknown"
-    cache = cache_dir / "kvm-probe"
+    cache = cache_dir / KVM_CACHE
     try:
         cached_boot, answer = cache.read_text().split()
         if cached_boot == boot_id:
@@ -108,8 +113,10 @@ def kvm_works(kernel: Path | None, cache_dir: Path, timeout: float = 8.0) -> boo
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_text(f"{boot_id} {'kvm' if works else 'tcg'}\n")
+    try:
+        cache.write_text(f"{boot_id} {'kvm' if works else 'tcg'}\n")
+    except OSError as e:  # only a cache
+        output.debug(f"cannot cache the KVM probe's answer in {cache}: {e}")
     return works
 
 
@@ -126,18 +133,41 @@ class Forward:
         return f"hostfwd={self.proto}:127.0.0.1:{self.host_port}-:{self.guest_port}"
 
 
+def check_state_path(path: Path) -> None:
+    """Refuse a state directory whose path the runner cannot hand to QEMU:
+    QEMU_OPTS is split on whitespace, and the runner's own `-drive
+    file=$NIX_DISK_IMAGE,…` and `-virtfs local,path=$SHARED_DIR,…` options
+    cannot carry a comma (QEMU would read the rest as more options)."""
+    bad = [
+        what
+        for what, found in (("whitespace", any(c.isspace() for c in str(path))), ("a comma", "," in str(path)))
+        if found
+    ]
+    if bad:
+        raise RehearseError(
+            f"the state directory {path} contains {' and '.join(bad)}, which the VM runner cannot pass to QEMU.",
+            hint="set REHEARSE_STATE_DIR to a path without spaces or commas",
+            exit_code=ExitCode.USAGE,
+        )
+
+
+def qemu_value(text: str) -> str:
+    """`text` as the value inside a QEMU option list (a,b=c,…): QEMU reads a
+    comma as the end of the value unless it is doubled."""
+    return text.replace(",", ",,")
+
+
 def runner_env(vmdir: VMDir, forwards: list[Forward], *, gui: bool, tcg: bool) -> dict[str, str]:
     """The run-<name>-vm variables that put the VM's files into its state dir."""
-    if any(c.isspace() for c in str(vmdir.path)):
-        raise RehearseError(
-            f"the state directory {vmdir.path} contains whitespace, which QEMU_OPTS cannot carry.",
-            hint="set REHEARSE_STATE_DIR to a path without spaces",
-        )
+    check_state_path(vmdir.path)
     qemu_opts = [
+        # `-serial file:PATH` takes the rest of the word as the path, as it
+        # is (QEMU 7.2 opens "a,,b" for file:a,,b); `-qmp unix:PATH,server=on`
+        # is an option list, where a comma of the path must be doubled.
         "-serial",
         f"file:{vmdir.file('console.log')}",
         "-qmp",
-        f"unix:{vmdir.socket('qmp.sock')},server=on,wait=off",
+        f"unix:{qemu_value(str(vmdir.socket('qmp.sock')))},server=on,wait=off",
     ]
     if not gui:
         qemu_opts += ["-display", "none"]
@@ -198,13 +228,13 @@ def ssh_banner(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_for_ssh(remote: ssh.Remote, pid: int, vmdir: VMDir, timeout: float) -> None:
+def wait_for_ssh(remote: ssh.Remote, pid: int, pid_start: int | None, vmdir: VMDir, timeout: float) -> None:
     """Wait until the VM answers SSH, with a progress line; on failure say
     what was waited for and show the console's last lines."""
     start_time = time.monotonic()
 
     def attempt(last: bool) -> bool | None:
-        if not pid_alive(pid):
+        if not pid_alive(pid, pid_start):
             raise early_exit_error(vmdir)
         waited = time.monotonic() - start_time
         output.live(f"waiting for SSH on 127.0.0.1:{remote.port} ({waited:.0f} s)")
@@ -240,23 +270,43 @@ def qmp_command(sock: Path, command: str) -> None:
         qmp.close()
 
 
-def stop(pid: int, qmp_sock: Path, timeout: float) -> str:
+def stop(pid: int, pid_start: int | None, qmp_sock: Path, timeout: float) -> str:
     """Power the VM off: ACPI power button over QMP, then QMP quit, then
-    SIGKILL. Returns how it went down."""
-    if not pid_alive(pid):
+    SIGKILL. Returns how it went down. The process is the VM only while
+    `pid` still has its start time `pid_start` (pids are reused): another
+    process with that pid, or a pid without its start time, is never
+    signalled."""
+
+    def gone(last: bool) -> bool | None:
+        return True if not pid_alive(pid, pid_start) else None
+
+    if gone(False):
         return "already stopped"
     try:
         qmp_command(qmp_sock, "system_powerdown")
     except Exception as e:
         output.debug(f"QMP system_powerdown failed: {e}")
-    if retry(lambda last: True if not pid_alive(pid) else None, timeout, interval=0.5):
+    if retry(gone, timeout, interval=0.5):
         return "powered off"
     try:
         qmp_command(qmp_sock, "quit")
     except Exception as e:
         output.debug(f"QMP quit failed: {e}")
-    if retry(lambda last: True if not pid_alive(pid) else None, 5, interval=0.2):
+    if retry(gone, 5, interval=0.2):
         return f"did not power off within {timeout:.0f} s; QEMU was told to quit"
-    os.kill(pid, signal.SIGKILL)
-    retry(lambda last: True if not pid_alive(pid) else None, 5, interval=0.2)
+    # pidfd: the check that it is still the VM and the signal reach the same
+    # process, even if it ends and its pid is reused in between.
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return "powered off"
+    try:
+        if not pid_alive(pid, pid_start):
+            return "powered off"
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        return "powered off"
+    finally:
+        os.close(pidfd)
+    retry(gone, 5, interval=0.2)
     return f"did not power off within {timeout:.0f} s; killed"

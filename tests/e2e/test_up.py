@@ -63,7 +63,7 @@ def test_ssh_joins_words_for_the_remote_shell_as_openssh_does(rehearse: Rehearse
 def test_first_connection_was_strict(rehearse: Rehearse, classic: str) -> None:
     vmdir = rehearse.state / classic
     known = (vmdir / "known_hosts").read_text().split()
-    host_pub = (vmdir / "shared" / "ssh_host_ed25519_key.pub").read_text().split()
+    host_pub = (vmdir / "ssh_host_ed25519_key.pub").read_text().split()
     assert known == ["rehearse-fripon", host_pub[0], host_pub[1]]
     # A key rehearse did not pin is refused: strict checking, no trust on first use.
     (vmdir / "known_hosts").write_text(
@@ -101,7 +101,7 @@ def test_first_connection_was_strict(rehearse: Rehearse, classic: str) -> None:
         assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in probe.stderr or "verification failed" in probe.stderr
     finally:
         (vmdir / "known_hosts").write_text(" ".join(known) + "\n")
-    for path in ("id_ed25519", "known_hosts", "shared/ssh_host_ed25519_key", "state.json"):
+    for path in ("id_ed25519", "known_hosts", "ssh_host_ed25519_key", "state.json"):
         assert (vmdir / path).stat().st_mode & 0o077 == 0, path
     assert vmdir.stat().st_mode & 0o777 == 0o700
 

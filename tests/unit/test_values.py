@@ -66,7 +66,7 @@ def test_state_dir_is_private(tmp_path: Path) -> None:
 
 def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     d = VMDir("fripon", tmp_path)
-    with d.locked("first"), pytest.raises(RehearseError, match="busy"), d.locked("second"):
+    with d.locked("first", create=True), pytest.raises(RehearseError, match="busy"), d.locked("second"):
         pass
 
 
@@ -123,9 +123,9 @@ def test_kvm_probe_answer_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert vm.kvm_works(None, tmp_path) is False
         return
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    (tmp_path / "kvm-probe").write_text(f"{boot_id} tcg\n")
+    (tmp_path / ".kvm-probe").write_text(f"{boot_id} tcg\n")
     assert vm.kvm_works(Path("/nonexistent"), tmp_path) is False
-    (tmp_path / "kvm-probe").write_text(f"{boot_id} kvm\n")
+    (tmp_path / ".kvm-probe").write_text(f"{boot_id} kvm\n")
     assert vm.kvm_works(Path("/nonexistent"), tmp_path) is True
 
 

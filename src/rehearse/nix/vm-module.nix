@@ -3,9 +3,11 @@
 # trust on first use:
 #  - root accepts rehearse's per-VM client key;
 #  - sshd uses the host key rehearse generated for this VM, which reaches the
-#    guest through the shared directory (/tmp/shared) and is installed
-#    root-owned 0600 before sshd starts, so the first connection is checked
-#    against the known_hosts file rehearse already wrote;
+#    guest through the shared directory (/tmp/shared, made anew by rehearse
+#    at each start) and is installed root-owned 0600 before sshd starts, so
+#    the first connection is checked against the known_hosts file rehearse
+#    already wrote; then it is removed from the share, where it has no
+#    business staying (the installed copy serves later sshd restarts);
 #  - port forwards are given by rehearse at start (QEMU_NET_OPTS, bound to
 #    127.0.0.1), so the configuration's own forwardPorts are taken over.
 { settings }:
@@ -24,6 +26,7 @@ in
       if [ -s /tmp/shared/ssh_host_ed25519_key ]; then
         install -D -m 0600 -o root -g root /tmp/shared/ssh_host_ed25519_key ${hostKey}
         install -D -m 0644 -o root -g root /tmp/shared/ssh_host_ed25519_key.pub ${hostKey}.pub
+        rm -f /tmp/shared/ssh_host_ed25519_key /tmp/shared/ssh_host_ed25519_key.pub
       fi
     '';
   };
