@@ -154,7 +154,7 @@ class _Activation:
         prefix = f"@@rehearse-{self.nonce} "
         if not line.startswith(prefix):
             self.lines.append(line)
-            output.info(line)
+            output.info(output.printable(line))
             return None
         key, _, value = line[len(prefix) :].partition("=")
         if key == "rc":
@@ -397,17 +397,29 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
 def record(history: Path, entry: dict[str, Any]) -> None:
     from rehearse.state import write_durably
 
-    entries = load_history(history)
+    entries = load_history(history, keep_broken=True)
     entries.append(entry)
     write_durably(history, json.dumps(entries, indent=1) + "\n")
 
 
-def load_history(history: Path) -> list[dict[str, Any]]:
+def load_history(history: Path, *, keep_broken: bool = False) -> list[dict[str, Any]]:
+    """The deploy history; a damaged file is set aside (keep_broken: renamed
+    to deploys.json.broken-TIME, so a new entry does not overwrite it) and
+    counts as empty — the history is a record, never needed to deploy."""
     try:
-        data: list[dict[str, Any]] = json.loads(history.read_text())
-        return data
+        data = json.loads(history.read_bytes())
     except FileNotFoundError:
         return []
+    except (OSError, ValueError) as e:
+        data = e
+    if isinstance(data, list) and all(isinstance(h, dict) for h in data):
+        return data
+    output.warn(f"{history} is damaged ({data if isinstance(data, Exception) else 'not a list of entries'})")
+    if keep_broken:
+        aside = history.with_name(f"{history.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        history.rename(aside)
+        output.warn(f"kept it as {aside}; the history starts again")
+    return []
 
 
 # --- the commands ---------------------------------------------------------
@@ -638,7 +650,7 @@ def generations(name: str, as_json: bool) -> None:
     vmdir = VMDir(name)
     _, remote = lifecycle.running(vmdir)
     gens, current, _ = guest_generations(remote)
-    history = {h["system"]: h for h in load_history(vmdir.file("deploys.json")) if h["result"] == "confirmed"}
+    history = {h.get("system"): h for h in load_history(vmdir.file("deploys.json")) if h.get("result") == "confirmed"}
     rows = []
     for g in gens:
         h = history.get(g["system"])
@@ -646,9 +658,9 @@ def generations(name: str, as_json: bool) -> None:
             {
                 **g,
                 "current": g["generation"] == current,
-                "deployed": h["time"] if h else None,
-                "source": h["source"] if h else None,
-                "durations": h["durations"] if h else None,
+                "deployed": h.get("time") if h else None,
+                "source": h.get("source") if h else None,
+                "durations": h.get("durations") if h else None,
             }
         )
     if as_json:

@@ -10,6 +10,7 @@ every command rehearse runs is shown, as a shell line one can paste.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from typing import Final, TextIO
@@ -108,6 +109,15 @@ def ask(question: str) -> str:
     sys.stderr.write(style(question, "bold") + " ")
     sys.stderr.flush()
     return sys.stdin.readline()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from the guest, with control characters shown as escapes: a
+    guest must not move the cursor or retitle the user's terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _fit(text: str) -> str:

@@ -210,3 +210,25 @@ def test_children_never_read_the_users_terminal() -> None:
     typed for "activate it?"."""
     assert process.run(["readlink", "/proc/self/fd/0"]).stdout.strip() == "/dev/null"
     assert process.run(["cat"], input="given").stdout == "given"
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"{}", b"[1, 2]", b"\xff\xfe", b'"text"'])
+def test_a_damaged_deploy_history_is_set_aside(
+    tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehearse import deploy
+
+    history = tmp_path / "deploys.json"
+    history.write_bytes(content)
+    assert deploy.load_history(history) == []
+    assert history.read_bytes() == content  # reading alone changes nothing
+    deploy.record(history, {"system": "/nix/store/x", "result": "confirmed"})
+    assert deploy.load_history(history) == [{"system": "/nix/store/x", "result": "confirmed"}]
+    [aside] = tmp_path.glob("deploys.json.broken-*")
+    assert aside.read_bytes() == content
+    assert "is damaged" in capsys.readouterr().err
+
+
+def test_guest_output_cannot_drive_the_terminal() -> None:
+    assert output.printable("ok \x1b]0;pwned\x07 \x1b[2J\tend") == "ok \\x1b]0;pwned\\x07 \\x1b[2J\tend"
+    assert output.printable("plain ünïcode") == "plain ünïcode"
