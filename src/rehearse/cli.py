@@ -58,6 +58,24 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+def _activation_options(p: argparse.ArgumentParser, undo: str) -> None:
+    """The options of a command that activates a system in the VM (deploy, rollback)."""
+    p.add_argument(
+        "--confirm-timeout",
+        type=_number,
+        default=None,
+        help=f"seconds the VM waits for confirmation before {undo} (default 60, at least 5)",
+    )
+    p.add_argument(
+        "--activation-timeout",
+        type=_number,
+        default=None,
+        help="seconds switch-to-configuration may take in the VM before it is stopped and rolled back "
+        "(default 600, at least 10); the confirmation window starts when the switch ends",
+    )
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rehearse",
@@ -116,20 +134,7 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
     dp.add_argument("--copy", action="store_true", help="copy the closure even when the VM sees the host store")
     dp.add_argument("-v", "--verbose", action="store_true", help="list every name, unit and store path of the plan")
-    dp.add_argument(
-        "--confirm-timeout",
-        type=_number,
-        default=None,
-        help="seconds the VM waits for confirmation before rolling back (default 60, at least 5)",
-    )
-    dp.add_argument(
-        "--activation-timeout",
-        type=_number,
-        default=None,
-        help="seconds switch-to-configuration may take in the VM before it is stopped and rolled back "
-        "(default 600, at least 10); the confirmation window starts when the switch ends",
-    )
-    dp.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
+    _activation_options(dp, "rolling back")
 
     g = add("generations", "list a VM's system generations")
     g.add_argument("name", help="the VM")
@@ -138,20 +143,7 @@ def parser() -> argparse.ArgumentParser:
     rb = add("rollback", "switch a VM back to an earlier generation")
     rb.add_argument("name", help="the VM")
     rb.add_argument("--to", type=int, metavar="N", help="the generation (default: the one before the current)")
-    rb.add_argument(
-        "--confirm-timeout",
-        type=_number,
-        default=None,
-        help="seconds the VM waits for confirmation before undoing the rollback (default 60, at least 5)",
-    )
-    rb.add_argument(
-        "--activation-timeout",
-        type=_number,
-        default=None,
-        help="seconds switch-to-configuration may take in the VM before it is stopped and rolled back "
-        "(default 600, at least 10); the confirmation window starts when the switch ends",
-    )
-    rb.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
+    _activation_options(rb, "undoing the rollback")
 
     s = add("ssh", "log into a VM, or run a command in it (as ssh HOST COMMAND does)")
     s.add_argument("name", help="the VM")

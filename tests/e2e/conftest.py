@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MINI_NIXPKGS
+from tests.conftest import MINI_NIXPKGS, fixed_fripon
 
 
 @dataclass
@@ -75,3 +75,23 @@ def rehearse(tmp_path_factory: pytest.TempPathFactory, guest_image: Path) -> Ite
 
 def include() -> list[str]:
     return ["-I", f"nixpkgs={MINI_NIXPKGS}"]
+
+
+class Config:
+    """A test VM's configuration: fripon plus an `extra.nix` the tests rewrite."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = fixed_fripon(directory)
+        self.extra = directory / "extra.nix"
+
+    def set(self, body: str) -> None:
+        self.extra.write_text("{ config, lib, pkgs, ... }:\n{\n" + body + "\n}\n")
+
+
+def booted(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Config]:
+    """A module's VM `name`, booted from a Config and destroyed after the module."""
+    conf = Config(tmp_path_factory.mktemp(f"{name}-conf"))
+    result = rehearse("up", str(conf.path), *include(), "--name", name)
+    assert result.returncode == 0, result.stderr[-3000:]
+    yield conf
+    rehearse("destroy", name, "--timeout", "10")

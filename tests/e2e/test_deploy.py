@@ -15,32 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MINI_NIXPKGS, fixed_fripon
-from tests.e2e.conftest import Rehearse, include
+from tests.conftest import MINI_NIXPKGS
+from tests.e2e.conftest import Config, Rehearse, booted, include
 
 pytestmark = pytest.mark.e2e
 
 NAME = "dep"
 
 
-class Config:
-    """The VM's configuration: fripon plus an `extra.nix` the tests rewrite."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = fixed_fripon(directory)
-        self.extra = directory / "extra.nix"
-
-    def set(self, body: str) -> None:
-        self.extra.write_text("{ config, lib, pkgs, ... }:\n{\n" + body + "\n}\n")
-
-
 @pytest.fixture(scope="module")
 def vm(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
-    conf = Config(tmp_path_factory.mktemp("deploy-conf"))
-    result = rehearse("up", str(conf.path), *include(), "--name", NAME)
-    assert result.returncode == 0, result.stderr[-3000:]
-    yield conf
-    rehearse("destroy", NAME, "--timeout", "10")
+    yield from booted(rehearse, tmp_path_factory, NAME)
 
 
 def current(rehearse: Rehearse) -> str:

@@ -14,30 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fixed_fripon
-from tests.e2e.conftest import Rehearse, include
+from tests.e2e.conftest import Config, Rehearse, booted
 
 pytestmark = pytest.mark.e2e
 
 NAME = "faults"
 
 
-class Config:
-    def __init__(self, directory: Path) -> None:
-        self.path = fixed_fripon(directory)
-        self.extra = directory / "extra.nix"
-
-    def set(self, body: str) -> None:
-        self.extra.write_text("{ config, lib, pkgs, ... }:\n{\n" + body + "\n}\n")
-
-
 @pytest.fixture(scope="module")
 def vm(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
-    conf = Config(tmp_path_factory.mktemp("faults-conf"))
-    result = rehearse("up", str(conf.path), *include(), "--name", NAME)
-    assert result.returncode == 0, result.stderr[-3000:]
-    yield conf
-    rehearse("destroy", NAME, "--timeout", "10")
+    yield from booted(rehearse, tmp_path_factory, NAME)
 
 
 def sh(rehearse: Rehearse, line: str) -> subprocess.CompletedProcess[str]:
