@@ -197,14 +197,16 @@ def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from rehearse import config, lifecycle
+    from rehearse import lifecycle  # config only where needed: `status` must start fast
 
     match args.command:
         case "up":
+            from rehearse import config
+
             settings = config.load_settings()
             lifecycle.up(config.up_request(args, settings))
         case "deploy":
-            from rehearse import deploy
+            from rehearse import config, deploy
 
             settings = config.load_settings()
             other: Source | None = None
@@ -230,7 +232,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
             deploy.generations(args.name, args.json)
         case "rollback":
-            from rehearse import deploy
+            from rehearse import config, deploy
 
             settings = config.load_settings()
             report = deploy.rollback(

@@ -16,7 +16,6 @@ from typing import Any
 
 from rehearse import process
 from rehearse.errors import ExitCode, RehearseError
-from rehearse.progress_view import Renderer
 
 FLAKE_FEATURES = ["--option", "extra-experimental-features", "nix-command flakes"]
 # Nix's events as `@nix {json}` lines on stderr (progress.py reads them); -v
@@ -114,6 +113,8 @@ def build(source: Source, settings: Path, attrs: list[str], out_link: Path) -> l
     evaluation; out_link (and out_link-2 …) are GC roots. Nix's progress is
     shown as it comes (progress_view), read from its JSON log format."""
     selectors = [w for a in attrs for w in ("-A", a)]
+    from rehearse.progress_view import Renderer  # lazy: commands that build nothing start faster
+
     progress = Renderer()
     try:
         result = process.run(
