@@ -47,23 +47,27 @@ while [ -L "$nixenv" ]; do
   case $t in /*) nixenv=$t ;; *) nixenv=${nixenv%/*}/$t ;; esac
 done
 
-# 0. Settle what an interrupted deploy left pending, then take the lock.
-for p in "$runs"/*/pid; do
-  other=${p%/pid}
-  [ "$other" = "$dir" ] || [ -s "$other/result" ] || [ ! -s "$p" ] && continue
-  pid=$(cat "$p")
-  kill -0 "$pid" 2>/dev/null || continue
-  echo "rehearse: an earlier activation (${other##*/}) still waits for its verdict; it rolls back first"
-  echo superseded >"$other/reject"
-  kill -USR2 "$pid" 2>/dev/null
-done
+# 0. Take the lock. Held by another activation: that one still waits for its
+# verdict (its deployer was interrupted; rehearse's settle.sh normally
+# settles it before planning, this covers a race): reject it, then wait.
 exec 9>"$runs/lock"
-if ! flock -w "$activation_timeout" 9; then
-  mark "rc=1"
-  echo "rehearse: another activation held the lock for $activation_timeout s"
-  echo "rolled-back busy 0" >"$dir/result"
-  mark "result=rolled-back busy 0"
-  exit 0
+if ! flock -n 9; then
+  for p in "$runs"/*/pid; do
+    other=${p%/pid}
+    [ "$other" = "$dir" ] || [ -s "$other/result" ] || [ ! -s "$p" ] && continue
+    pid=$(cat "$p")
+    kill -0 "$pid" 2>/dev/null || continue
+    echo "rehearse: an earlier activation (${other##*/}) still waits for its verdict; it rolls back first"
+    echo superseded >"$other/reject"
+    kill -USR2 "$pid" 2>/dev/null
+  done
+  if ! flock -w "$activation_timeout" 9; then
+    mark "rc=1"
+    echo "rehearse: another activation held the lock for $activation_timeout s"
+    echo "rolled-back busy 0" >"$dir/result"
+    mark "result=rolled-back busy 0"
+    exit 0
+  fi
 fi
 
 prev=$(readlink -f /run/current-system)
