@@ -2,8 +2,8 @@
 # create missing groups and users, and set declared password hashes (always
 # when users.mutableUsers is false, only at creation otherwise, as NixOS does).
 import ast
-import pwd
 import grp
+import pwd
 import subprocess
 import sys
 

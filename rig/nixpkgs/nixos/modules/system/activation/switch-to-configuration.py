@@ -25,7 +25,9 @@ def log(msg: str) -> None:
 
 
 def systemctl(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["systemctl", *args], check=check, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.run(
+        ["systemctl", *args], check=check, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
 
 def units_of(toplevel: str | None) -> dict[str, str | None]:
