@@ -40,7 +40,9 @@ class Rehearse:
             stdin=subprocess.DEVNULL,
         )
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
+    def popen(self, *args: str, new_session: bool = False) -> subprocess.Popen[str]:
+        """rehearse in the background; with new_session in a process group of
+        its own, so a test can kill it with everything it started."""
         return subprocess.Popen(
             [sys.executable, "-m", "rehearse", *args],
             cwd=self.cwd,
@@ -49,6 +51,7 @@ class Rehearse:
             stderr=subprocess.PIPE,
             text=True,
             stdin=subprocess.DEVNULL,
+            start_new_session=new_session,
         )
 
     def status(self) -> list[dict[str, Any]]:
@@ -95,3 +98,12 @@ def booted(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory, name: s
     assert result.returncode == 0, result.stderr[-3000:]
     yield conf
     rehearse("destroy", name, "--timeout", "10")
+
+
+def oneshot(name: str, script: str, *, remain: bool = True) -> str:
+    """Module text: a oneshot unit wanted by multi-user.target that runs `script`."""
+    config = '{ Type = "oneshot"; RemainAfterExit = true; }' if remain else '{ Type = "oneshot"; }'
+    return (
+        f'  systemd.services.{name} = {{ wantedBy = [ "multi-user.target" ]; '
+        f'serviceConfig = {config}; script = "{script}"; }};'
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MINI_NIXPKGS
-from tests.e2e.conftest import Config, Rehearse, booted, include
+from tests.e2e.conftest import Config, Rehearse, booted, include, oneshot
 
 pytestmark = pytest.mark.e2e
 
@@ -85,8 +85,7 @@ def test_failing_unit_is_reported_and_rolled_back(rehearse: Rehearse, vm: Config
     before = current(rehearse)
     vm.set(
         '  environment.etc."motd".text = "rehearsed";\n  environment.systemPackages = [ pkgs.hello ];\n'
-        '  systemd.services.broken = { wantedBy = [ "multi-user.target" ]; serviceConfig.Type = "oneshot"; '
-        'script = "exit 3"; };'
+        + oneshot("broken", "exit 3", remain=False)
     )
     result = rehearse("deploy", NAME, "--yes", "--json")
     assert result.returncode == 4, result.stderr  # rolled back

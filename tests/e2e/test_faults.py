@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Config, Rehearse, booted
+from tests.e2e.conftest import Config, Rehearse, booted, oneshot
 
 pytestmark = pytest.mark.e2e
 
@@ -67,16 +66,7 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
 
 def deploy_popen(rehearse: Rehearse, *args: str) -> subprocess.Popen[str]:
     """A deploy in its own process group, so a test can kill it whole."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "rehearse", "deploy", NAME, "--yes", *args],
-        cwd=rehearse.cwd,
-        env=rehearse.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    return rehearse.popen("deploy", NAME, "--yes", *args, new_session=True)
 
 
 def blob(tag: str, mib: int) -> str:
@@ -164,11 +154,7 @@ def test_copy_killed_half_way_then_retried(rehearse: Rehearse, vm: Config) -> No
 def test_dropped_session_during_activation_is_reconnected_and_confirmed(rehearse: Rehearse, vm: Config) -> None:
     """The session following the activation dies mid-switch: the activation
     goes on in the guest, rehearse reconnects, verifies and confirms."""
-    vm.set(
-        '  environment.etc."motd".text = "dropped";\n'
-        '  systemd.services.slowstart = { wantedBy = [ "multi-user.target" ]; '
-        'serviceConfig = { Type = "oneshot"; RemainAfterExit = true; }; script = "sleep 8"; };'
-    )
+    vm.set('  environment.etc."motd".text = "dropped";\n' + oneshot("slowstart", "sleep 8"))
     proc = deploy_popen(rehearse, "--confirm-timeout", "30")
     ctl = str(rehearse.state / NAME / "ssh.ctl")
     wait_for(lambda: processes("tail -n +1 -f"), 300, "the session following the activation")
@@ -212,11 +198,7 @@ def test_deployer_killed_after_the_switch_then_a_new_deploy(rehearse: Rehearse, 
 
 def test_slow_healthy_activation_is_not_rolled_back(rehearse: Rehearse, vm: Config) -> None:
     """The confirmation window starts when the switch ends."""
-    vm.set(
-        '  environment.etc."motd".text = "slow";\n'
-        '  systemd.services.slow = { wantedBy = [ "multi-user.target" ]; '
-        'serviceConfig = { Type = "oneshot"; RemainAfterExit = true; }; script = "sleep 25"; };'
-    )
+    vm.set('  environment.etc."motd".text = "slow";\n' + oneshot("slow", "sleep 25"))
     t0 = time.monotonic()
     result = rehearse("deploy", NAME, "--yes", "--confirm-timeout", "10")
     assert result.returncode == 0, result.stderr
@@ -227,11 +209,7 @@ def test_slow_healthy_activation_is_not_rolled_back(rehearse: Rehearse, vm: Conf
 
 def test_activation_over_its_timeout_is_rolled_back(rehearse: Rehearse, vm: Config) -> None:
     before = current(rehearse)
-    vm.set(
-        '  environment.etc."motd".text = "hangs";\n'
-        '  systemd.services.hangs = { wantedBy = [ "multi-user.target" ]; '
-        'serviceConfig = { Type = "oneshot"; RemainAfterExit = true; }; script = "sleep 300"; };'
-    )
+    vm.set('  environment.etc."motd".text = "hangs";\n' + oneshot("hangs", "sleep 300"))
     result = rehearse("deploy", NAME, "--yes", "--activation-timeout", "10", "--json")
     assert result.returncode == 4, result.stderr
     report = json.loads(result.stdout)
