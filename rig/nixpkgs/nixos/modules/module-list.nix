@@ -15,6 +15,7 @@
   ./system/etc/etc.nix
   ./system/activation/activation-script.nix
   ./system/activation/top-level.nix
+  ./security/pam.nix
   ./services/sshd.nix
   ./services/timesyncd.nix
   ./virtualisation/build-vm.nix
