@@ -133,6 +133,12 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--dry-run", action="store_true", help="build and show the plan; activate nothing")
     dp.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
     dp.add_argument("--copy", action="store_true", help="copy the closure even when the VM sees the host store")
+    dp.add_argument(
+        "--no-ssh-check",
+        dest="ssh_check",
+        action="store_false",
+        help="do not check after the switch that the server's own sshd still lets its users in",
+    )
     dp.add_argument("-v", "--verbose", action="store_true", help="list every name, unit and store path of the plan")
     _activation_options(dp, "rolling back")
 
@@ -224,6 +230,7 @@ def dispatch(args: argparse.Namespace) -> int:
                     activation_timeout=_activation_timeout(args, settings),
                     checks=settings.checks,
                     verbose=args.verbose,
+                    ssh_check=args.ssh_check,
                 )
             )
             return _report(args, report)

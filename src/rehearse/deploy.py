@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -123,6 +124,75 @@ def copy_closure(remote: ssh.Remote, paths: list[str]) -> None:
     process.run(["nix-copy-closure", "--to", remote.target, *missing], env={"NIX_SSHOPTS": opts})
 
 
+# --- the server's own sshd ----------------------------------------------------
+
+# Why the new system would lock the server out (None: it would not); runs
+# after a good switch, while the guest waits for rehearse's verdict.
+ServerCheck = Callable[[], "str | None"]
+
+# How long the server's sshd may take to answer after a switch (a restarted
+# sshd, a socket unit coming back) before its ports count as closed.
+SERVER_SSH_GRACE = 6.0
+
+
+def server_ssh_check(
+    vmdir: VMDir, state: VMState, remote: ssh.Remote, current: str, system: Path
+) -> ServerCheck | None:
+    """The check that the new system keeps the server's own SSH open
+    (server_ssh.py), or None when neither system runs the server's sshd.
+    Ports the VM does not forward yet are forwarded now (QMP hostfwd_add).
+    The server's host keys are read through the management channel after
+    the switch and pinned, so even this check never trusts on first use."""
+    from rehearse import server_ssh, vm
+
+    public = vmdir.file("id_ed25519.pub").read_text()
+    old = server_ssh.read(Path(current), public) if current else server_ssh.Sshd(enabled=False)
+    new = server_ssh.read(system, public)
+    if not old.enabled and not new.enabled:
+        return None
+    if not new.enabled:
+        return lambda: (
+            "the server's own sshd is off in the new configuration (services.openssh.enable): "
+            "the real server could not be reached over SSH"
+        )
+    forwards = {int(f["guest"]): int(f["host"]) for f in state.forwards if f.get("proto", "tcp") == "tcp"}
+    forwards |= {int(f["guest"]): int(f["host"]) for f in state.server_ssh}
+    for port in new.ports:
+        if port not in forwards:
+            host = vm.pick_port(2200 + port % 100, taken=set(forwards.values()) | {state.ssh_port or 0})
+            vm.add_forward(vmdir.socket("qmp.sock"), vm.Forward(host, port))
+            forwards[port] = host
+            state.server_ssh.append({"host": host, "guest": port})
+            vmdir.save(state)
+            output.info(f"  the server's sshd port {port} is now forwarded from 127.0.0.1:{host}")
+    known_hosts = vmdir.file("server_known_hosts")
+    base = ssh.Remote("127.0.0.1", 0, "root", vmdir.file("id_ed25519"), known_hosts, f"rehearse-{vmdir.name}-server")
+    keys = " ".join(shlex.quote(f"{k}.pub") for k in server_ssh.host_keys(system))
+
+    def check() -> str | None:
+        shown = ssh.run(remote, ["sh", "-c", f"cat {keys} 2>/dev/null; true"], check=False).stdout
+        lines = [f"{base.host_key_alias} {' '.join(k.split()[:2])}" for k in shown.splitlines() if len(k.split()) >= 2]
+        known_hosts.write_text("".join(f"{line}\n" for line in lines))
+        known_hosts.chmod(0o600)
+        deadline = time.monotonic() + SERVER_SSH_GRACE
+        while True:
+            results = server_ssh.check(base, new, forwards)
+            bad = [r for r in results if not r.ok]
+            if not bad:
+                for r in results:
+                    output.info(f"  the server's sshd on port {r.port}: {r.detail}")
+                return None
+            if all(r.reachable for r in bad) or time.monotonic() > deadline:
+                why = "; ".join(f"port {r.port}: {r.detail}" for r in bad)
+                if not old.enabled:
+                    output.warn(f"the server's sshd, new in this configuration, does not let anyone in: {why}")
+                    return None
+                return f"the server's own SSH would lock you out ({why})"
+            time.sleep(0.5)
+
+    return check
+
+
 # --- activate -------------------------------------------------------------
 
 
@@ -173,6 +243,7 @@ def activate(
     checks: list[Check],
     generation: int | None = None,
     activation_timeout: float = ACTIVATION_TIMEOUT,
+    server_check: ServerCheck | None = None,
 ) -> Outcome:
     """Set the profile and switch, detached in the guest; stream its output;
     verify over a fresh connection and confirm, or let the guest roll back.
@@ -195,10 +266,12 @@ def activate(
     with process.stream(ssh.argv(remote, ["sh", "-c", start_and_follow]), input=script) as stream:
         for line in stream:
             key = st.feed(line)
-            if (key == "rc" and _switched(remote, d, st, checks, confirm_timeout)) or st.result is not None:
+            if (
+                key == "rc" and _switched(remote, d, st, checks, confirm_timeout, server_check)
+            ) or st.result is not None:
                 break
     if st.result is None:
-        _recover(remote, d, st, checks, confirm_timeout, activation_timeout)
+        _recover(remote, d, st, checks, confirm_timeout, activation_timeout, server_check)
     assert st.result is not None
     return Outcome(
         ok=st.result == "confirmed",
@@ -209,13 +282,20 @@ def activate(
     )
 
 
-def _switched(remote: ssh.Remote, d: str, st: _Activation, checks: list[Check], confirm_timeout: float) -> bool:
+def _switched(
+    remote: ssh.Remote,
+    d: str,
+    st: _Activation,
+    checks: list[Check],
+    confirm_timeout: float,
+    server_check: ServerCheck | None = None,
+) -> bool:
     """The switch ended: verify and confirm a good one. True when the guest's
     verdict is known."""
     if st.rc != 0 or st.verified:
         return st.result is not None
     st.verified = True
-    verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout)
+    verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout, server_check)
     if result is not None:
         st.result = result
         return True
@@ -236,6 +316,7 @@ def _recover(
     checks: list[Check],
     confirm_timeout: float,
     activation_timeout: float,
+    server_check: ServerCheck | None = None,
 ) -> None:
     """The session following the activation dropped. The activation goes on
     under the guest's PID 1: read its log again over new connections; a
@@ -248,9 +329,11 @@ def _recover(
         r = ssh.run(remote, ["cat", f"{d}/log"], check=False, master=False, connect_timeout=5, timeout=30)
         if r.returncode == 0:
             for line in r.stdout.splitlines()[st.seen :]:
-                if st.feed(line) == "rc" and _switched(remote, d, st, checks, confirm_timeout):
+                if st.feed(line) == "rc" and _switched(remote, d, st, checks, confirm_timeout, server_check):
                     return
-            if st.result is not None or (st.rc == 0 and _switched(remote, d, st, checks, confirm_timeout)):
+            if st.result is not None or (
+                st.rc == 0 and _switched(remote, d, st, checks, confirm_timeout, server_check)
+            ):
                 return
         elif r.returncode == 255 and not said:
             output.warn(f"the VM does not answer SSH; waiting for it to roll back (up to {confirm_timeout:.0f} s)")
@@ -290,19 +373,27 @@ def _failed_units(text: str) -> list[str]:
 # --- checks ---------------------------------------------------------------
 
 
-def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: float) -> tuple[str | None, str | None]:
+def verify_and_confirm(
+    remote: ssh.Remote, d: str, checks: list[Check], budget: float, server_check: ServerCheck | None = None
+) -> tuple[str | None, str | None]:
     """Confirm the new system to the guest when it is healthy. Returns (why
     not, the guest's result if already known). The first look goes over a
     *fresh* SSH connection: a ControlMaster session opened before the switch
     proves nothing about the new sshd (a deploy-rs lesson). Without
     configured checks that one connection also confirms and reads the
-    guest's verdict; with checks, confirmation follows them."""
+    guest's verdict; with checks, confirmation follows them. The check of
+    the server's own sshd (server_ssh.py) runs meanwhile, on other
+    connections."""
+    waits = bool(checks) or server_check is not None
     look = (
         "failed=$(systemctl list-units --failed --plain --no-legend --full | awk '{print $1}' | tr '\\n' ' '); "
         'if [ -n "$failed" ]; then echo "failed units: $failed"; exit 0; fi; '
-        + ("echo healthy" if checks else _CONFIRM.format(d=d))
+        + ("echo healthy" if waits else _CONFIRM.format(d=d))
     )
-    fresh = ssh.run(remote, ["sh", "-c", look], master=False, check=False, connect_timeout=10, timeout=60)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        server = pool.submit(server_check) if server_check is not None else None
+        fresh = ssh.run(remote, ["sh", "-c", look], master=False, check=False, connect_timeout=10, timeout=60)
+        server_verdict = server.result() if server is not None else None
     if fresh.returncode != 0:
         output.warn("a new SSH connection to the VM failed; the VM rolls back by itself unless it is confirmed")
         return None, None
@@ -310,12 +401,14 @@ def verify_and_confirm(remote: ssh.Remote, d: str, checks: list[Check], budget: 
     if not out.startswith("healthy"):
         return out, None
     known = out[len("healthy") :].strip() or None
+    if server_verdict is not None:
+        return server_verdict, None
     deadline = time.monotonic() + max(5.0, budget - 15)
     for check in checks:
         why = run_check(remote, check, deadline)
         if why is not None:
             return why, None
-    if checks:
+    if waits:
         confirmed = ssh.run(remote, ["sh", "-c", _CONFIRM.format(d=d)], check=False).stdout.strip()
         known = confirmed[len("healthy") :].strip() or None
     return None, known
@@ -437,6 +530,7 @@ class DeployRequest:
     include: tuple[str, ...] = ()  # -I entries; with source None they replace the recorded ones
     verbose: bool = False
     activation_timeout: float = ACTIVATION_TIMEOUT  # seconds switch-to-configuration may take in the guest
+    ssh_check: bool = True  # check the server's own sshd after the switch (server_ssh.py)
 
 
 class Report(TypedDict, total=False):
@@ -453,6 +547,7 @@ class Report(TypedDict, total=False):
     switch_rc: int | None
     failed_units: list[str]
     reason: str | None
+    server_failed_assertions: list[str]  # what the server's own system would refuse (the VM's did not)
     durations: dict[str, float]
     store: dict[str, int]  # registered (no copy), copied
     plan: dict[str, Any]
@@ -479,8 +574,18 @@ def run_deploy(req: DeployRequest) -> Report:
 
         t = time.monotonic()
         output.step(f"building {source.describe()}")
-        system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The server's own system, evaluated beside the VM's build.
+            server = pool.submit(nix.server_assertions, source)
+            system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
+            failed_on_server = server.result()
         times["build"] = round(time.monotonic() - t, 2)
+        if failed_on_server:
+            report["server_failed_assertions"] = failed_on_server
+            output.warn(
+                "the server itself could not build this configuration (the VM can: its variant differs); "
+                "Failed assertions:\n" + "".join(f"- {m}\n" for m in failed_on_server).rstrip()
+            )
         current = settle(remote, req.activation_timeout)
         lifecycle.reconcile(vmdir, state, current)
         report.update(
@@ -516,10 +621,16 @@ def run_deploy(req: DeployRequest) -> Report:
                 output.info("not activated; the VM is unchanged")
                 return {**report, "result": "declined", "exit_code": ExitCode.DECLINED}
 
+        server_check = server_ssh_check(vmdir, state, remote, current, system) if req.ssh_check else None
         t = time.monotonic()
         output.step(f"activating on {req.name}")
         outcome = activate(
-            remote, system, req.confirm_timeout, list(req.checks), activation_timeout=req.activation_timeout
+            remote,
+            system,
+            req.confirm_timeout,
+            list(req.checks),
+            activation_timeout=req.activation_timeout,
+            server_check=server_check,
         )
         times["activate"] = round(time.monotonic() - t, 2)
         report.update(
@@ -532,6 +643,8 @@ def run_deploy(req: DeployRequest) -> Report:
             }
         )
         record(vmdir.file("deploys.json"), _history_entry(report, outcome))
+        if outcome.result.startswith("reboot-required"):
+            return _reboot_required(req, vmdir, state, system, runner, source, report)
         if outcome.ok:
             _adopt(vmdir, state, system, runner, source)
             output.success(
@@ -548,6 +661,42 @@ def run_deploy(req: DeployRequest) -> Report:
             exit_code=ExitCode.ROLLED_BACK,
             report=dict(report),
         )
+
+
+def _reboot_required(
+    req: DeployRequest,
+    vmdir: VMDir,
+    state: VMState,
+    system: Path,
+    runner: Path,
+    source: nix.Source,
+    report: Report,
+) -> Report:
+    """switch-to-configuration exited 100: the new system changes the init
+    interface and takes effect only at the next boot. Nothing was activated
+    and nothing is rolled back: the VM's profile holds the new system, and
+    the next start boots it (its runner is recorded)."""
+    from rehearse import lifecycle
+
+    state.runners[str(system)] = str(runner)
+    state.runner = str(runner)
+    lifecycle.keep_runner(vmdir, runner)
+    vmdir.save(state)
+    report.update({"result": "reboot-required", "reason": "switch-to-configuration exited 100"})
+    output.warn(
+        f"reboot required: {store_name(str(system))} changes the init interface (switch-to-configuration exited 100). "
+        f"{req.name} still runs {store_name(report.get('old_system') or '')}; its next start boots the new system."
+    )
+    restart = f"rehearse down {req.name} && rehearse up {req.name}"
+    if (
+        not req.yes
+        and sys.stdin.isatty()
+        and output.ask(f"restart {req.name} now? [y/N]").strip().lower() in ("y", "yes")
+    ):
+        lifecycle.restart(vmdir)
+        return {**report, "result": "rebooted", "exit_code": ExitCode.OK}
+    output.result(restart)
+    return {**report, "source": source.describe(), "exit_code": ExitCode.REBOOT_REQUIRED}
 
 
 def _push_and_dry_activate(

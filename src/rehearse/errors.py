@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     DECLINED = 5  # "activate it?" was answered no
     NOT_RUNNING = 6  # the VM is not running
     BUSY = 7  # another rehearse command holds the VM
+    REBOOT_REQUIRED = 8  # switch-to-configuration exited 100: the new system takes effect after a restart
     INTERRUPTED = 130  # Ctrl-C
 
     @property
@@ -33,6 +34,7 @@ _MEANINGS = {
     ExitCode.DECLINED: "the plan was declined at the prompt; nothing changed",
     ExitCode.NOT_RUNNING: "the VM is not running",
     ExitCode.BUSY: "another rehearse command is working on the VM",
+    ExitCode.REBOOT_REQUIRED: "the new system needs a restart of the VM (switch-to-configuration exited 100)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -20,6 +20,11 @@ from rehearse.state import VMDir, VMState, all_vms, create_private, ensure_root,
 
 HOST_KEY = "ssh_host_ed25519_key"  # the VM's host key, in its state directory; a copy goes to shared/
 
+# The guest port of rehearse's management channel (nix/vm-module.nix): an
+# sshd of rehearse's own, apart from the server's. Above the kernel's range
+# of ephemeral ports (32768–60999), so no outgoing connection holds it.
+MANAGEMENT_PORT = 64022
+
 
 def remote_for(vmdir: VMDir, port: int) -> ssh.Remote:
     return ssh.Remote(
@@ -65,7 +70,9 @@ def share_host_key(vmdir: VMDir) -> None:
 
 def write_settings(vmdir: VMDir) -> Path:
     path = vmdir.file("settings.json")
-    path.write_text(json.dumps({"publicKey": vmdir.file("id_ed25519.pub").read_text().strip()}))
+    path.write_text(
+        json.dumps({"publicKey": vmdir.file("id_ed25519.pub").read_text().strip(), "managementPort": MANAGEMENT_PORT})
+    )
     path.chmod(0o600)
     return path
 
@@ -93,7 +100,7 @@ def up(req: UpRequest) -> None:
     with vmdir.locked("rehearse up", create=True):
         fresh = not vmdir.exists
         try:
-            _up(req, req.source, info.forward_ports, vmdir)
+            _up(req, req.source, info.forward_ports, vmdir, info.overrides)
         except BaseException:
             # A VM that never came to be leaves nothing behind: no keys, no state.
             # (The lock file goes too: removing it while held is harmless.)
@@ -117,10 +124,16 @@ def _restart(req: UpRequest, vmdir: VMDir) -> None:
             _up(req, source, None, vmdir)
             return
         info = nix.vm_info(source)
-        _up(dataclasses.replace(req, rebuild=True), source, info.forward_ports, vmdir)
+        _up(dataclasses.replace(req, rebuild=True), source, info.forward_ports, vmdir, info.overrides)
 
 
-def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | None, vmdir: VMDir) -> None:
+def _up(
+    req: UpRequest,
+    source: Source,
+    config_forwards: list[dict[str, Any]] | None,
+    vmdir: VMDir,
+    overrides: list[str] | None = None,
+) -> None:
     name = vmdir.name
     if vmdir.exists:
         state = vmdir.load()
@@ -159,7 +172,8 @@ def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | 
     else:
         forwards = plan_forwards(config_forwards, req.forwards)
     ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards})
-    all_forwards = [vm.Forward(ssh_port, 22), *forwards]
+    server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port})
+    all_forwards = [vm.Forward(ssh_port, MANAGEMENT_PORT), *server_ssh, *forwards]
 
     kernel = runner_out / "system" / "kernel"
     tcg = not vm.kvm_works(kernel, ensure_root(vmdir.path.parent))
@@ -183,6 +197,9 @@ def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | 
     state.pid_start = process_start(pid)
     state.ssh_port = ssh_port
     state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
+    state.server_ssh = [{"host": f.host_port, "guest": f.guest_port} for f in server_ssh]
+    if overrides is not None:
+        state.overrides = overrides
     state.runner = str(runner_out)
     state.system = system
     state.runners[system] = str(runner_out)
@@ -195,6 +212,10 @@ def _up(req: UpRequest, source: Source, config_forwards: list[dict[str, Any]] | 
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
     )
+    for f in server_ssh:
+        output.info(f"  the server's own sshd (port {f.guest_port}) on 127.0.0.1:{f.host_port}")
+    for o in state.overrides:
+        output.info(f"  overridden for the VM: {o}")
     output.result(f"rehearse ssh {name}")
 
 
@@ -207,6 +228,24 @@ def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ..
         if f.get("from", "host") == "host"
     ] + list(extra)
     return check_forwards(forwards)
+
+
+def server_ssh_forwards(system: Path, vmdir: VMDir, forwards: list[vm.Forward], taken: set[int]) -> list[vm.Forward]:
+    """Forwards to the server's own sshd ports (server_ssh.py checks them
+    after each deploy): a port the configuration already forwards is not
+    forwarded twice."""
+    from rehearse import server_ssh
+
+    sshd = server_ssh.read(system, vmdir.file("id_ed25519.pub").read_text())
+    result: list[vm.Forward] = []
+    used = taken | {f.host_port for f in forwards}
+    for port in sshd.ports:
+        if port == MANAGEMENT_PORT or any(f.guest_port == port and f.proto == "tcp" for f in forwards):
+            continue
+        host = vm.pick_port(2200 + port % 100, taken=used)
+        used.add(host)
+        result.append(vm.Forward(host, port))
+    return result
 
 
 def check_forwards(forwards: list[vm.Forward]) -> list[vm.Forward]:
@@ -268,6 +307,8 @@ def status(as_json: bool) -> None:
                 "disk_older": bool(state.disk_from and state.system and state.disk_from != state.system),
                 "source": nix.Source.from_json(state.source).describe() if state.source else None,
                 "uptime": round(now - state.started) if alive and state.started else None,
+                "server_ssh": state.server_ssh if alive else [],
+                "overrides": state.overrides,
             }
         )
     if as_json:
@@ -282,6 +323,10 @@ def status(as_json: bool) -> None:
         pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or r.get("error") or "-"
         disk = "  (disk made with an older system)" if r["disk_older"] else ""
         output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
+        for f in r["server_ssh"]:
+            output.result(f"{'':<16} the server's own sshd (port {f['guest']}) on 127.0.0.1:{f['host']}")
+        for o in r["overrides"]:
+            output.result(f"{'':<16} overridden for the VM: {o}")
 
 
 # The fields of a status row that a VM with a broken state has no value for.
@@ -294,6 +339,8 @@ _NOTHING: dict[str, Any] = {
     "disk_older": False,
     "source": None,
     "uptime": None,
+    "server_ssh": [],
+    "overrides": [],
 }
 
 
@@ -368,6 +415,18 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
     state.pid = None
     vmdir.save(state)
     return how
+
+
+def restart(vmdir: VMDir, timeout: float = 60.0) -> None:
+    """Power the VM off and start it again with its recorded runner (the
+    caller holds the VM's lock)."""
+    from rehearse.config import SSH_TIMEOUT
+
+    state = vmdir.load()
+    output.step(f"restarting {vmdir.name}")
+    output.info(f"{vmdir.name}: {_power_off(vmdir, state, timeout)}")
+    req = UpRequest(source=None, name=vmdir.name, forwards=(), gui=False, ssh_timeout=SSH_TIMEOUT)
+    _up(req, Source.from_json(state.source), None, vmdir)
 
 
 def down(name: str, timeout: float) -> None:

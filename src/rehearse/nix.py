@@ -61,6 +61,7 @@ class VMInfo:
     host_name: str
     modern: bool
     forward_ports: list[dict[str, Any]]
+    overrides: list[str]  # the server's settings the VM overrides (nix/vm-module.nix)
 
 
 def _eval_file() -> str:
@@ -105,7 +106,29 @@ def vm_info(source: Source) -> VMInfo:
     if result.returncode != 0:
         raise evaluation_error(result.stderr, source)
     data = json.loads(result.stdout)
-    return VMInfo(data["name"], data["hostName"], data["modern"], data["forwardPorts"])
+    return VMInfo(data["name"], data["hostName"], data["modern"], data["forwardPorts"], data.get("overrides", []))
+
+
+def server_assertions(source: Source) -> list[str]:
+    """The failed assertions of the server's own system (not the VM's: its
+    variant may satisfy what the server does not, e.g. a root file system).
+    An evaluation that fails otherwise is not reported here: the build says."""
+    result = process.run(
+        [
+            "nix-instantiate",
+            "--eval",
+            "--strict",
+            "--json",
+            _eval_file(),
+            "-A",
+            "server.failedAssertions",
+            *_args(source, None),
+        ],
+        check=False,
+    )
+    if result.returncode != 0:
+        return []
+    return [str(m) for m in json.loads(result.stdout)]
 
 
 def build(source: Source, settings: Path, attrs: list[str], out_link: Path) -> list[Path]:
@@ -204,6 +227,13 @@ def conflict_hint(conflict: Conflict) -> str:
 def evaluation_error(stderr: str, source: Source) -> RehearseError:
     """Nix's own message (file and line included), with a hint when we know one."""
     text = _trim(stderr)
+    failed = re.search(r"Failed assertions:\n((?:\s*- .*(?:\n|$))+)", stderr)
+    if failed:
+        return RehearseError(
+            f"the configuration's assertions failed (NixOS refuses to build it):\n{failed.group(1).rstrip()}",
+            hint="fix the configuration as the messages say; the VM was not touched",
+            exit_code=ExitCode.CONFIG,
+        )
     conflict = find_conflict(stderr)
     if conflict is not None:
         return RehearseError(

@@ -97,6 +97,13 @@ class Renderer:
                 output.info(text)
             case Message(1, text):
                 output.warn(text.removeprefix("warning: "))
+            case Message(0, text) if text.startswith("trace: evaluation warning: "):
+                # lib.warn (NixOS's `warnings`) under a Nix without builtins.warn: worded as Nix words it
+                output.info(
+                    output.style("evaluation warning:", "yellow", "bold") + text[len("trace: evaluation warning:") :]
+                )
+            case Message(0, text) if text.startswith("trace: warning: "):  # older nixpkgs
+                output.warn(text[len("trace: warning: ") :])
             case Message(0, text) if text.startswith("trace: "):
                 output.info(text)
             case Message(2 | 3, text):

@@ -128,6 +128,8 @@ class VMState:
     runners: dict[str, str] = field(default_factory=dict)  # system → its runner, for restarts after rollback
     disk_from: str | None = None  # the system the disk was made with: its state may be older
     started: float | None = None
+    server_ssh: list[dict[str, Any]] = field(default_factory=list)  # the server's sshd ports: {host, guest}
+    overrides: list[str] = field(default_factory=list)  # the server's settings the VM overrides
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.pid_start)
@@ -167,6 +169,12 @@ def _valid(key: str, v: object) -> bool:
             return v is None or isinstance(v, str)
         case "started":
             return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+        case "overrides":
+            return isinstance(v, list) and all(isinstance(o, str) for o in v)
+        case "server_ssh":
+            return isinstance(v, list) and all(
+                isinstance(f, dict) and _is_int(f.get("host")) and _is_int(f.get("guest")) for f in v
+            )
         case "runners":
             return isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())
         case "forwards":

@@ -270,6 +270,23 @@ def qmp_command(sock: Path, command: str) -> None:
         qmp.close()
 
 
+def add_forward(sock: Path, forward: Forward) -> None:
+    """Forward one more port from 127.0.0.1 into the running VM (QEMU's
+    hostfwd_add on the runner's user network, netdev user.0)."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    qmp = QEMUMonitorProtocol(str(sock))
+    try:
+        qmp.connect()
+        command = f"hostfwd_add user.0 {forward.proto}:127.0.0.1:{forward.host_port}-:{forward.guest_port}"
+        out = qmp.cmd("human-monitor-command", **{"command-line": command})
+    finally:
+        qmp.close()
+    text = out if isinstance(out, str) else ""
+    if text.strip():
+        raise RehearseError(f"QEMU could not forward 127.0.0.1:{forward.host_port} to the VM: {text.strip()}")
+
+
 def stop(pid: int, pid_start: int | None, qmp_sock: Path, timeout: float) -> str:
     """Power the VM off: ACPI power button over QMP, then QMP quit, then
     SIGKILL. Returns how it went down. The process is the VM only while

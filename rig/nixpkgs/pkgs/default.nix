@@ -111,8 +111,9 @@ let
     } ''
       mkdir -p "$out/bin"
       for w in $wrappers; do
-        printf '#!/bin/sh\nexec %s "$@"\n' "''${w#*=}" > "$out/bin/''${w%%=*}"
-        chmod +x "$out/bin/''${w%%=*}"
+        # A link, not a script: the program sees its own name as argv[0],
+        # as a real package's binary does (sshd re-executes itself by it).
+        ln -s "''${w#*=}" "$out/bin/''${w%%=*}"
       done
     '' // { inherit pname version; };
 

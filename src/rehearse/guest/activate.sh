@@ -11,7 +11,8 @@
 #    NEW (a new generation; or switch to GENERATION, which holds NEW: a
 #    rollback) and run NEW/bin/switch-to-configuration test, for at most
 #    ACTIVATION_TIMEOUT seconds;
-# 2. if that fails, go back to the previous generation at once;
+# 2. if that fails, go back to the previous generation at once (exit 100,
+#    "reboot required", changed nothing: the profile keeps NEW);
 # 3. else wait CONFIRM_TIMEOUT seconds — counted from the end of the switch,
 #    so a slow but healthy activation is not rolled back — for rehearse to
 #    confirm (SIGUSR1, sent over a *fresh* SSH connection) or to reject
@@ -80,6 +81,13 @@ generation() {
 }
 prevgen=$(generation)
 
+# NixOS does not set the system profile at boot: the system the VM runs
+# (the booted one, before the first deploy) becomes a generation first, so
+# that `rehearse rollback` can return to it.
+if [ -z "$target" ] && [ "$(readlink -f "$profile" 2>/dev/null)" != "$prev" ]; then
+  "$nixenv" -p "$profile" --set "$prev" && prevgen=$(generation)
+fi
+
 result() {
   echo "$*" >"$dir/result"
   mark "result=$*"
@@ -113,6 +121,13 @@ timeout "$activation_timeout" "$new/bin/switch-to-configuration" test 9>&-
 rc=$?
 mark "rc=$rc"
 [ "$rc" -eq 124 ] && rollback "activation-timeout-${activation_timeout}s"
+# 100: the new system's init interface differs; switch-to-configuration
+# changed nothing and the new system takes effect at the next boot (the
+# profile keeps it, as `nixos-rebuild switch` would). Not a failure to undo.
+if [ "$rc" -eq 100 ]; then
+  echo "rehearse: the new system needs a reboot (switch-to-configuration exited 100); the VM still runs $prev"
+  result "reboot-required 100"
+fi
 [ "$rc" -eq 0 ] || rollback "activation-exit-$rc"
 
 # The confirmation clock starts now. Wait for rehearse's word; a trapped

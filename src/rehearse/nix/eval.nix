@@ -13,7 +13,10 @@
 }:
 let
   withModule = settings != null;
-  rehearseModule = import ./vm-module.nix { settings = builtins.fromJSON (builtins.readFile settings); };
+  rehearseModule = import ./vm-module.nix {
+    settings = builtins.fromJSON (builtins.readFile settings);
+    serverUsers = if modern then keyUsers else [ ];
+  };
   extraModules = if withModule then [ rehearseModule ] else [ ];
 
   configurationPath = /. + configuration;
@@ -23,6 +26,37 @@ let
     else import <nixpkgs/nixos/lib/eval-config.nix> { modules = [ configurationPath ]; };
 
   modern = base ? extendModules && base.options ? virtualisation && base.options.virtualisation ? vmVariant;
+
+  # The server's own system (modern nixpkgs only: older ones have no
+  # separate VM variant).
+  server = base.config;
+  keyUsers = builtins.filter (n:
+    let keys = server.users.users.${n}.openssh.authorizedKeys or { }; in
+    (keys.keys or [ ]) != [ ] || (keys.keyFiles or [ ]) != [ ]
+  ) (builtins.attrNames server.users.users);
+
+  # What the VM variant overrides of the server's settings (vm-module.nix).
+  net = server.networking;
+  gateway = g: if g == null then null else if builtins.isString g then g else g.address or null;
+  overrides =
+    (if gateway (net.defaultGateway or null) != null
+     then [ "networking.defaultGateway = ${gateway net.defaultGateway}: not set in the VM (QEMU's user network routes through 10.0.2.2)" ]
+     else [ ])
+    ++ (if gateway (net.defaultGateway6 or null) != null
+     then [ "networking.defaultGateway6 = ${gateway net.defaultGateway6}: not set in the VM" ]
+     else [ ])
+    ++ (let
+          ifaces = builtins.attrNames (net.interfaces or { });
+          eth0 = net.interfaces.eth0 or { };
+          dhcp = (net.useDHCP or true) || (eth0.useDHCP or null) == true;
+        in (if dhcp then [ ] else [ "networking.interfaces.eth0.useDHCP = true in the VM (its NIC on QEMU's user network)" ])
+           ++ map (i: "networking.interfaces.${i}: no such interface in the VM (its NIC is eth0)")
+                (builtins.filter (i: i != "eth0" && i != "lo") ifaces))
+    ++ (if (server.virtualisation.forwardPorts or [ ]) != [ ]
+     then [ "virtualisation.forwardPorts: replaced by rehearse's forwards, on 127.0.0.1 only" ]
+     else [ ]);
+
+  failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) (server.assertions or [ ]));
 
   vmConfig =
     if modern then
@@ -42,7 +76,11 @@ in
     name = vmConfig.system.name;
     hostName = vmConfig.networking.hostName;
     inherit modern;
+    overrides = if modern then overrides else [ ];
     forwardPorts = map (f: { inherit (f) from proto; host = { inherit (f.host) address port; }; guest = { inherit (f.guest) address port; }; })
       (vmConfig.virtualisation.forwardPorts or [ ]);
   };
+  # The server's own system, evaluated apart from the VM's: what it would
+  # refuse to build (its assertions) and warn about.
+  server = if modern then { inherit failedAssertions; } else { failedAssertions = [ ]; };
 }

@@ -1,37 +1,117 @@
 # The module rehearse adds to every VM (inside virtualisation.vmVariant, so
-# only the VM gets it).  It arranges login without passwords and without
-# trust on first use:
-#  - root accepts rehearse's per-VM client key;
-#  - sshd uses the host key rehearse generated for this VM, which reaches the
-#    guest through the shared directory (/tmp/shared, made anew by rehearse
-#    at each start) and is installed root-owned 0600 before sshd starts, so
-#    the first connection is checked against the known_hosts file rehearse
-#    already wrote; then it is removed from the share, where it has no
-#    business staying (the installed copy serves later sshd restarts);
-#  - port forwards are given by rehearse at start (QEMU_NET_OPTS, bound to
-#    127.0.0.1), so the configuration's own forwardPorts are taken over.
-{ settings }:
-{ config, lib, ... }:
+# only the VM gets it, never the server).
+#
+# The management channel: rehearse reaches the VM through an sshd instance
+# of its own (`rehearse-sshd.service`), not through the server's sshd, so
+# the server's SSH settings (root login off, other ports, AllowUsers, socket
+# activation, sshd off), its firewall and its network set-up can all be
+# rehearsed without cutting rehearse off — the NixOS test driver's model,
+# whose backdoor shell does not depend on the services under test.
+#  - it listens on guest port `settings.managementPort`, opened in the
+#    firewall of the VM; rehearse forwards it from 127.0.0.1 only;
+#  - it accepts only root with rehearse's per-VM key (its own
+#    AuthorizedKeysFile), no passwords;
+#  - its host key is the one rehearse generated and pinned for this VM; it
+#    reaches the guest through the shared directory (/tmp/shared, made anew
+#    by rehearse at each start), is installed root-owned 0600 before the
+#    daemon starts, and is then removed from the share;
+#  - its PAM service is its own (`rehearse-sshd`): OpenSSH ≥ 9.8 takes it
+#    from PAMServiceName, older ones from the program's name;
+#  - it is restarted by a switch only like the server's sshd (not stopped
+#    first), and open sessions survive that (KillMode=process).
+#
+# The network: QEMU's user network hands the VM's NIC (eth0: qemu-vm.nix
+# names interfaces eth0…) an address by DHCP and routes through 10.0.2.2, so
+# the VM's eth0 uses DHCP and the server's default gateway is dropped,
+# whatever the server declares for its own interfaces (they are not in the
+# VM). `rehearse status` lists what was overridden (eval.nix).
+#
+# The server's own sshd stays as configured. For the check rehearse runs
+# after each deploy, rehearse's key is added to the users the server
+# already authorizes with keys (`serverUsers`), so a login through the
+# server's sshd proves that these users could log in.
+{ settings, serverUsers ? [ ] }:
+{ config, lib, pkgs, options, ... }:
 let
-  hostKey = "/etc/ssh/rehearse_host_ed25519_key";
+  port = settings.managementPort;
+  pamName = "rehearse-sshd";
+  hostKey = "/var/lib/rehearse/ssh_host_ed25519_key";
+  openssh = pkgs.openssh;
+  hasPAMServiceName = lib.versionAtLeast (lib.getVersion openssh) "9.8";
+
+  # sshd re-executes itself by its argv[0], which must be absolute; a link
+  # named rehearse-sshd gives older OpenSSH its PAM service name.
+  daemon = pkgs.runCommand "rehearse-sshd" { } ''
+    mkdir -p $out/bin
+    ln -s ${openssh}/bin/sshd $out/bin/${pamName}
+  '';
+
+  sshdConfig = pkgs.writeText "rehearse-sshd_config" (''
+    # rehearse's management channel (the VM only; see rehearse's vm-module.nix).
+    Port ${toString port}
+    HostKey ${hostKey}
+    PidFile /run/rehearse-sshd.pid
+    AuthorizedKeysFile /etc/rehearse/authorized_keys
+    AllowUsers root
+    PermitRootLogin prohibit-password
+    PubkeyAuthentication yes
+    PasswordAuthentication no
+    KbdInteractiveAuthentication no
+    UsePAM yes
+    UseDNS no
+    PrintMotd no
+    X11Forwarding no
+  '' + lib.optionalString hasPAMServiceName ''
+    PAMServiceName ${pamName}
+  '');
 in
 {
-  users.users.root.openssh.authorizedKeys.keys = [ settings.publicKey ];
+  config = lib.mkMerge [
+    {
+      environment.etc."rehearse/authorized_keys" = {
+        text = settings.publicKey + "\n";
+        mode = "0444";
+      };
 
-  services.openssh.enable = lib.mkDefault true;
-  services.openssh.hostKeys = [ { type = "ed25519"; path = hostKey; } ];
+      security.pam.services.${pamName} = { unixAuth = false; };
 
-  systemd.services.sshd = lib.mkIf config.services.openssh.enable {
-    preStart = lib.mkBefore ''
-      if [ -s /tmp/shared/ssh_host_ed25519_key ]; then
-        install -D -m 0600 -o root -g root /tmp/shared/ssh_host_ed25519_key ${hostKey}
-        install -D -m 0644 -o root -g root /tmp/shared/ssh_host_ed25519_key.pub ${hostKey}.pub
-        rm -f /tmp/shared/ssh_host_ed25519_key /tmp/shared/ssh_host_ed25519_key.pub
-      fi
-    '';
-  };
+      systemd.services.rehearse-sshd = {
+        description = "rehearse's management channel (sshd of the VM only)";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
+        stopIfChanged = false;
+        preStart = ''
+          if [ -s /tmp/shared/ssh_host_ed25519_key ]; then
+            install -D -m 0600 -o root -g root /tmp/shared/ssh_host_ed25519_key ${hostKey}
+            install -D -m 0644 -o root -g root /tmp/shared/ssh_host_ed25519_key.pub ${hostKey}.pub
+            rm -f /tmp/shared/ssh_host_ed25519_key /tmp/shared/ssh_host_ed25519_key.pub
+          fi
+        '';
+        serviceConfig = {
+          ExecStart = "${daemon}/bin/${pamName} -D -e -f ${sshdConfig}";
+          KillMode = "process";
+          Restart = "always";
+          RestartSec = "1";
+          Type = "simple";
+        };
+      };
 
-  # rehearse forwards ports itself, each on 127.0.0.1 (an empty host address
-  # would listen on every interface).
-  virtualisation.forwardPorts = lib.mkForce [ ];
+      networking.firewall.allowedTCPPorts = [ port ];
+
+      # The VM's NIC on QEMU's user network.
+      networking.interfaces.eth0.useDHCP = lib.mkVMOverride true;
+
+      users.users = lib.genAttrs serverUsers (_: { openssh.authorizedKeys.keys = [ settings.publicKey ]; });
+
+      # rehearse forwards ports itself, each on 127.0.0.1 (an empty host address
+      # would listen on every interface).
+      virtualisation.forwardPorts = lib.mkForce [ ];
+    }
+    (lib.optionalAttrs (options.networking ? defaultGateway) {
+      networking.defaultGateway = lib.mkVMOverride null;
+    })
+    (lib.optionalAttrs (options.networking ? defaultGateway6) {
+      networking.defaultGateway6 = lib.mkVMOverride null;
+    })
+  ];
 }

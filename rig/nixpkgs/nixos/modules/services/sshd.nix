@@ -77,7 +77,9 @@ in
         KillMode = "process";
         Restart = "always";
         Type = "simple";
-        RuntimeDirectory = "sshd";
+        # No RuntimeDirectory: Debian's sshd's privilege separation
+        # directory /run/sshd comes from the image's tmpfiles and must outlive
+        # this unit (other sshd instances need it too), as /var/empty does on NixOS.
       };
     };
   };
