@@ -652,7 +652,7 @@ def run_deploy(req: DeployRequest) -> Report:
                 f"push {times['push']:.1f} s, activate {times['activate']:.1f} s)"
             )
             return {**report, "exit_code": ExitCode.OK}
-        reason = outcome.result
+        reason = re.sub(r" -?\d+$", "", outcome.result.removeprefix("rolled-back "))  # without the rollback's rc
         if outcome.failed_units:
             reason += " — failed units: " + ", ".join(outcome.failed_units)
         raise RehearseError(
