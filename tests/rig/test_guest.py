@@ -123,19 +123,36 @@ def test_host_store_is_shared_with_an_overlay(guest: Guest) -> None:
     current = guest.ssh("readlink", "/run/current-system").stdout.strip()
     assert current.startswith("/nix/store/") and current.endswith("-nixos-system-fripon-25.11pre-mini")
     assert guest.ssh("nix-store", "--check-validity", current).returncode == 0
-    assert guest.ssh("readlink", "-f", "/nix/var/nix/profiles/system").stdout.strip() == current
+    # The boot activated it (rig-activate: switch-to-configuration test, standing for NixOS's
+    # stage 2) and, as on NixOS, left the system profile alone.
+    assert guest.ssh("readlink", "/run/booted-system").stdout.strip() == current
+    assert guest.ssh("cat", "/run/rig/activate-status").stdout.strip() == "0"
+    assert guest.ssh("test", "-e", "/nix/var/nix/profiles/system").returncode != 0
     assert "vim 9.1.0707" in guest.ssh("vim").stdout  # /run/current-system/sw/bin on PATH
 
 
-def activate(guest: Guest, system: Path, action: str = "test") -> subprocess.CompletedProcess[str]:
+def register(guest: Guest, system: Path) -> None:
+    """Register a system built on the host in the guest's Nix database."""
     closure = subprocess.run(["nix-store", "-qR", str(system)], capture_output=True, text=True, check=True)
     dump = subprocess.run(["nix-store", "--dump-db", *closure.stdout.split()], capture_output=True, check=True)
     loaded = subprocess.run(
         guest.ssh_argv("nix-store", "--load-db"), input=dump.stdout, capture_output=True, check=False
     )
     assert loaded.returncode == 0, loaded.stderr
+
+
+def stc(guest: Guest, system: Path, action: str, *env: str) -> subprocess.CompletedProcess[str]:
+    """SYSTEM/bin/switch-to-configuration ACTION in the guest, with env's VAR=VALUE."""
+    return guest.ssh("env", *env, f"{system}/bin/switch-to-configuration", action)
+
+
+def activate(guest: Guest, system: Path, action: str = "test") -> subprocess.CompletedProcess[str]:
+    register(guest, system)
     assert guest.ssh("nix-env", "-p", "/nix/var/nix/profiles/system", "--set", str(system)).returncode == 0
-    return guest.ssh(f"{system}/bin/switch-to-configuration", action)
+    return stc(guest, system, action)
+
+
+VM_TOPLEVEL = "config.virtualisation.vmVariant.system.build.toplevel"
 
 
 def test_new_system_activated_in_running_guest_without_copy(guest: Guest) -> None:
@@ -177,3 +194,104 @@ def test_failing_unit_makes_switch_exit_4(guest: Guest) -> None:
     good = build(guest_config(guest.dir), "config.virtualisation.vmVariant.system.build.toplevel")
     guest.ssh("systemctl", "reset-failed")
     assert activate(guest, good).returncode == 0
+
+
+def current_system(guest: Guest) -> str:
+    return guest.ssh("readlink", "/run/current-system").stdout.strip()
+
+
+# switch-to-configuration-ng's message (src/main.rs), then its eprintln!'s newline.
+INCOMPATIBLE_INIT = (
+    "Warning: the new NixOS configuration has an \u2018init\u2019 that is\n"
+    "incompatible with the current configuration.  The new configuration\n"
+    "won't take effect until you reboot the system.\n\n"
+)
+
+
+def test_init_interface_change_exits_100(guest: Guest) -> None:
+    before = current_system(guest)
+    assert guest.ssh("cat", f"{before}/init-interface-version").stdout == "systemd 2"
+    conf = guest_config(guest.dir, extra="  systemd.package = pkgs.systemd // { interfaceVersion = 3; };")
+    system = build(conf, VM_TOPLEVEL)
+    assert (system / "init-interface-version").read_text() == "systemd 3"
+    register(guest, system)
+    for action in ("dry-activate", "test", "switch"):
+        result = stc(guest, system, action)
+        assert result.returncode == 100, (action, result.stderr)
+        assert result.stderr.endswith(INCOMPATIBLE_INIT), (action, result.stderr)
+        assert "activating the configuration" not in result.stderr
+        assert current_system(guest) == before
+    assert "no boot loader to install (direct boot)" in stc(guest, system, "switch").stderr
+    # boot ends before the comparison, as in NixOS: the new init is for the next boot.
+    boot = stc(guest, system, "boot")
+    assert boot.returncode == 0 and "incompatible" not in boot.stderr, boot.stderr
+    assert current_system(guest) == before
+
+
+def test_failing_pre_switch_check_stops_the_switch(guest: Guest) -> None:
+    before = current_system(guest)
+    conf = guest_config(
+        guest.dir,
+        extra="""  system.preSwitchChecks.a-ok = "echo ok-check $1 $2";
+  system.preSwitchChecks.b-nope = "echo nope-check-ran; exit 3";
+  environment.etc."rig-checked".text = "switched";""",
+    )
+    system = build(conf, VM_TOPLEVEL)
+    register(guest, system)
+    for action in ("test", "dry-activate", "switch", "boot", "check"):
+        result = stc(guest, system, action)
+        assert result.returncode == 1, (action, result.stderr)
+        lines = result.stderr.splitlines()
+        assert lines[-4:] == [
+            f"ok-check {system} {action}",
+            "nope-check-ran",
+            "Pre-switch check 'b-nope' failed",
+            "Pre-switch checks failed",
+        ], (action, result.stderr)
+        assert current_system(guest) == before
+    assert guest.ssh("test", "-e", "/etc/rig-checked").returncode != 0
+    # NIXOS_NO_CHECK=1 skips them; any other value does not.
+    assert stc(guest, system, "test", "NIXOS_NO_CHECK=yes").returncode == 1
+    skipped = stc(guest, system, "test", "NIXOS_NO_CHECK=1")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "ok-check" not in skipped.stderr
+    assert guest.ssh("cat", "/etc/rig-checked").stdout == "switched"
+    assert current_system(guest) == str(system)
+    assert stc(guest, system, "check", "NIXOS_NO_CHECK=1").returncode == 0
+    good = build(guest_config(guest.dir), VM_TOPLEVEL)
+    assert stc(guest, good, "check").returncode == 0
+    assert stc(guest, good, "test").returncode == 0
+
+
+def test_second_switch_does_not_wait_for_the_lock(guest: Guest) -> None:
+    # switch-to-configuration-ng takes /run/nixos/switch-to-configuration.lock with
+    # LockExclusiveNonblock: a second one fails at once, exit 11 (EWOULDBLOCK).
+    good = Path(current_system(guest))
+    conf = guest_config(guest.dir, extra='  system.preSwitchChecks.slow = "touch /run/slow-check-started; sleep 8";')
+    slow = build(conf, VM_TOPLEVEL)
+    register(guest, slow)
+    guest.ssh("rm", "-f", "/run/slow-check-started")
+    first = subprocess.Popen(
+        guest.ssh_argv(f"{slow}/bin/switch-to-configuration", "test"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        t0 = time.monotonic()
+        while guest.ssh("test", "-e", "/run/slow-check-started").returncode != 0:
+            assert time.monotonic() - t0 < 30, "the first switch-to-configuration did not reach its check"
+            time.sleep(0.3)
+        t1 = time.monotonic()
+        second = stc(guest, good, "test")
+        waited = time.monotonic() - t1
+        assert second.returncode == 11, second.stderr
+        assert second.stderr.splitlines()[-1] == "Could not acquire lock"
+        assert first.poll() is None and waited < 6, waited  # it did not wait for the first
+        _, err = first.communicate(timeout=180)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert current_system(guest) == str(slow)
+    assert stc(guest, good, "test").returncode == 0

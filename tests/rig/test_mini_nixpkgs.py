@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tests.conftest import MINI_NIXPKGS, REPO, fixed_fripon, run
@@ -114,3 +115,64 @@ def test_flake_nixos_system(tmp_path: Path) -> None:
     vm = Path(json.loads(result.stdout)[0]["outputs"]["out"])
     assert (vm / "bin" / "run-fripon-vm").exists()
     assert conf.exists()
+
+
+VM_TOPLEVEL = "config.virtualisation.vmVariant.system.build.toplevel"
+
+
+def test_warnings_and_failed_assertions_as_nixos(tmp_path: Path) -> None:
+    # nixos/modules/system/activation/top-level.nix: lib.asserts.checkAssertWarn; under Nix 2.8
+    # (no builtins.warn) lib.warn traces "evaluation warning: …".
+    conf = fixed_fripon(tmp_path / "warn", extra='  warnings = [ "first warning" "second warning" ];')
+    code, _, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{VM_TOPLEVEL}")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[:2] == ["trace: evaluation warning: first warning", "trace: evaluation warning: second warning"]
+    conf = fixed_fripon(
+        tmp_path / "assert",
+        extra='  warnings = [ "not shown" ];\n  assertions = [ { assertion = false; message = "one is wrong"; }'
+        ' { assertion = true; message = "fine"; } { assertion = false; message = "two is wrong"; } ];',
+    )
+    code, _, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{VM_TOPLEVEL}")
+    assert code != 0
+    assert "error:\n       Failed assertions:\n       - one is wrong\n       - two is wrong\n" in err
+    assert "fine" not in err and "not shown" not in err
+
+
+def test_warn_is_the_real_libs(tmp_path: Path) -> None:
+    lib = MINI_NIXPKGS / "lib"
+    result = run(["nix-instantiate", "--eval", "--strict", "-E", f"(import {lib}).warn 3 true"])
+    assert result.returncode != 0 and "error: assertion '(isString msg)' failed" in result.stderr
+    result = run(
+        ["nix-instantiate", "--eval", "--strict", "-E", f'(import {lib}).warn "w" 1'],
+        env={**os.environ, "NIX_ABORT_ON_WARN": "1"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith("trace: evaluation warning: w\n")
+    assert "NIX_ABORT_ON_WARN=true; warnings are treated as unrecoverable errors." in result.stderr
+
+
+def test_init_interface_version_and_pre_switch_checks(tmp_path: Path) -> None:
+    conf = fixed_fripon(tmp_path / "a", extra='  system.preSwitchChecks.sees = "echo \\"got $1 $2\\"";')
+    code, out, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{VM_TOPLEVEL}")
+    assert code == 0, err
+    system = Path(out)
+    # "systemd ${toString config.systemd.package.interfaceVersion}"; nixpkgs' systemd has 2.
+    assert (system / "init-interface-version").read_text() == "systemd 2"
+    stc = (system / "bin" / "switch-to-configuration").read_text()
+    script = stc.split('PRE_SWITCH_CHECK = "', 1)[1].split('"', 1)[0]
+    assert script.endswith("-pre-switch-checks/bin/pre-switch-checks")
+    ran = run([script, system, "test"])
+    assert ran.returncode == 0 and ran.stderr == f"got {system} test\n" and ran.stdout == ""
+    conf = fixed_fripon(
+        tmp_path / "b",
+        extra="  systemd.package = pkgs.systemd // { interfaceVersion = 3; };\n"
+        '  system.preSwitchChecks.fails = "echo trying; false";',
+    )
+    code, out, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{VM_TOPLEVEL}")
+    assert code == 0, err
+    system = Path(out)
+    assert (system / "init-interface-version").read_text() == "systemd 3"
+    script = (system / "bin" / "switch-to-configuration").read_text().split('PRE_SWITCH_CHECK = "', 1)[1]
+    ran = run([script.split('"', 1)[0], system, "switch"])
+    assert ran.returncode == 1 and ran.stderr == "trying\nPre-switch check 'fails' failed\n"

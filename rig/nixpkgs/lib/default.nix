@@ -36,6 +36,7 @@ let
         options = callLibs ./options.nix;
         modules = callLibs ./modules.nix;
         typesLib = callLibs ./types.nix;
+        asserts = callLibs ./asserts.nix;
       };
 
       # Later sets win on name clashes: the string `hasPrefix`/`removePrefix`
@@ -53,7 +54,7 @@ let
         };
     in
     flat // {
-      inherit (sub) trivial fixedPoints lists strings attrsets generators options modules;
+      inherit (sub) trivial fixedPoints lists strings attrsets generators options modules asserts;
       inherit (sub.typesLib) types;
       # The real lib also has these names for the same functions.
       debug = sub.trivial;

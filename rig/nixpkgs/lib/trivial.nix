@@ -9,7 +9,7 @@
 { lib }:
 
 let
-  inherit (builtins) getEnv elem;
+  inherit (builtins) getEnv elem isString;
 in
 {
   id = x: x;
@@ -76,18 +76,31 @@ in
 
   # --- warnings and assertions ------------------------------------------
 
-  # The real `warn` prints "evaluation warning: ..." (in colour) via trace and
-  # can be made fatal with NIX_ABORT_ON_WARN; Nix 2.8 has no builtins.warn.
+  # As nixpkgs' lib/trivial.nix: `builtins.warn` where Nix has it (2.23+);
+  # otherwise (Nix 2.8 here) a trace with the "evaluation warning: " prefix,
+  # fatal with NIX_ABORT_ON_WARN. Not eta-reduced, and the message must be a
+  # string, as for `builtins.warn`.
   warn =
-    if elem (getEnv "NIX_ABORT_ON_WARN") [ "1" "true" "yes" ]
-    then msg: builtins.trace "evaluation warning: ${msg}"
-      (abort "NIX_ABORT_ON_WARN=true; warnings are treated as unrecoverable errors.")
-    else msg: builtins.trace "evaluation warning: ${msg}";
+    builtins.warn or (
+      let
+        mustAbort = elem (getEnv "NIX_ABORT_ON_WARN") [ "1" "true" "yes" ];
+      in
+      msg: v:
+      assert isString msg;
+      if mustAbort then
+        builtins.trace "evaluation warning: ${msg}"
+          (abort "NIX_ABORT_ON_WARN=true; warnings are treated as unrecoverable errors.")
+      else
+        builtins.trace "evaluation warning: ${msg}" v
+    );
   warnIf = cond: msg: if cond then lib.warn msg else x: x;
   warnIfNot = cond: msg: if cond then x: x else lib.warn msg;
   throwIf = cond: msg: if cond then throw msg else x: x;
   throwIfNot = cond: msg: if cond then x: x else throw msg;
   info = msg: builtins.trace "INFO: ${msg}";
+
+  # Each warning through `warn`, the first one printed first.
+  showWarnings = warnings: res: lib.foldr (w: x: lib.warn w x) res warnings;
 
   checkListOfEnum = msg: valid: given:
     let unexpected = lib.subtractLists valid given; in

@@ -54,6 +54,27 @@ let
     ${text}
   '';
 
+  # As nixpkgs' writeShellApplication (without its shellcheck check phase:
+  # no shellcheck here): bin/NAME, strict bash, runtimeInputs on PATH.
+  writeShellApplication = { name, text, runtimeInputs ? [ ] }:
+    writeTextFile {
+      inherit name;
+      executable = true;
+      destination = "/bin/${name}";
+      text = ''
+        #!${runtimeShell}
+        set -o errexit
+        set -o nounset
+        set -o pipefail
+      '' + lib.optionalString (runtimeInputs != [ ]) ''
+
+        export PATH="${lib.makeBinPath runtimeInputs}:$PATH"
+      '' + ''
+
+        ${text}
+      '';
+    } // { meta.mainProgram = name; };
+
   # The guest and the host are both Debian: bash is at the same place.
   runtimeShell = "/bin/bash";
 
@@ -119,7 +140,7 @@ let
 
   self = {
     inherit lib system runCommand writeTextFile writeText writeTextDir writeScript
-      writeScriptBin writeShellScript writeShellScriptBin runtimeShell buildEnv
+      writeScriptBin writeShellScript writeShellScriptBin writeShellApplication runtimeShell buildEnv
       symlinkJoin closureInfo standIn;
     runCommandLocal = runCommand;
     stdenv = {
@@ -153,6 +174,11 @@ let
     systemd = wrapExisting {
       pname = "systemd"; version = "252";
       programs = { systemctl = "/bin/systemctl"; systemd-run = "/usr/bin/systemd-run"; journalctl = "/bin/journalctl"; };
+    } // {
+      # As nixpkgs' systemd passthru: NixOS writes "systemd <this>" to the
+      # toplevel's init-interface-version; switch-to-configuration refuses to
+      # switch at runtime to a system whose value differs (exit 100).
+      interfaceVersion = 2;
     };
     coreutils = wrapExisting {
       pname = "coreutils"; version = "9.1";

@@ -15,6 +15,7 @@
   ./system/etc/etc.nix
   ./system/activation/activation-script.nix
   ./system/activation/top-level.nix
+  ./system/activation/pre-switch-check.nix
   ./security/pam.nix
   ./services/sshd.nix
   ./services/timesyncd.nix

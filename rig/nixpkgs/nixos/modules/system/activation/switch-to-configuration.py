@@ -1,13 +1,32 @@
 # switch-to-configuration of the mini nixpkgs, for the rig's Debian guest.
-# Interface as NixOS's (pkgs/by-name/sw/switch-to-configuration-ng):
-#   switch-to-configuration switch|boot|test|dry-activate|check
-# Exit codes: 0 ok, 1 usage/lock/pre-switch, 2 activation script failed,
-# 4 some unit failed ("warning: the following units failed: …").
+# Interface and order of steps as NixOS's switch-to-configuration-ng
+# (pkgs/by-name/sw/switch-to-configuration-ng/src/main.rs):
+#   switch-to-configuration check|switch|boot|test|dry-activate
+# 1. the lock /run/nixos/switch-to-configuration.lock (flock, not waiting:
+#    held → "Could not acquire lock", exit 11, the errno EWOULDBLOCK);
+# 2. the pre-switch checks (system.preSwitchChecks) with the new system and
+#    the action as arguments, unless NIXOS_NO_CHECK=1: failed →
+#    "Pre-switch checks failed", exit 1; `check` stops here (0);
+# 3. switch/boot: the boot loader (none in a direct-boot VM); boot stops here;
+# 4. init-interface-version of /run/current-system against the new one's:
+#    different → the "incompatible ‘init’" warning and exit 100
+#    (test, switch and dry-activate alike);
+# 5. dry-activate prints what it would do (0); test/switch stop removed
+#    units, run `activate` (failed → "Failed to run activate script", 2),
+#    restart/reload/start changed and new units (a failed unit → 4).
+# Usage error → 1; not root → "Error: … must be run as the root user", 1.
 # It compares the units of the running system (/run/current-system) with
 # this one's, stops removed units, restarts or stop/starts changed ones
 # (honouring X-StopIfChanged / X-RestartIfChanged / X-ReloadIfChanged),
 # starts new wanted ones, runs `activate`, and reports failed units.
-# The guest's python3 may be a minimal one: standard library basics only.
+#
+# Rig only: the guest boots Debian, whose rig-activate.service runs
+# `switch-to-configuration test` for the booted system where NixOS's stage 2
+# runs its `activate`. That run (no /run/current-system yet, and
+# /run/booted-system is this system) stands for stage 2: no pre-switch
+# checks, no init interface comparison, as when NixOS boots.
+# The guest's python3 is a minimal one: standard library basics only.
+import errno
 import fcntl
 import os
 import subprocess
@@ -15,6 +34,7 @@ import sys
 import time
 
 OUT = "@out@"
+PRE_SWITCH_CHECK = "@preSwitchCheck@"
 LOCK = "/run/nixos/switch-to-configuration.lock"
 UNIT_DIR = "etc/systemd/system"
 TARGETS = ("multi-user.target", "default.target", "sysinit.target", "basic.target")
@@ -126,28 +146,99 @@ def current_system() -> str | None:
         return None
 
 
+USAGE = """Usage: {argv0} [check|switch|boot|test|dry-activate]
+check:        run pre-switch checks and exit
+switch:       make the configuration the boot default and activate now
+boot:         make the configuration the boot default
+test:         activate the configuration, but don't make it the boot default
+dry-activate: show what would be done if this configuration were activated
+"""
+
+INCOMPATIBLE_INIT = (
+    "Warning: the new NixOS configuration has an \u2018init\u2019 that is\n"
+    "incompatible with the current configuration.  The new configuration\n"
+    "won't take effect until you reboot the system.\n"
+)
+
+
+def log_utf8(msg: str) -> None:
+    """A line with non-ASCII text, as UTF-8 whatever the locale."""
+    sys.stderr.flush()
+    sys.stderr.buffer.write((msg + "\n").encode("utf-8"))
+    sys.stderr.buffer.flush()
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def booting() -> bool:
+    """The rig's boot-time activation of the booted system (see the top)."""
+    if os.path.lexists("/run/current-system"):
+        return False
+    return os.path.realpath("/run/booted-system") == os.path.realpath(OUT)
+
+
 def main() -> int:
-    if len(sys.argv) != 2 or sys.argv[1] not in ("switch", "boot", "test", "dry-activate", "check"):
-        log("Usage: switch-to-configuration [check|switch|boot|test|dry-activate]")
+    argv0 = os.path.basename(sys.argv[0]) or "switch-to-configuration"
+    actions = ("switch", "boot", "test", "dry-activate", "check")
+    if len(sys.argv) < 2 or sys.argv[1] not in actions:
+        log(USAGE.format(argv0=argv0))
         return 1
     action = sys.argv[1]
     if os.geteuid() != 0:
-        log("This program should be run with root privileges.")
+        log(f"Error: {argv0} must be run as the root user")
         return 1
-    if action == "check":
-        return 0
+    os.environ["NIXOS_ACTION"] = action
+
     os.makedirs("/run/nixos", exist_ok=True)
-    lock = open(LOCK, "w")
+    os.chmod("/run/nixos", 0o755)
+    try:
+        lock = open(LOCK, "a")
+    except OSError as e:
+        log("Could not open lock")
+        return e.errno or 1
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
         log("Could not acquire lock")
-        return 1
+        return e.errno or errno.EWOULDBLOCK
+
+    boot_time = booting()
+    if os.environ.get("NIXOS_NO_CHECK", "") != "1" and not boot_time:
+        argv = PRE_SWITCH_CHECK.split()
+        try:
+            ok = bool(argv) and subprocess.run([*argv, OUT, action], check=False).returncode == 0
+        except OSError:
+            ok = False
+        if not ok:
+            log("Pre-switch checks failed")
+            return 1
+    if action == "check":
+        return 0
+
     if action in ("switch", "boot"):
         # A direct-boot VM has no boot loader to install.
         log("no boot loader to install (direct boot)")
         if action == "boot":
             return 0
+
+    if not boot_time:
+        current_version = read_text("/run/current-system/init-interface-version") or ""
+        new_version = read_text(os.path.join(OUT, "init-interface-version"))
+        if new_version is None:
+            log(
+                "Error: File init-interface-version should exist\n\n"
+                "Caused by:\n    No such file or directory (os error 2)"
+            )
+            return 1
+        if current_version != new_version:
+            log_utf8(INCOMPATIBLE_INIT)
+            return 100
 
     current = current_system()
     p = plan(current)
@@ -168,7 +259,8 @@ def main() -> int:
     # what fails now is reported.
     systemctl("reset-failed")
     log("activating the configuration...")
-    if subprocess.run([os.path.join(OUT, "activate")], check=False).returncode != 0:
+    if subprocess.run([os.path.join(OUT, "activate"), OUT], check=False).returncode != 0:
+        log("Failed to run activate script")
         status = 2
     # systemd reads unit files again only when some changed (nothing else
     # of systemd's configuration is managed by the mini nixpkgs).

@@ -4,11 +4,6 @@
 let
   inherit (lib) mkOption types;
 
-  failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
-  checked =
-    if failed != [ ] then throw "\nFailed assertions:\n${lib.concatMapStrings (m: "- ${m}\n") failed}"
-    else lib.foldr (w: x: builtins.trace "warning: ${w}" x) true config.warnings;
-
   toplevel = pkgs.runCommand "nixos-system-${config.system.name}-${config.system.nixos.label}" {
     activate = config.system.build.activate;
     switch = ./switch-to-configuration.py;
@@ -18,18 +13,23 @@ let
     kernelParams = lib.concatStringsSep " " config.boot.kernelParams;
     systemPlatform = pkgs.system;
     configurationRevision = if config.system.configurationRevision == null then "" else config.system.configurationRevision;
+    # As NixOS: "systemd <interfaceVersion of systemd.package>" (2 for
+    # nixpkgs' systemd); a systemd.package with another interfaceVersion
+    # makes a system switch-to-configuration cannot switch to at runtime.
+    initInterfaceVersion = "systemd ${toString config.systemd.package.interfaceVersion}";
+    preSwitchCheck = config.system.preSwitchChecksScript;
   } ''
     mkdir -p "$out/bin" "$out/specialisation"
     sed "s|@out@|$out|g" "$activate" > "$out/activate"
     chmod +x "$out/activate"
-    { echo "#!/usr/bin/python3"; sed "s|@out@|$out|g" "$switch"; } > "$out/bin/switch-to-configuration"
+    { echo "#!/usr/bin/python3"; sed -e "s|@out@|$out|g" -e "s|@preSwitchCheck@|$preSwitchCheck|g" "$switch"; } > "$out/bin/switch-to-configuration"
     chmod +x "$out/bin/switch-to-configuration"
     ln -s "$etc/etc" "$out/etc"
     ln -s "$sw" "$out/sw"
     printf '%s' "$label" > "$out/nixos-version"
     printf '%s' "$systemPlatform" > "$out/system"
     printf '%s' "$kernelParams" > "$out/kernel-params"
-    printf 'systemd' > "$out/init-interface-version"
+    printf '%s' "$initInterfaceVersion" > "$out/init-interface-version"
     # The rig boots the kernel of its guest image; these links keep the
     # toplevel's NixOS layout (and let tools probe KVM with the kernel).
     ln -s /var/cache/rehearse-rig/guest/vmlinuz "$out/kernel"
@@ -55,5 +55,8 @@ in
     };
   };
 
-  config.system.build.toplevel = assert checked; toplevel;
+  # As NixOS: failed assertions throw "\nFailed assertions:\n- …", and the
+  # warnings are shown (lib.warn: "evaluation warning: …" under Nix 2.8)
+  # when the toplevel is evaluated.
+  config.system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings toplevel;
 }
