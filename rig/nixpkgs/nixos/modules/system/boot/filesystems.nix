@@ -1,6 +1,6 @@
 # fileSystems / swapDevices: declared so a server's hardware-configuration
 # evaluates; the VM replaces them (qemu-vm.nix, with mkVMOverride).
-{ lib, ... }:
+{ config, lib, ... }:
 let
   inherit (lib) mkOption types;
   fsOpts = { name, ... }: {
@@ -32,4 +32,13 @@ in
       description = "Swap devices.";
     };
   };
+
+  # As nixos/modules/system/boot/stage-1.nix asserts (the VM variant
+  # passes: qemu-vm.nix gives it a root file system).
+  config.assertions = [
+    {
+      assertion = lib.any (fs: fs.mountPoint == "/") (lib.attrValues config.fileSystems);
+      message = "The ‘fileSystems’ option does not specify your root file system.";
+    }
+  ];
 }
