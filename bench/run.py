@@ -103,9 +103,11 @@ class Bench:
         (self.conf / "access.nix").write_text(
             "{ ... }: {\n"
             f'  users.users.root.openssh.authorizedKeys.keys = [ "{pub}" ];\n'
-            # Where rehearse's VM module installs the host key it gave the VM
-            # (the guest removes it from /tmp/shared once installed).
-            '  services.openssh.hostKeys = [ { type = "ed25519"; path = "/etc/ssh/rehearse_host_ed25519_key"; } ];\n'
+            # The server's sshd shows the host key rehearse gave the VM for
+            # its management channel (installed there by rehearse's module).
+            "  services.openssh.hostKeys = [\n"
+            '    { type = "ed25519"; path = "/var/lib/rehearse/ssh_host_ed25519_key"; }\n'
+            "  ];\n"
             "}\n"
         )
         bindir = self.work / "bin"
@@ -171,6 +173,29 @@ class Bench:
         mine = self.series("rehearse", bodies("rehearse"))
         seed = self.series("seed", bodies("seed"))
         self.record("small change (one file in environment.etc)", mine, seed)
+
+    def lockout(self, runs: int) -> None:
+        """A deploy that closes the server's SSH port in its firewall: rolled
+        back by rehearse's check of the server's sshd, through its own
+        channel (the guest alone would wait out its 60 s window). The time
+        from the switch's end to the rollback's end is the activate step
+        minus the switch, read from the guest's log by --json's durations."""
+        times, after_switch = [], []
+        for i in range(runs):
+            self.set_extra(f'  services.openssh.openFirewall = false;  environment.etc."bench".text = "lockout {i}";')
+            t0 = time.monotonic()
+            r = subprocess.run(
+                [*self.rehearse, "deploy", NAME, "--yes", "--json"],
+                env={**os.environ, **self.env}, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            times.append(time.monotonic() - t0)
+            assert r.returncode == 4, r.stderr[-2000:]
+            report = json.loads(r.stdout)
+            after_switch.append(report["durations"].get("after_switch", float("nan")))
+        self.set_extra("")
+        self.deploy()
+        note = "after the switch: " + ", ".join(f"{x:.2f}" for x in after_switch) + " s"
+        self.record("lockout (SSH port closed) rolled back", times, None, note)
 
     def big_change(self, runs: int) -> None:
         def big(tag: str) -> str:
@@ -289,7 +314,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--big-runs", type=int, default=3)
-    p.add_argument("--only", default="noop,small,big,cli,up", help="comma-separated: noop,small,big,cli,up")
+    every = "noop,small,lockout,big,cli,up"
+    p.add_argument("--only", default=every, help=f"comma-separated: {every}")
     args = p.parse_args()
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="rehearse-bench-"))
@@ -303,13 +329,15 @@ def main() -> None:
             b.noop(args.runs)
         if "small" in only:
             b.small_change(args.runs)
+        if "lockout" in only:
+            b.lockout(min(args.runs, 3))
         if "big" in only:
             b.big_change(args.big_runs)
         if "cli" in only:
             b.cli(max(args.runs, 10))
         if "up" in only:
             b.up_from_built_runner(min(args.runs, 3))
-        if only == {"noop", "small", "big", "cli", "up"}:
+        if only == set(every.split(",")):
             b.write()
     finally:
         sh([*b.rehearse, "destroy", NAME, "--timeout", "10"], env=b.env, check=False)

@@ -203,6 +203,7 @@ class Outcome:
     result: str  # "confirmed" or "rolled-back REASON RC"
     failed_units: list[str]
     generation: int | None = None  # the profile generation the activation made or switched to
+    after_switch: float | None = None  # seconds from the switch's end to the guest's verdict
 
 
 @dataclass
@@ -217,6 +218,7 @@ class _Activation:
     lines: list[str] = field(default_factory=list)
     seen: int = 0  # log lines read so far (a reconnection reads the log again)
     verified: bool = False  # the health check after a successful switch has run
+    switched_at: float | None = None  # time.monotonic() when the switch's exit code came
 
     def feed(self, line: str) -> str | None:
         """Take one log line; returns the marker's key when it was one."""
@@ -229,6 +231,7 @@ class _Activation:
         key, _, value = line[len(prefix) :].partition("=")
         if key == "rc":
             self.rc = int(value)
+            self.switched_at = time.monotonic()
         elif key == "generation":
             self.generation = int(value or 0) or None
         elif key == "result":
@@ -279,6 +282,7 @@ def activate(
         result=st.result,
         failed_units=_failed_units("\n".join(st.lines)),
         generation=st.generation,
+        after_switch=round(time.monotonic() - st.switched_at, 2) if st.switched_at is not None else None,
     )
 
 
@@ -633,6 +637,8 @@ def run_deploy(req: DeployRequest) -> Report:
             server_check=server_check,
         )
         times["activate"] = round(time.monotonic() - t, 2)
+        if outcome.after_switch is not None:
+            times["after_switch"] = outcome.after_switch
         report.update(
             {
                 "generation": outcome.generation,
