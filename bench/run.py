@@ -108,6 +108,7 @@ class Bench:
             "  services.openssh.hostKeys = [\n"
             '    { type = "ed25519"; path = "/var/lib/rehearse/ssh_host_ed25519_key"; }\n'
             "  ];\n"
+            '  systemd.services.sshd.after = [ "rehearse-sshd.service" ];\n'
             "}\n"
         )
         bindir = self.work / "bin"
