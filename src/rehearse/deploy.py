@@ -771,19 +771,23 @@ def _adopt(vmdir: VMDir, state: VMState, system: Path, runner: Path, source: nix
 
 
 def guest_generations(remote: ssh.Remote) -> tuple[list[dict[str, Any]], int | None, str]:
-    """The guest's system generations, the current one's number, and the
-    system it runs."""
+    """The guest's system generations (each with `booted`: the system the VM
+    booted), the current one's number, and the system it runs."""
     script = (
         f'for l in {PROFILE}-*-link; do [ -e "$l" ] || continue; '
         'echo "$l $(readlink -f "$l") $(stat -c %Y "$l")"; done; '
-        f"echo current $(readlink {PROFILE}); echo running $(readlink /run/current-system)"
+        f"echo current $(readlink {PROFILE}); echo running $(readlink /run/current-system); "
+        "echo booted $(readlink /run/booted-system)"
     )
     out = ssh.run(remote, ["sh", "-c", script]).stdout.splitlines()
     gens: list[dict[str, Any]] = []
     current = None
-    running_system = ""
+    running_system = booted = ""
     for line in out:
         words = line.split()
+        if words[0] == "booted":
+            booted = words[1] if len(words) > 1 else ""
+            continue
         if words[0] == "running":
             running_system = words[1] if len(words) > 1 else ""
             continue
@@ -795,6 +799,8 @@ def guest_generations(remote: ssh.Remote) -> tuple[list[dict[str, Any]], int | N
         if m:
             gens.append({"generation": int(m.group(1)), "system": words[1], "date": int(words[2])})
     gens.sort(key=lambda g: g["generation"])
+    for g in gens:
+        g["booted"] = g["system"] == booted
     return gens, current, running_system
 
 
@@ -824,7 +830,8 @@ def generations(name: str, as_json: bool) -> None:
     for r in rows:
         mark = "*" if r["current"] else " "
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["date"]))
-        output.result(f"{mark} {r['generation']:>4}  {when}  {store_name(r['system'])}")
+        booted = "  (booted)" if r["booted"] else ""
+        output.result(f"{mark} {r['generation']:>4}  {when}  {store_name(r['system'])}{booted}")
 
 
 def rollback(
