@@ -111,14 +111,28 @@ def test_nix_error_leaves_the_vm_untouched(rehearse: Rehearse, vm: Config) -> No
     assert current(rehearse) == before and generations(rehearse) == gens
 
 
-def test_config_that_cuts_ssh_is_rolled_back_by_the_guest(rehearse: Rehearse, vm: Config) -> None:
+def test_config_that_turns_the_servers_sshd_off_is_rolled_back_at_once(rehearse: Rehearse, vm: Config) -> None:
     before = current(rehearse)
     vm.set(
         '  environment.etc."motd".text = "rehearsed";\n  environment.systemPackages = [ pkgs.hello ];\n'
         "  services.openssh.enable = lib.mkForce false;"
     )
+    code, err, took = deploy(rehearse, "--confirm-timeout", "120")
+    print(f"deploy turning the server's sshd off, rolled back: {took:.1f} s")
+    assert code == 4, err
+    assert "the server's own sshd is off in the new configuration" in err
+    assert took < 120  # rehearse rejected it; the guest did not wait out its window
+    assert current(rehearse) == before
+    assert rehearse("ssh", NAME, "--", "true").returncode == 0
+
+
+def test_config_that_cuts_the_management_channel_is_rolled_back_by_the_guest(rehearse: Rehearse, vm: Config) -> None:
+    """rehearse's own channel lost: no verdict can reach the guest, which
+    rolls back by itself when its confirmation window ends."""
+    before = current(rehearse)
+    vm.set('  systemd.services.rehearse-sshd.serviceConfig.ExecStart = lib.mkForce "/bin/false";')
     code, err, took = deploy(rehearse, "--confirm-timeout", "20")
-    print(f"deploy cutting SSH, rolled back: {took:.1f} s")
+    print(f"deploy cutting the management channel, rolled back by the guest: {took:.1f} s")
     assert code == 4, err
     assert "rolled back" in err and "not-confirmed" in err
     assert current(rehearse) == before

@@ -75,7 +75,11 @@ def test_no_nixpkgs(rehearse: Rehearse) -> None:
 def test_vm_that_never_answers_ssh(rehearse: Rehearse, tmp_path: Path) -> None:
     # Also a state directory too deep for Unix socket paths (QMP, SSH master).
     deep = Rehearse(state=tmp_path / ("very-long-directory-name-" * 4) / "state", cwd=rehearse.cwd)
-    conf = fixed_fripon(tmp_path, extra="  virtualisation.vmVariant.services.openssh.enable = lib.mkForce false;")
+    # rehearse's management channel never starts (the server's sshd does not matter).
+    mute = (
+        '  virtualisation.vmVariant.systemd.services.rehearse-sshd.serviceConfig.ExecStart = lib.mkForce "/bin/false";'
+    )
+    conf = fixed_fripon(tmp_path, extra=mute)
     result = deep("up", str(conf), *include(), "--name", "mute", "--timeout", "45", timeout=300)
     assert result.returncode == 1
     assert "did not answer SSH on 127.0.0.1:" in result.stderr

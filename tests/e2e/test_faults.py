@@ -76,14 +76,14 @@ def blob(tag: str, mib: int) -> str:
 def test_replaced_host_key_is_refused_as_an_impostor(rehearse: Rehearse, vm: Config, tmp_path: Path) -> None:
     before, gens = current(rehearse), generations(rehearse)
     vmdir = rehearse.state / NAME
-    key = "/etc/ssh/rehearse_host_ed25519_key"
-    # Through the SSH master (an established connection): give sshd another
+    key = "/var/lib/rehearse/ssh_host_ed25519_key"
+    # Through the SSH master (an established connection): give rehearse-sshd another
     # host key; SIGHUP makes sshd re-exec and load it (no preStart runs).
     swap = sh(
         rehearse,
         f"set -e; cp {key} /root/pinned_key; ssh-keygen -q -t ed25519 -N '' -f /root/other_key; "
         f"cp /root/other_key {key}; cp /root/other_key.pub {key}.pub; "
-        "systemctl kill -s HUP --kill-whom=main sshd.service; cat /root/other_key.pub",
+        "systemctl kill -s HUP --kill-whom=main rehearse-sshd.service; cat /root/other_key.pub",
     )
     assert swap.returncode == 0, swap.stderr
     other_known = tmp_path / "known_hosts"
@@ -104,7 +104,7 @@ def test_replaced_host_key_is_refused_as_an_impostor(rehearse: Rehearse, vm: Con
          "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={other_known}", "-o", f"HostKeyAlias=rehearse-{NAME}",
          "-o", "StrictHostKeyChecking=yes", "-o", "ControlPath=none", "root@127.0.0.1",
          f"readlink /run/current-system; ssh-keygen -y -f /root/pinned_key > {key}.pub; "
-         f"cp /root/pinned_key {key}; systemctl kill -s HUP --kill-whom=main sshd.service"],
+         f"cp /root/pinned_key {key}; systemctl kill -s HUP --kill-whom=main rehearse-sshd.service"],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert restore.returncode == 0, restore.stderr

@@ -60,7 +60,7 @@ def test_the_guest_cannot_make_up_write_host_files(rehearse: Rehearse, secvm: st
     assert (vmdir / "known_hosts").read_text() == pinned
     host_pub = (vmdir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
     assert pinned.split()[1:] == host_pub
-    assert in_guest(rehearse, "cat /etc/ssh/rehearse_host_ed25519_key.pub").split()[:2] == host_pub
+    assert in_guest(rehearse, "cat /var/lib/rehearse/ssh_host_ed25519_key.pub").split()[:2] == host_pub
     # Once sshd has it, the host key is gone from the share; nothing planted is left.
     assert in_guest(rehearse, "ls -A /tmp/shared") == ""
     assert list((vmdir / "shared").iterdir()) == []
