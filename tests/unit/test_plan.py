@@ -617,3 +617,32 @@ def test_host_plan_of_two_mini_systems_matches_the_minis_dry_activate(tmp_path: 
     mini = _mini_plan(old, new, active)
     for verb in ("stop", "restart", "reload", "start"):
         assert sorted(mini[verb]) == list(getattr(units, verb)), verb
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_deploy_plans_on_the_host_and_asks_the_guest_only_without_the_old_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+) -> None:
+    import subprocess
+
+    old, new = tops(tmp_path)
+    old.unit("a.service", service("1"), "multi-user.target")
+    new.unit("a.service", service("2"), "multi-user.target")
+    guest: list[list[str]] = []
+    pushed: list[list[str]] = []
+
+    def ssh_run(remote: object, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        guest.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "would start the following units: b.service\n")
+
+    monkeypatch.setattr(deploy.ssh, "run", ssh_run)
+    monkeypatch.setattr(deploy, "push", lambda remote, paths, force_copy: pushed.append(paths) or deploy.Pushed(1, 0))
+    req = deploy.DeployRequest("vm", None, dry_run=dry_run, yes=True, force_copy=False, confirm_timeout=1, checks=())
+    _, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(old.root))  # type: ignore[arg-type]
+    assert guest == [] and pushed == ([] if dry_run else [["p"]])
+    assert dry.returncode == 0 and parse_dry_activate(dry.stderr).cycled == ("a.service",)
+
+    _, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(tmp_path / "collected"))  # type: ignore[arg-type]
+    assert guest == [[f"{new.root}/bin/switch-to-configuration", "dry-activate"]]
+    assert parse_dry_activate(dry.stderr).start == ("b.service",)
+    assert len(pushed) == (0 if dry_run else 2)  # a dry run changes nothing in the VM
