@@ -604,7 +604,7 @@ def run_deploy(req: DeployRequest) -> Report:
 
         t = time.monotonic()
         diff = closure_diff(Path(current) if current else None, system)
-        pushed, dry = _push_and_dry_activate(remote, system, diff.added_paths, req)
+        pushed, dry = _push_and_dry_activate(remote, system, diff.added_paths, req, current)
         times["push"] = round(time.monotonic() - t, 2)
         report["store"] = {"registered": pushed.registered, "copied": pushed.copied}
         report["plan"] = _show_plan(req, current, system, diff, pushed, dry)
@@ -706,12 +706,20 @@ def _reboot_required(
 
 
 def _push_and_dry_activate(
-    remote: ssh.Remote, system: Path, paths: list[str], req: DeployRequest
+    remote: ssh.Remote, system: Path, paths: list[str], req: DeployRequest, current: str = ""
 ) -> tuple[Pushed, subprocess.CompletedProcess[str]]:
-    """Push the new paths while the guest plans the switch (dry-activate needs
-    only the new system's files, which a VM sharing the host store already
-    sees). A dry run changes nothing in the VM, not even its store."""
+    """Push the new paths and plan the switch. The host plans it from the
+    running and the new system's unit files (plan.units_between), handed on
+    as the lines dry-activate would print; only when the running system is
+    not on the host the guest plans it, with dry-activate while the push runs
+    (it needs only the new system's files, which a VM sharing the host store
+    already sees). A dry run changes nothing in the VM, not even its store."""
     dry_argv = [f"{system}/bin/switch-to-configuration", "dry-activate"]
+    units = plan.units_between(Path(current), system) if current else None
+    if units is not None:
+        pushed = Pushed(0, 0) if req.dry_run else push(remote, paths, force_copy=req.force_copy)
+        return pushed, subprocess.CompletedProcess(["host plan", current], 0, "", plan.dry_activate_text(units))
+    output.debug(f"{current or 'the running system'} is not on the host: the guest plans the switch")
     if req.dry_run:
         return Pushed(0, 0), ssh.run(remote, dry_argv, check=False)
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -259,6 +259,431 @@ def _names(listed: str) -> list[str]:
     return [u.strip() for u in listed.split(",") if u.strip()]
 
 
+# --- units planned on the host -------------------------------------------
+#
+# The same decisions, made on the host from the two systems' unit files
+# instead of by `switch-to-configuration dry-activate` in the guest: the VM
+# shares the host's store, so the running system's toplevel is normally on
+# the host too. The rules are switch-to-configuration-ng's (nixpkgs
+# pkgs/by-name/sw/switch-to-configuration-ng/src/src/main.rs), plus the rig's
+# mini implementation's explicit start of new units (real starts them by
+# restarting the active targets, which its dry run does not show).
+
+_UNIT_DIR = "etc/systemd/system"
+_TEMPLATE = re.compile(r"^(?P<name>.*)@[^.]*\.(?P<kind>.*)$")
+
+UnitInfo = dict[str, dict[str, list[str]]]  # section → key → values, as ng parses a unit
+
+# Targets active on a booted system; units they want (transitively) count as
+# active (the host cannot ask the guest's systemd). The rig's mini looks at
+# the first four.
+_ACTIVE_TARGETS = (
+    "multi-user.target",
+    "default.target",
+    "sysinit.target",
+    "basic.target",
+    "sockets.target",
+    "timers.target",
+    "paths.target",
+    "local-fs.target",
+    "remote-fs.target",
+    "swap.target",
+    "network.target",
+    "getty.target",
+)
+# ng: "These cannot be restarted directly"; slices get their properties on
+# daemon-reload.
+_NOT_RESTARTED = ("sysinit.target", "basic.target", "multi-user.target", "graphical.target")
+_SLEEP_TARGETS = ("suspend.target", "hibernate.target", "hybrid-sleep.target")
+# ng's compare_units: [Unit] keys whose change restarts nothing.
+_UNIT_IGNORED = frozenset(
+    {
+        "X-Reload-Triggers",
+        "Description",
+        "Documentation",
+        "OnFailure",
+        "OnSuccess",
+        "OnFailureJobMode",
+        "IgnoreOnIsolate",
+        "StopWhenUnneeded",
+        "RefuseManualStart",
+        "RefuseManualStop",
+        "AllowIsolate",
+        "CollectMode",
+        "SourcePath",
+    }
+)
+
+
+def parse_unit_text(text: str, into: UnitInfo) -> None:
+    """Add one unit file or drop-in to `into`, as ng's parse_systemd_ini:
+    a key may repeat (its values add up), an empty value clears the values
+    before it, [Install] is skipped, a quoted value loses its quotes."""
+    section: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        if section in (None, "Install") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        values = into.setdefault(str(section), {}).setdefault(key, [])
+        if value:
+            values.append(value)
+        else:
+            values.clear()
+
+
+def _flag(info: UnitInfo, section: str, key: str, default: bool) -> bool:
+    """ng's parse_systemd_bool: the key's last value, true when 1/yes/true/on.
+    NixOS writes X-RestartIfChanged, X-ReloadIfChanged, X-StopIfChanged and
+    X-NotSocketActivated under [Service]; the rig's mini writes every X- key
+    under [Unit], so an X- key missing from its section is looked up in the
+    other one."""
+    values = info.get(section, {}).get(key)
+    if values is None and key.startswith("X-"):
+        values = info.get("Unit" if section == "Service" else "Service", {}).get(key)
+    return values[-1] in ("1", "yes", "true", "on") if values else default
+
+
+def compare_units(old: UnitInfo, new: UnitInfo) -> str:
+    """Whether a change is "equal", "reload" or "restart", as ng's
+    compare_units: a change of X-Reload-Triggers only (or of a mount's
+    Options only) reloads, a change of one of the ignored [Unit] keys does
+    nothing, any other change restarts."""
+    result = "equal"
+    for section in old.keys() | new.keys():
+        before, after = old.get(section, {}), new.get(section, {})
+        for key in before.keys() | after.keys():
+            if before.get(key) == after.get(key):
+                continue
+            if section == "Unit" and key in _UNIT_IGNORED:
+                if key == "X-Reload-Triggers" and key in after:
+                    result = "reload"
+            elif section == "Mount" and key == "Options" and key in before and key in after:
+                result = "reload"
+            else:
+                return "restart"
+    return result
+
+
+@dataclass(frozen=True)
+class _System:
+    """One toplevel's units: the name of each file in etc/systemd/system
+    (and of each template instance its .wants/.requires name) → whether it
+    is masked (a link to /dev/null)."""
+
+    unit_dir: Path
+    masked: dict[str, bool]
+
+    @classmethod
+    def read(cls, toplevel: Path) -> _System | None:
+        """None when a unit file is missing (the system was collected)."""
+        unit_dir = toplevel / _UNIT_DIR
+        if not toplevel.is_dir():
+            return None
+        masked: dict[str, bool] = {}
+        instances: list[str] = []
+        for entry in sorted(unit_dir.iterdir()) if unit_dir.is_dir() else []:
+            if entry.name.endswith((".wants", ".requires")) and entry.is_dir():
+                instances += [link.name for link in entry.iterdir() if _TEMPLATE.match(link.name)]
+            elif "." in entry.name and not entry.name.endswith(".d"):
+                if not entry.exists():
+                    return None
+                masked[entry.name] = entry.resolve() == Path("/dev/null")
+        system = cls(unit_dir, masked)
+        for instance in instances:
+            if system.file(instance).exists():
+                masked.setdefault(instance, False)
+        return system
+
+    def has(self, unit: str) -> bool:
+        """ng: the unit's file exists and is not masked."""
+        return unit in self.masked and not self.masked[unit]
+
+    def file(self, unit: str) -> Path:
+        """The unit's file, or its template's for an instance without one."""
+        path = self.unit_dir / unit
+        m = _TEMPLATE.match(unit)
+        if not path.exists() and m:
+            return self.unit_dir / f"{m['name']}@.{m['kind']}"
+        return path
+
+    def info(self, unit: str) -> UnitInfo:
+        """ng's parse_unit: the file, its drop-ins (FILE.d/*.conf) and, for
+        an instance, the instance's own drop-ins."""
+        base = self.file(unit)
+        info: UnitInfo = {}
+        parse_unit_text(base.read_text(), info)
+        dirs = [Path(f"{base}.d")] + ([self.unit_dir / f"{unit}.d"] if base.name != unit else [])
+        for dropin in (conf for d in dirs for conf in sorted(d.glob("*.conf"))):
+            parse_unit_text(dropin.read_text(), info)
+        return info
+
+    def wanted(self) -> set[str]:
+        """Units the active targets want or require, transitively (the
+        .wants/.requires links and Wants=/Requires=/BindsTo=)."""
+        default = self.unit_dir / "default.target"
+        roots = [*_ACTIVE_TARGETS, *([default.resolve().name] if default.exists() else [])]
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            unit = todo.pop()
+            if unit in seen or self.masked.get(unit):
+                continue
+            seen.add(unit)
+            todo += self._dependencies(unit)
+        return seen
+
+    def _dependencies(self, unit: str) -> list[str]:
+        deps = [link.name for kind in (".wants", ".requires") for link in self._links(unit + kind)]
+        if self.has(unit):
+            section = self.info(unit).get("Unit", {})
+            deps += [d for key in ("Wants", "Requires", "BindsTo") for v in section.get(key, []) for d in v.split()]
+        return deps
+
+    def _links(self, dirname: str) -> list[Path]:
+        d = self.unit_dir / dirname
+        return sorted(d.iterdir()) if d.is_dir() else []
+
+    def active(self) -> set[str]:
+        """Units taken to be active while this system runs: the wanted ones
+        with a file, but for a oneshot without RemainAfterExit (it ran and
+        is inactive again)."""
+        return {u for u in self.wanted() if self.has(u) and not _ran_and_exited(self.info(u))}
+
+
+def active_units(toplevel: Path) -> set[str]:
+    """The units taken to be active while `toplevel` runs (see units_between)."""
+    system = _System.read(toplevel)
+    return system.active() if system is not None else set()
+
+
+def _ran_and_exited(info: UnitInfo) -> bool:
+    service = info.get("Service", {})
+    return service.get("Type", [""])[-1] == "oneshot" and not _flag(info, "Service", "RemainAfterExit", False)
+
+
+@dataclass
+class _Decisions:
+    """ng's units_to_stop, _start, _restart, _reload, _skip and _filter."""
+
+    stop: set[str] = field(default_factory=set)
+    start: set[str] = field(default_factory=set)
+    restart: set[str] = field(default_factory=set)
+    reload: set[str] = field(default_factory=set)
+    skip: set[str] = field(default_factory=set)
+    hidden: set[str] = field(default_factory=set)  # started targets, not shown
+
+    def shown(self, units: set[str]) -> tuple[str, ...]:
+        return tuple(sorted(units - self.hidden, key=str.lower))
+
+
+def units_between(old: Path, new: Path) -> Units | None:
+    """What switching from the system `old` to `new` does to units, decided
+    on the host from their unit files as switch-to-configuration-ng decides
+    in the guest; None when `old`'s files are not on the host (collected),
+    so the guest must plan.
+
+    Approximated, since the host cannot ask the guest's systemd:
+    - active units are the units the usual active targets want in `old`
+      (_ACTIVE_TARGETS, transitively), minus oneshots without
+      RemainAfterExit; a unit started by hand or a failed one is not seen;
+    - new units, and changed inactive ones, are started when an active
+      target of `new` wants them (what the rig's mini prints; real starts
+      them by restarting the active targets and does not print it);
+    - PID 1 is taken to be `old`'s systemd (its toplevel's `systemd` link);
+    - the activation script's own dry run and the units it asks to restart
+      or reload (/run/nixos/activation-*-list) are not known.
+    """
+    before, after = _System.read(old), _System.read(new)
+    if before is None or after is None:
+        return None
+    d = _Decisions()
+    active = before.active()
+    for unit in sorted(active):
+        _plan_active(d, before, after, unit, active)
+    _plan_started(d, before, after, active)
+    swaps = _plan_filesystems(d, old, new)
+    return Units(
+        stop=d.shown(d.stop),
+        restart=d.shown(d.restart),
+        reload=d.shown(d.reload),
+        start=d.shown(d.start),
+        skip=d.shown(d.skip),
+        swap_off=tuple(swaps),
+        restart_systemd=_restarts_systemd(old, new),
+        activate=True,
+    )
+
+
+def _plan_active(d: _Decisions, before: _System, after: _System, unit: str, active: set[str]) -> None:
+    """ng's loop over the active units: a removed (or masked) one stops
+    unless X-StopOnRemoval=false; an active target is started again (not
+    shown) and stopped first with X-StopOnReconfiguration; another unit is
+    compared with its new version."""
+    if not after.has(unit):
+        if _flag(before.info(unit), "Unit", "X-StopOnRemoval", True):
+            d.stop.add(unit)
+        return
+    new = after.info(unit)
+    if unit.endswith(".target"):
+        manual = _flag(new, "Unit", "RefuseManualStart", False) or _flag(new, "Unit", "X-OnlyManualStart", False)
+        if unit not in _SLEEP_TARGETS and not manual:
+            d.start.add(unit)
+            d.hidden.add(unit)
+        if _flag(new, "Unit", "X-StopOnReconfiguration", False):
+            d.stop.add(unit)
+        return
+    change = compare_units(before.info(unit), new)
+    if change == "restart":
+        _plan_modified(d, after, unit, new, active)
+    elif change == "reload" and unit not in d.restart:
+        d.reload.add(unit)
+
+
+def _plan_modified(d: _Decisions, after: _System, unit: str, new: UnitInfo, active: set[str]) -> None:
+    """ng's handle_modified_unit, for a unit whose change needs a restart."""
+    if unit in _NOT_RESTARTED or unit.endswith((".unit", ".slice", ".socket")) or unit.startswith("systemd-nspawn@"):
+        return
+    if unit.endswith(".mount"):
+        # / and /nix cannot be unmounted: remounted instead.
+        (d.reload if unit in ("-.mount", "nix.mount") else d.restart).add(unit)
+    elif _flag(new, "Service", "X-ReloadIfChanged", False) and unit not in d.restart and unit not in d.stop:
+        d.reload.add(unit)
+    elif (
+        not _flag(new, "Service", "X-RestartIfChanged", True)
+        or _flag(new, "Unit", "RefuseManualStop", False)
+        or _flag(new, "Unit", "X-OnlyManualStart", False)
+    ):
+        d.skip.add(unit)
+    elif not _flag(new, "Service", "X-StopIfChanged", True) or not unit.endswith(".service"):
+        d.restart.add(unit)
+        d.reload.discard(unit)
+    else:
+        _stop_and_start(d, after, unit, new, active)
+
+
+def _stop_and_start(d: _Decisions, after: _System, unit: str, new: UnitInfo, active: set[str]) -> None:
+    """A changed service stops before the activation and starts after it;
+    when socket-activated (an active socket of its own), its sockets are
+    stopped and started instead, unless X-NotSocketActivated."""
+    base = after.file(unit).name.rsplit(".", 1)[0]
+    sockets = " ".join(new.get("Service", {}).get("Sockets", [])).split() or [f"{base}.socket"]
+    socket_activated = False
+    for socket in (s for s in sockets if s in active):
+        d.stop.add(socket)
+        if (after.unit_dir / socket).exists():
+            d.start.add(socket)
+            socket_activated = True
+    if _flag(new, "Service", "X-NotSocketActivated", False):
+        socket_activated = False
+    if not socket_activated:
+        d.start.add(unit)
+    d.stop.add(unit)
+    d.reload.discard(unit)
+
+
+def _plan_started(d: _Decisions, before: _System, after: _System, active: set[str]) -> None:
+    """The rig's mini: a new unit, or a changed one that is not running, is
+    started when an active target of the new system wants it (targets
+    themselves are started silently, as ng's filtered targets)."""
+    wanted = after.wanted()
+    for unit in sorted(u for u in wanted if after.has(u) and u not in active and not u.endswith(".target")):
+        if not before.has(unit) or compare_units(before.info(unit), after.info(unit)) != "equal":
+            d.start.add(unit)
+
+
+def _plan_filesystems(d: _Decisions, old: Path, new: Path) -> list[str]:
+    """ng's fstab comparison: a file system gone is unmounted, one whose
+    device or type changed is mounted again (/ and /nix only remounted, or
+    left alone), one whose options changed is remounted. Returns the swap
+    devices gone from the fstab (swapped off)."""
+    (fs_before, swaps_before), (fs_after, swaps_after) = _fstab(old), _fstab(new)
+    for mountpoint, (device, fstype, options) in fs_before.items():
+        unit = mount_unit(mountpoint)
+        if mountpoint not in fs_after:
+            d.stop.add(unit)
+            continue
+        new_device, new_fstype, new_options = fs_after[mountpoint]
+        if (device, fstype) != (new_device, new_fstype):
+            if mountpoint not in ("/", "/nix"):
+                d.restart.add(unit)
+            else:
+                (d.reload if options != new_options else d.skip).add(unit)
+        elif options != new_options:
+            d.reload.add(unit)
+    return [s for s in swaps_before if s not in swaps_after]
+
+
+def _fstab(toplevel: Path) -> tuple[dict[str, tuple[str, str, str]], list[str]]:
+    """ng's parse_fstab: mount point → (device, type, options), and the swap
+    devices; a line with a '#' anywhere is skipped."""
+    path = toplevel / "etc" / "fstab"
+    filesystems: dict[str, tuple[str, str, str]] = {}
+    swaps: list[str] = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        fields = line.split()
+        if "#" in line or len(fields) < 3:
+            continue
+        if fields[2] == "swap":
+            swaps.append(fields[0])
+        else:
+            filesystems[fields[1]] = (fields[0], fields[2], fields[3] if len(fields) > 3 else "")
+    return filesystems, swaps
+
+
+def mount_unit(path: str) -> str:
+    """The mount unit of `path`, as `systemd-escape --suffix=mount -p`."""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return "-.mount"
+
+    def escape(i: int, c: str) -> str:
+        ok = c.isascii() and (c.isalnum() or c in ":_.") and not (i == 0 and c == ".")
+        return c if ok else "".join(f"\\x{b:02x}" for b in c.encode())
+
+    joined = "/".join(parts)
+    return "".join("-" if c == "/" else escape(i, c) for i, c in enumerate(joined)) + ".mount"
+
+
+def _restarts_systemd(old: Path, new: Path) -> bool:
+    """ng re-executes PID 1 when /proc/1/exe is not the new system's
+    systemd (lib/systemd/systemd) or /etc/systemd/system.conf resolves
+    elsewhere than the new one's. The old toplevel's `systemd` link stands
+    in for /proc/1/exe; without one on either side (the rig's guest runs
+    its image's systemd) the package is not compared."""
+
+    def resolved(path: Path) -> Path | None:
+        return path.resolve() if path.exists() else None
+
+    pid1 = [resolved(top / "systemd" / "lib" / "systemd" / "systemd") for top in (old, new)]
+    conf = [resolved(top / "etc" / "systemd" / "system.conf") for top in (old, new)]
+    return (None not in pid1 and pid1[0] != pid1[1]) or conf[0] != conf[1]
+
+
+def dry_activate_text(units: Units) -> str:
+    """The lines switch-to-configuration-ng prints in a dry run that found
+    `units`, in its order (parse_dry_activate reads them back)."""
+    lines = [f"would stop the following units: {', '.join(units.stop)}"] if units.stop else []
+    if units.skip:
+        lines.append(f"would NOT stop the following changed units: {', '.join(units.skip)}")
+    lines += [f"would stop swap device: {device}" for device in units.swap_off]
+    lines.append("would activate the configuration...")
+    lines += list(units.other)
+    if units.restart_systemd:
+        lines.append("would restart systemd")
+    for verb, names in (("reload", units.reload), ("restart", units.restart), ("start", units.start)):
+        if names:
+            lines.append(f"would {verb} the following units: {', '.join(names)}")
+    return "\n".join(lines) + "\n"
+
+
 # --- rendering ------------------------------------------------------------
 
 _FEW_NAMES = 4  # rebuilt and config names shown without --verbose

@@ -308,3 +308,341 @@ def test_closure_diff_with_real_nix(tmp_path: Path) -> None:
     assert plan.closure_diff(None, new).added_paths == sorted(
         run(["nix-store", "--query", "--requisites", new]).stdout.split()
     )
+
+
+# --- units planned on the host ------------------------------------------------
+
+SERVICE = "[Unit]\nDescription=demo\n\n[Service]\nExecStart=/bin/demo {v}\n{extra}\n[Install]\nWantedBy=x\n"
+
+
+def service(v: str = "1", extra: str = "", unit: str = "") -> str:
+    """A unit file's text: `v` is its version, `extra` lines of [Service], `unit` lines of [Unit]."""
+    return SERVICE.format(v=v, extra=extra).replace("Description=demo\n", f"Description=demo\n{unit}")
+
+
+class Top:
+    """A fabricated toplevel: etc/systemd/system with its unit files linked
+    from a store of their own (as NixOS links them), .wants links, drop-ins,
+    an fstab, a systemd link and system.conf."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.root = tmp / name
+        self.store = tmp / f"{name}-store"
+        self.dir = self.root / "etc" / "systemd" / "system"
+        self.dir.mkdir(parents=True)
+        self.store.mkdir()
+
+    def unit(self, name: str, text: str | None, *wanted_by: str) -> Top:
+        """`text` None masks the unit."""
+        target = Path("/dev/null")
+        if text is not None:
+            target = self.store / name
+            target.write_text(text)
+        (self.dir / name).symlink_to(target)
+        for t in wanted_by:
+            (self.dir / f"{t}.wants").mkdir(exist_ok=True)
+            (self.dir / f"{t}.wants" / name).symlink_to(target)
+        return self
+
+    def dropin(self, unit: str, text: str) -> Top:
+        (self.dir / f"{unit}.d").mkdir(exist_ok=True)
+        (self.dir / f"{unit}.d" / "override.conf").write_text(text)
+        return self
+
+    def file(self, rel: str, text: str) -> Top:
+        path = self.root / "etc" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return self
+
+
+def tops(tmp: Path) -> tuple[Top, Top]:
+    return Top(tmp, "old"), Top(tmp, "new")
+
+
+def between(old: Top, new: Top) -> Units:
+    units = plan.units_between(old.root, new.root)
+    assert units is not None
+    return units
+
+
+def test_host_plan_unchanged_system_touches_nothing(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    for t in (old, new):
+        t.unit("a.service", service(), "multi-user.target")
+    assert between(old, new) == Units(activate=True)
+
+
+def test_host_plan_changed_active_service_is_stopped_and_started(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    old.unit("a.service", service("1"), "multi-user.target")
+    new.unit("a.service", service("2"), "multi-user.target")
+    units = between(old, new)
+    assert units.stop == units.start == ("a.service",) and units.cycled == ("a.service",)
+    assert row(render(diff(), units), "restart").split() == ["restart", "a.service"]
+
+
+@pytest.mark.parametrize("section", ["Service", "Unit"])  # real NixOS, the rig's mini
+def test_host_plan_honours_the_if_changed_keys(tmp_path: Path, section: str) -> None:
+    old, new = tops(tmp_path)
+    keys = {"r.service": "X-StopIfChanged=false", "l.service": "X-ReloadIfChanged=true"}
+    keys["k.service"] = "X-RestartIfChanged=false"
+    for name, key in keys.items():
+        where = {"extra": key} if section == "Service" else {"unit": key + "\n"}
+        old.unit(name, service("1", **where), "multi-user.target")
+        new.unit(name, service("2", **where), "multi-user.target")
+    units = between(old, new)
+    assert (units.restart, units.reload, units.skip, units.stop, units.start) == (
+        ("r.service",),
+        ("l.service",),
+        ("k.service",),
+        (),
+        (),
+    )
+    assert parse_dry_activate(plan.dry_activate_text(units)) == units
+
+
+def test_host_plan_manual_only_units_are_kept(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    for name, key in (("m.service", "RefuseManualStop=yes"), ("o.service", "X-OnlyManualStart=true")):
+        old.unit(name, service("1", unit=key + "\n"), "multi-user.target")
+        new.unit(name, service("2", unit=key + "\n"), "multi-user.target")
+    assert between(old, new).skip == ("m.service", "o.service")
+
+
+def test_host_plan_reload_triggers_reload_and_ignored_keys_do_nothing(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    old.unit("t.service", service(unit="X-Reload-Triggers=aaa\n"), "multi-user.target")
+    new.unit("t.service", service(unit="X-Reload-Triggers=bbb\n"), "multi-user.target")
+    old.unit("d.service", service(), "multi-user.target")
+    other = service().replace("Description=demo", "Description=other\nDocumentation=man:x")
+    new.unit("d.service", other, "multi-user.target")
+    units = between(old, new)
+    assert units.reload == ("t.service",)
+    assert units.stop == units.start == units.restart == ()
+
+
+def test_host_plan_removed_units_stop_unless_stop_on_removal_is_off(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    old.unit("gone.service", service(), "multi-user.target")
+    old.unit("masked.service", service(), "multi-user.target")
+    old.unit("stays.service", service(unit="X-StopOnRemoval=false\n"), "multi-user.target")
+    old.unit("idle.service", service())  # wanted by nothing: not running
+    new.unit("masked.service", None)
+    assert between(old, new).stop == ("gone.service", "masked.service")
+
+
+def test_host_plan_starts_new_wanted_units_only(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    old.unit("was-masked.service", None)
+    new.unit("fresh.service", service(), "multi-user.target")
+    new.unit("was-masked.service", service(), "sysinit.target")
+    new.unit("unwanted.service", service())
+    new.unit("deep.service", service())
+    new.unit("mid.service", service(unit="Wants=deep.service\n"), "multi-user.target")
+    units = between(old, new)
+    assert units.start == ("deep.service", "fresh.service", "mid.service", "was-masked.service")
+    assert units.stop == ()
+
+
+def test_host_plan_changed_oneshot_that_ran_is_started_not_stopped(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    old.unit("once.service", service("1", "Type=oneshot"), "multi-user.target")
+    new.unit("once.service", service("2", "Type=oneshot"), "multi-user.target")
+    old.unit("kept.service", service("1", "Type=oneshot\nRemainAfterExit=true"), "multi-user.target")
+    new.unit("kept.service", service("2", "Type=oneshot\nRemainAfterExit=true"), "multi-user.target")
+    units = between(old, new)
+    assert units.start == ("kept.service", "once.service") and units.stop == ("kept.service",)
+
+
+def test_host_plan_socket_activated_service_restarts_its_socket(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    for t in (old, new):
+        t.unit("sock.socket", "[Socket]\nListenStream=1\n", "sockets.target")
+    old.unit("sock.service", service("1"))
+    new.unit("sock.service", service("2"))
+    old.unit("x.service", service("1", "Sockets=sock.socket"), "multi-user.target")
+    new.unit("x.service", service("2", "Sockets=sock.socket"), "multi-user.target")
+    old.unit("y.service", service("1", "Sockets=sock.socket\nX-NotSocketActivated=true"), "multi-user.target")
+    new.unit("y.service", service("2", "Sockets=sock.socket\nX-NotSocketActivated=true"), "multi-user.target")
+    units = between(old, new)
+    assert units.stop == ("sock.socket", "x.service", "y.service")
+    assert units.start == ("sock.socket", "y.service")  # x.service starts on demand
+    assert units.restart == ()  # sock.service is not running: nothing
+
+
+def test_host_plan_non_services(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    units = {
+        "t.timer": "[Timer]\nOnCalendar={}\n",
+        "data.mount": "[Mount]\nWhat=/dev/vdb\nWhere=/data\nType={}\n",
+        "-.mount": "[Mount]\nWhat=/dev/vda\nWhere=/\nType={}\n",
+        "opts.mount": "[Mount]\nWhat=/dev/vdc\nWhere=/opts\nOptions={}\n",
+        "s.socket": "[Socket]\nListenStream={}\n",
+        "user.slice": "[Slice]\nCPUQuota={}\n",
+        "multi-user.target": "[Unit]\nAfter={}\n",
+        "r.target": "[Unit]\nX-StopOnReconfiguration=true\nAfter={}\n",
+    }
+    for name, text in units.items():
+        old.unit(name, text.format("1"), "multi-user.target")
+        new.unit(name, text.format("2"), "multi-user.target")
+    got = between(old, new)
+    assert got.restart == ("data.mount", "t.timer")
+    assert got.reload == ("-.mount", "opts.mount")
+    assert got.stop == got.start == got.skip == ()  # targets restart silently, as ng filters them
+
+
+def test_host_plan_drop_ins_and_template_instances(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    for t in (old, new):
+        t.unit("d.service", service(), "multi-user.target")
+        t.unit("getty@.service", service())
+        (t.dir / "getty.target.wants").mkdir()
+        (t.dir / "getty.target.wants" / "getty@tty1.service").symlink_to(t.dir / "getty@.service")
+    new.dropin("d.service", "[Service]\nEnvironment=X=1\n")
+    new.dropin("getty@tty1.service", "[Service]\nX-StopIfChanged=false\nEnvironment=X=1\n")
+    units = between(old, new)
+    assert units.stop == units.start == ("d.service",)
+    assert units.restart == ("getty@tty1.service",)
+
+
+def test_host_plan_file_systems_and_swaps(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    old.file("fstab", "/dev/vda / ext4 defaults\n/dev/vdb /data ext4 rw\n/dev/vdc /var/lib/my-db xfs rw\n")
+    old.file("fstab", old.root.joinpath("etc/fstab").read_text() + "/dev/vdd /gone ext4 rw\n/dev/vde none swap sw\n")
+    new.file("fstab", "/dev/vdz / ext4 defaults\n/dev/vdb /data ext4 ro\n/dev/vdy /var/lib/my-db xfs rw\n# a comment\n")
+    units = between(old, new)
+    assert units.reload == ("data.mount",)
+    assert units.restart == ("var-lib-my\\x2ddb.mount",)
+    assert units.stop == ("gone.mount",)
+    assert units.skip == ("-.mount",)  # / on another device: not unmounted
+    assert units.swap_off == ("/dev/vde",)
+    assert parse_dry_activate(plan.dry_activate_text(units)) == units
+
+
+def test_mount_unit_names() -> None:
+    assert plan.mount_unit("/") == "-.mount"
+    assert plan.mount_unit("/nix//store/") == "nix-store.mount"
+    assert plan.mount_unit("/srv/.hidden dir") == "srv-.hidden\\x20dir.mount"
+    assert plan.mount_unit("/.x") == "\\x2ex.mount"
+
+
+def test_host_plan_restarts_systemd_for_a_new_package_or_system_conf(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    assert not between(old, new).restart_systemd  # no systemd link on either side: the rig's case
+    for t, version in ((old, "255"), (new, "256")):
+        pkg = tmp_path / f"systemd-{version}"
+        (pkg / "lib" / "systemd").mkdir(parents=True)
+        (pkg / "lib" / "systemd" / "systemd").write_text(version)
+        (t.root / "systemd").symlink_to(pkg)
+    assert between(old, new).restart_systemd
+    (new.root / "systemd").unlink()
+    (new.root / "systemd").symlink_to(old.root / "systemd")
+    assert not between(old, new).restart_systemd
+    new.file("systemd/system.conf", "[Manager]\n")
+    assert between(old, new).restart_systemd
+
+
+def test_host_plan_needs_the_old_system_on_the_host(tmp_path: Path) -> None:
+    old, new = tops(tmp_path)
+    assert plan.units_between(tmp_path / "collected", new.root) is None
+    old.unit("a.service", service(), "multi-user.target")
+    (old.store / "a.service").unlink()  # its unit file collected
+    assert plan.units_between(old.root, new.root) is None
+
+
+def test_dry_activate_text_round_trip() -> None:
+    units = parse_dry_activate(NG_OUTPUT + "would create group nginx\n")
+    assert parse_dry_activate(plan.dry_activate_text(units)) == units
+
+
+def _services(version: str, names: list[str]) -> str:
+    """Module text: oneshot services wanted by multi-user.target whose script
+    prints `version`; a name may carry the options after a colon."""
+    out = []
+    for spec in names:
+        name, _, options = spec.partition(":")
+        remain = "" if options == "ran" else " RemainAfterExit = true;"
+        extra = "" if options in ("", "ran") else f" {options} = false;"
+        if options == "reloadIfChanged":
+            extra = " reloadIfChanged = true;"
+        out.append(
+            f'  systemd.services.{name} = {{ wantedBy = [ "multi-user.target" ];{extra} '
+            f'serviceConfig = {{ Type = "oneshot";{remain} }}; script = "echo {version}"; }};'
+        )
+    return "\n".join(out)
+
+
+def _mini_plan(old: Path, new: Path, active: set[str]) -> dict[str, list[str]]:
+    """The decisions of the mini's own switch-to-configuration (the new
+    toplevel's bin/switch-to-configuration), with `active` for its
+    `systemctl is-active`."""
+    script = (new / "bin" / "switch-to-configuration").read_text().removesuffix("sys.exit(main())\n")
+    namespace: dict[str, object] = {"__name__": "mini_switch"}
+    exec(compile(script, "switch-to-configuration", "exec"), namespace)
+    namespace["is_active"] = lambda unit: unit in active
+    decided: dict[str, list[str]] = namespace["plan"](str(old))  # type: ignore[operator]
+    return decided
+
+
+@pytest.mark.nix
+def test_host_plan_of_two_mini_systems_matches_the_minis_dry_activate(tmp_path: Path) -> None:
+    from tests.conftest import MINI_NIXPKGS, fixed_fripon
+
+    def build(name: str, extra: str) -> Path:
+        conf = fixed_fripon(tmp_path / name, extra=extra)
+        expr = f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).system"
+        result = run(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
+        assert result.returncode == 0, result.stderr[-2000:]
+        return Path(result.stdout.strip())
+
+    both = ["changed", "restarted:stopIfChanged", "reloaded:reloadIfChanged", "kept:restartIfChanged", "ran:ran"]
+    old = build("old", _services("1", [*both, "gone"]) + "\n" + _services("0", ["same"]))
+    new = build("new", _services("2", [*both, "fresh"]) + "\n" + _services("0", ["same"]))
+    units = plan.units_between(old, new)
+    assert units is not None
+    assert units.stop == ("changed.service", "gone.service")
+    assert units.start == ("changed.service", "fresh.service", "ran.service")
+    assert (units.restart, units.reload, units.skip) == (
+        ("restarted.service",),
+        ("reloaded.service",),
+        ("kept.service",),
+    )
+    assert not units.restart_systemd and not units.swap_off
+    assert plan.units_between(new, new) == Units(activate=True)
+
+    # The mini decides the same, given the units the host takes as active.
+    active = plan.active_units(old)
+    assert "sshd.service" in active and "ran.service" not in active
+    mini = _mini_plan(old, new, active)
+    for verb in ("stop", "restart", "reload", "start"):
+        assert sorted(mini[verb]) == list(getattr(units, verb)), verb
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_deploy_plans_on_the_host_and_asks_the_guest_only_without_the_old_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+) -> None:
+    import subprocess
+
+    old, new = tops(tmp_path)
+    old.unit("a.service", service("1"), "multi-user.target")
+    new.unit("a.service", service("2"), "multi-user.target")
+    guest: list[list[str]] = []
+    pushed: list[list[str]] = []
+
+    def ssh_run(remote: object, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        guest.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "would start the following units: b.service\n")
+
+    monkeypatch.setattr(deploy.ssh, "run", ssh_run)
+    monkeypatch.setattr(deploy, "push", lambda remote, paths, force_copy: pushed.append(paths) or deploy.Pushed(1, 0))
+    req = deploy.DeployRequest("vm", None, dry_run=dry_run, yes=True, force_copy=False, confirm_timeout=1, checks=())
+    _, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(old.root))  # type: ignore[arg-type]
+    assert guest == [] and pushed == ([] if dry_run else [["p"]])
+    assert dry.returncode == 0 and parse_dry_activate(dry.stderr).cycled == ("a.service",)
+
+    _, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(tmp_path / "collected"))  # type: ignore[arg-type]
+    assert guest == [[f"{new.root}/bin/switch-to-configuration", "dry-activate"]]
+    assert parse_dry_activate(dry.stderr).start == ("b.service",)
+    assert len(pushed) == (0 if dry_run else 2)  # a dry run changes nothing in the VM
