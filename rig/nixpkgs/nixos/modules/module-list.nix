@@ -16,6 +16,7 @@
   ./system/activation/activation-script.nix
   ./system/activation/top-level.nix
   ./security/pam.nix
+  ./security/sudo.nix
   ./services/sshd.nix
   ./services/timesyncd.nix
   ./virtualisation/build-vm.nix
