@@ -98,7 +98,9 @@ def test_open_firewall_and_freeform_type(tmp_path: Path) -> None:
     result = run(["nix-instantiate", "--eval", "--strict", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[ 2222 2223 ]"
-    code, _, err = build_system(tmp_path / "b", ROOT_KEY + '\n  services.openssh.settings.PermitRootLogin = lib.mkForce "maybe";')
+    code, _, err = build_system(
+        tmp_path / "b", ROOT_KEY + '\n  services.openssh.settings.PermitRootLogin = lib.mkForce "maybe";'
+    )
     assert code != 0
     assert "services.openssh.settings.PermitRootLogin' is not of type" in err
 
@@ -115,7 +117,9 @@ def test_bad_sshd_setting_fails_the_build(tmp_path: Path) -> None:
 
 
 def test_socket_activation_units(tmp_path: Path) -> None:
-    system = built(tmp_path, ROOT_KEY + "\n  services.openssh.startWhenNeeded = true;\n  services.openssh.ports = [ 22 2222 ];")
+    system = built(
+        tmp_path, ROOT_KEY + "\n  services.openssh.startWhenNeeded = true;\n  services.openssh.ports = [ 22 2222 ];"
+    )
     units = system / "etc" / "systemd" / "system"
     assert not (units / "sshd.service").exists()
     socket = (units / "sshd.socket").read_text().splitlines()
@@ -144,7 +148,10 @@ def test_lockout_assertion(tmp_path: Path) -> None:
         "manually running passwd root to set the root password.\n"
     ) in text
     # A wheel user with a key is enough; so is allowNoPasswordLogin.
-    wheel = '  users.users.alice = { isNormalUser = true; extraGroups = [ "wheel" ]; openssh.authorizedKeys.keys = [ "%s" ]; };' % KEY
+    wheel = (
+        '  users.users.alice = { isNormalUser = true; extraGroups = [ "wheel" ]; openssh.authorizedKeys.keys = [ "%s" ]; };'
+        % KEY
+    )
     assert build_system(tmp_path / "w", wheel)[0] == 0
     assert build_system(tmp_path / "n", "  users.allowNoPasswordLogin = true;")[0] == 0
 

@@ -22,7 +22,6 @@ def shadow_hash(name: str) -> str | None:
     return None
 
 
-
 def run(*argv: str) -> None:
     subprocess.run(argv, check=True)
 

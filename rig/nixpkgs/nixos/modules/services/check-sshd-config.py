@@ -38,7 +38,11 @@ permittty permituserrc disableforwarding exposeauthinfo streamlocalbindunlink us
 """.split()
 LOGLEVELS = ("QUIET", "FATAL", "ERROR", "INFO", "VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
 FACILITIES = ("DAEMON", "USER", "AUTH", "AUTHPRIV", *(f"LOCAL{i}" for i in range(8)))
-ALGORITHMS = {"ciphers": ("cipher", "cipher spec"), "macs": ("mac", "mac spec"), "kexalgorithms": ("kex", "KexAlgorithms")}
+ALGORITHMS = {
+    "ciphers": ("cipher", "cipher spec"),
+    "macs": ("mac", "mac spec"),
+    "kexalgorithms": ("kex", "KexAlgorithms"),
+}
 # Keywords taking other values, checked no further here.
 OTHER = """
 port hostkey pidfile modulifile logingracetime syslogfacility loglevel logverbose
