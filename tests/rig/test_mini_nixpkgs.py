@@ -9,6 +9,9 @@ from pathlib import Path
 from tests.conftest import MINI_NIXPKGS, REPO, fixed_fripon, run
 
 SEED = REPO / "examples" / "fripon" / "configuration.nix"
+# The example locks root's password and has no key (whoever runs the VM gives
+# one): with users.mutableUsers = false, NixOS refuses it without a key.
+ROOT_KEY = '  users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk test@rig" ];'
 
 
 def nix_build(expr: str, *extra: str) -> tuple[int, str, str]:
@@ -42,7 +45,7 @@ def test_seed_way_without_vmvariant_conflicts_too() -> None:
 
 
 def test_fixed_configuration_builds_a_vm(tmp_path: Path) -> None:
-    conf = fixed_fripon(tmp_path)
+    conf = fixed_fripon(tmp_path, extra=ROOT_KEY)
     code, out, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).vm")
     assert code == 0, err
     vm = Path(out)
@@ -69,7 +72,7 @@ def test_fixed_configuration_builds_a_vm(tmp_path: Path) -> None:
 
 
 def test_vm_settings_stay_in_the_vm(tmp_path: Path) -> None:
-    conf = fixed_fripon(tmp_path, extra="  virtualisation.vmVariant.virtualisation.memorySize = 2048;")
+    conf = fixed_fripon(tmp_path, extra="  virtualisation.vmVariant.virtualisation.memorySize = 2048;\n" + ROOT_KEY)
     expr = (
         f"let n = import <nixpkgs/nixos> {{ configuration = {conf}; }}; in {{ "
         "host = n.config.services.timesyncd.enable; "
@@ -92,7 +95,7 @@ def test_unknown_option_is_named(tmp_path: Path) -> None:
 
 
 def test_flake_nixos_system(tmp_path: Path) -> None:
-    conf = fixed_fripon(tmp_path / "conf")
+    conf = fixed_fripon(tmp_path / "conf", extra=ROOT_KEY)
     (tmp_path / "flake.nix").write_text(
         '{ inputs.nixpkgs.url = "path:%s";\n'
         "  outputs = { self, nixpkgs }: {\n"

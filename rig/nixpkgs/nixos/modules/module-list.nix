@@ -17,6 +17,7 @@
   ./system/activation/top-level.nix
   ./system/activation/pre-switch-check.nix
   ./security/pam.nix
+  ./security/sudo.nix
   ./services/sshd.nix
   ./services/timesyncd.nix
   ./virtualisation/build-vm.nix

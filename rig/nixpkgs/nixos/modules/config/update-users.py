@@ -1,6 +1,9 @@
 # Activation step of users.users / users.groups in the rig's Debian guest:
-# create missing groups and users, and set declared password hashes (always
-# when users.mutableUsers is false, only at creation otherwise, as NixOS does).
+# create missing groups and users, add group members, and set declared
+# passwords (always when users.mutableUsers is false, only at creation
+# otherwise, as NixOS does): hashedPassword over password over
+# hashedPasswordFile, as NixOS orders them.  The guest's python3 is minimal
+# (no json, no crypt): clear-text passwords go through chpasswd.
 import ast
 import grp
 import pwd
@@ -17,7 +20,6 @@ def shadow_hash(name: str) -> str | None:
             if fields[0] == name:
                 return fields[1]
     return None
-
 
 
 def run(*argv: str) -> None:
@@ -44,6 +46,8 @@ for u in spec["users"]:
             argv += ["-g", u["group"]]
         if u["createHome"]:
             argv += ["-m"]
+        if u["isSystemUser"]:
+            argv += ["-r"]
         argv += ["-s", u["shell"] or ("/bin/bash" if u["isNormalUser"] else "/usr/sbin/nologin")]
         if u["description"]:
             argv += ["-c", u["description"]]
@@ -51,8 +55,26 @@ for u in spec["users"]:
         created = True
     if u["extraGroups"]:
         subprocess.run(["usermod", "-a", "-G", ",".join(u["extraGroups"]), u["name"]], check=False)
+    if not (created or not spec["mutableUsers"]):
+        continue
     password = u["hashedPassword"]
+    if not password and u["password"]:
+        subprocess.run(["chpasswd"], input=f"{u['name']}:{u['password']}\n", text=True, check=True)
+        continue
+    if not password and u["hashedPasswordFile"]:
+        try:
+            with open(u["hashedPasswordFile"]) as f:
+                password = f.readline().strip()
+        except OSError:
+            print(f"warning: password file ‘{u['hashedPasswordFile']}’ does not exist", file=sys.stderr)
     if not password and created:
         password = u["initialHashedPassword"]
-    if password and (created or not spec["mutableUsers"]) and shadow_hash(u["name"]) != password:
+        if not password and u["initialPassword"]:
+            subprocess.run(["chpasswd"], input=f"{u['name']}:{u['initialPassword']}\n", text=True, check=True)
+            continue
+    if password and shadow_hash(u["name"]) != password:
         run("usermod", "-p", password, u["name"])
+
+for g in spec["groups"]:
+    for member in g["members"]:
+        subprocess.run(["usermod", "-a", "-G", g["name"], member], check=False)

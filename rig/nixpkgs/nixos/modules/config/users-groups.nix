@@ -1,25 +1,38 @@
-# users.users / users.groups, applied at activation by a small script.
-# Authorized SSH keys go to /etc/ssh/authorized_keys.d/<user>, as in NixOS.
+# users.users / users.groups with the interface and the checks of NixOS's
+# nixos/modules/config/users-groups.nix (assertions and warnings with its
+# messages), applied at activation by update-users.py.  Authorized SSH keys
+# go to /etc/ssh/authorized_keys.d/<user>, a copy of mode 0444, as in NixOS.
 { config, lib, pkgs, ... }:
 let
-  inherit (lib) mkOption types;
+  inherit (lib) mkOption mkDefault types;
   cfg = config.users;
+
+  # Whether a password hash lets someone log in (NixOS's allowsLogin).
+  allowsLogin = hash:
+    hash == "" # login without password
+    || !(builtins.elem hash [
+      null # password login disabled
+      "!" # password login disabled
+      "!!" # a variant of "!"
+      "*" # password unset
+    ]);
 
   userOpts = { name, config, ... }: {
     options = {
       name = mkOption { type = types.str; default = name; description = "The user name."; };
-      uid = mkOption { type = types.nullOr types.int; default = null; description = "The user id."; };
-      isNormalUser = mkOption { type = types.bool; default = false; description = "A user with a home and a login shell."; };
-      isSystemUser = mkOption { type = types.bool; default = false; description = "A system user."; };
-      description = mkOption { type = types.str; default = ""; description = "The GECOS field."; };
-      group = mkOption { type = types.str; default = ""; description = "The primary group."; };
-      extraGroups = mkOption { type = types.listOf types.str; default = [ ]; description = "More groups."; };
-      home = mkOption {
-        type = types.str;
-        default = if name == "root" then "/root" else if config.isNormalUser then "/home/${name}" else "/var/empty";
-        description = "The home directory.";
+      uid = mkOption { type = types.nullOr types.int; default = null; description = "The account UID; null: chosen at creation."; };
+      isNormalUser = mkOption {
+        type = types.bool;
+        default = false;
+        description = "A normal user: group users, a home in /home made at creation, a login shell.";
       };
-      createHome = mkOption { type = types.bool; default = config.isNormalUser; description = "Create the home directory."; };
+      isSystemUser = mkOption { type = types.bool; default = false; description = "A system user (a UID below 1000)."; };
+      description = mkOption { type = types.str; default = ""; description = "The GECOS field."; };
+      group = mkOption { type = types.str; default = ""; description = "The user's primary group."; };
+      extraGroups = mkOption { type = types.listOf types.str; default = [ ]; description = "The user's auxiliary groups."; };
+      home = mkOption { type = types.str; default = "/var/empty"; description = "The user's home directory."; };
+      createHome = mkOption { type = types.bool; default = false; description = "Create the home directory at activation."; };
+      useDefaultShell = mkOption { type = types.bool; default = false; description = "Use users.defaultUserShell."; };
       shell = mkOption { type = types.nullOr (types.either types.package types.str); default = null; description = "The login shell."; };
       hashedPassword = mkOption { type = types.nullOr types.str; default = null; description = "The password hash (crypt(3))."; };
       initialHashedPassword = mkOption { type = types.nullOr types.str; default = null; description = "The password hash set when the user is created."; };
@@ -27,10 +40,34 @@ let
       initialPassword = mkOption { type = types.nullOr types.str; default = null; description = "A clear-text password set when the user is created."; };
       hashedPasswordFile = mkOption { type = types.nullOr types.str; default = null; description = "A file holding the password hash."; };
       openssh.authorizedKeys = {
-        keys = mkOption { type = types.listOf types.singleLineStr; default = [ ]; description = "Public keys that may log in as this user."; };
-        keyFiles = mkOption { type = types.listOf types.path; default = [ ]; description = "Files of public keys that may log in as this user."; };
+        keys = mkOption {
+          type = types.listOf types.singleLineStr;
+          default = [ ];
+          description = "Verbatim OpenSSH public keys added to the user's authorized keys.";
+        };
+        keyFiles = mkOption {
+          type = types.listOf types.path;
+          default = [ ];
+          description = "Files of OpenSSH public keys added to the user's authorized keys.";
+        };
       };
     };
+    config = lib.mkMerge [
+      (lib.mkIf config.isNormalUser {
+        group = mkDefault "users";
+        createHome = mkDefault true;
+        home = mkDefault "/home/${config.name}";
+        useDefaultShell = mkDefault true;
+        isSystemUser = mkDefault false;
+      })
+      # With immutable users, the initial passwords are the passwords.
+      (lib.mkIf (!cfg.mutableUsers && config.initialPassword != null) {
+        password = mkDefault config.initialPassword;
+      })
+      (lib.mkIf (!cfg.mutableUsers && config.initialHashedPassword != null) {
+        hashedPassword = mkDefault config.initialHashedPassword;
+      })
+    ];
   };
 
   groupOpts = { name, ... }: {
@@ -41,28 +78,44 @@ let
     };
   };
 
-  # Read by update-users.py with ast.literal_eval (the guest's python3 may
-  # be a minimal one, without json): JSON without true/false/null is a
-  # Python literal, so booleans are 0/1 and a missing value is "" or -1.
+  # Read by update-users.py with ast.literal_eval (the guest's python3 is a
+  # minimal one, without json): JSON without true/false/null is a Python
+  # literal, so booleans are 0/1 and a missing value is "" or -1.
   str' = v: if v == null then "" else toString v;
   int' = v: if v == null then -1 else v;
   bit = b: if b then 1 else 0;
   spec = pkgs.writeText "users-groups.spec" (builtins.toJSON {
     mutableUsers = bit cfg.mutableUsers;
     users = lib.mapAttrsToList (_: u: {
-      inherit (u) name description home extraGroups;
+      inherit (u) name description home extraGroups group;
       uid = int' u.uid;
       isNormalUser = bit u.isNormalUser;
+      isSystemUser = bit u.isSystemUser;
       createHome = bit u.createHome;
       hashedPassword = str' u.hashedPassword;
       initialHashedPassword = str' u.initialHashedPassword;
-      group = if u.group != "" then u.group else if u.isNormalUser then "users" else "";
-      shell = str' u.shell;
+      password = str' u.password;
+      initialPassword = str' u.initialPassword;
+      hashedPasswordFile = str' u.hashedPasswordFile;
+      shell = if u.shell == null && u.useDefaultShell then str' cfg.defaultUserShell else str' u.shell;
     }) cfg.users;
     groups = lib.mapAttrsToList (_: g: { inherit (g) name members; gid = int' g.gid; }) cfg.groups;
   });
 
-  keysOf = u: u.openssh.authorizedKeys.keys ++ map lib.fileContents u.openssh.authorizedKeys.keyFiles;
+  hasKeys = u: u.openssh.authorizedKeys.keys != [ ] || u.openssh.authorizedKeys.keyFiles != [ ];
+
+  # The hash format NixOS accepts without a warning (a subset of the Modular
+  # Crypt Format).
+  mcf =
+    let
+      sep = "\\$";
+      base64 = "[a-zA-Z0-9./]+";
+      id = "[a-z0-9-]+";
+      value = "[a-zA-Z0-9/+.-]+";
+      options = "${id}(=${value})?(,${id}=${value})*";
+      scheme = "${id}(${sep}${options})?";
+      content = "${base64}${sep}${base64}(${sep}${base64})?";
+    in "^${sep}${scheme}${sep}${content}$";
 in
 {
   options.users = {
@@ -71,22 +124,109 @@ in
       default = true;
       description = "Whether users may be changed outside the configuration (passwd, useradd).";
     };
+    allowNoPasswordLogin = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Disable the check that some privileged account has a password or an SSH key (with mutableUsers = false).";
+    };
+    defaultUserShell = mkOption {
+      type = types.nullOr (types.either types.package types.str);
+      default = null;
+      description = "The shell of users with useDefaultShell (the rig: the guest's bash).";
+    };
     users = mkOption { type = types.attrsOf (types.submodule userOpts); default = { }; description = "User accounts."; };
     groups = mkOption { type = types.attrsOf (types.submodule groupOpts); default = { }; description = "Groups."; };
   };
 
   config = {
-    users.users.root = { uid = 0; description = "System administrator"; home = "/root"; group = "root"; };
-    users.groups = { root.gid = 0; users.gid = 100; wheel.gid = 1; };
+    users.users.root = {
+      uid = 0;
+      description = "System administrator";
+      home = "/root";
+      group = "root";
+      initialHashedPassword = mkDefault "!";
+    };
+    users.users.nobody = {
+      uid = 65534;
+      isSystemUser = true;
+      description = "Unprivileged account (don't use!)";
+      group = "nogroup";
+    };
+    users.groups = { root.gid = 0; wheel.gid = 1; users.gid = 100; nogroup.gid = 65534; };
 
-    environment.etc = lib.mapAttrs' (name: u:
-      lib.nameValuePair "ssh/authorized_keys.d/${name}" {
+    environment.etc = lib.mapAttrs' (_: u:
+      lib.nameValuePair "ssh/authorized_keys.d/${u.name}" {
         mode = "0444";
-        text = lib.concatMapStrings (k: k + "\n") (keysOf u);
-      }) (lib.filterAttrs (_: u: keysOf u != [ ]) cfg.users);
+        source = pkgs.writeText "${u.name}-authorized_keys" ''
+          ${lib.concatStringsSep "\n" u.openssh.authorizedKeys.keys}
+          ${lib.concatMapStrings (f: builtins.readFile f + "\n") u.openssh.authorizedKeys.keyFiles}
+        '';
+      }) (lib.filterAttrs (_: hasKeys) cfg.users);
 
     system.activationScripts.users = ''
+      install -m 0700 -d /root
+      install -m 0755 -d /home
       /usr/bin/python3 ${./update-users.py} ${spec}
     '';
+
+    assertions = [
+      {
+        # With immutable users, some privileged account (root, or a member
+        # of wheel) must be able to log in.
+        assertion = !cfg.mutableUsers -> !cfg.allowNoPasswordLogin -> lib.any (x: x) (lib.mapAttrsToList (name: u:
+          (name == "root" || u.group == "wheel" || builtins.elem "wheel" u.extraGroups)
+          && (allowsLogin u.hashedPassword
+            || u.password != null
+            || u.hashedPasswordFile != null
+            || hasKeys u)
+        ) cfg.users);
+        message = ''
+          Neither the root account nor any wheel user has a password or SSH authorized key.
+          You must set one to prevent being locked out of your system.
+          If you really want to be locked out of your system, set users.allowNoPasswordLogin = true;
+          However you are most probably better off by setting users.mutableUsers = true; and
+          manually running passwd root to set the root password.
+        '';
+      }
+    ] ++ lib.concatLists (lib.mapAttrsToList (_: user: [
+      {
+        assertion = user.hashedPassword != null -> builtins.match ".*:.*" user.hashedPassword == null;
+        message = ''
+          The password hash of user "${user.name}" contains a ":" character.
+          This is invalid and would break the login system because the fields
+          of /etc/shadow (file where hashes are stored) are colon-separated.
+          Please check the value of option `users.users."${user.name}".hashedPassword`.'';
+      }
+      {
+        assertion =
+          let
+            xor = a: b: a && !b || b && !a;
+            isEffectivelySystemUser = user.isSystemUser || (user.uid != null && user.uid < 1000 && !user.isNormalUser);
+          in xor isEffectivelySystemUser user.isNormalUser;
+        message = ''
+          Exactly one of users.users.${user.name}.isSystemUser and users.users.${user.name}.isNormalUser must be set.
+        '';
+      }
+      {
+        assertion = user.group != "";
+        message = ''
+          users.users.${user.name}.group is unset. This used to default to
+          nogroup, but this is unsafe. For example you can create a group
+          for this user with:
+          users.users.${user.name}.group = "${user.name}";
+          users.groups.${user.name} = {};
+        '';
+      }
+    ]) cfg.users);
+
+    warnings = builtins.filter (x: x != null) (lib.mapAttrsToList (_: user:
+      if allowsLogin user.hashedPassword
+        && user.hashedPassword != "" # login without password
+        && builtins.match mcf user.hashedPassword == null
+      then ''
+        The password hash of user "${user.name}" may be invalid. You must set a
+        valid hash or the user will be locked out of their account. Please
+        check the value of option `users.users."${user.name}".hashedPassword`.''
+      else null) cfg.users);
   };
 }

@@ -14,6 +14,9 @@ in
     extraConfig = mkOption { type = types.lines; default = ""; description = "More timesyncd.conf text."; };
   };
   config = lib.mkIf cfg.enable {
+    # As NixOS's timesyncd.nix (ids.nix: uid and gid 154).
+    users.users.systemd-timesync = { uid = 154; group = "systemd-timesync"; };
+    users.groups.systemd-timesync.gid = 154;
     environment.etc."systemd/timesyncd.conf".text = ''
       [Time]
       NTP=${lib.concatStringsSep " " cfg.servers}

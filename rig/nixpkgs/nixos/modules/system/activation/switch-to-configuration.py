@@ -37,7 +37,7 @@ OUT = "@out@"
 PRE_SWITCH_CHECK = "@preSwitchCheck@"
 LOCK = "/run/nixos/switch-to-configuration.lock"
 UNIT_DIR = "etc/systemd/system"
-TARGETS = ("multi-user.target", "default.target", "sysinit.target", "basic.target")
+TARGETS = ("multi-user.target", "default.target", "sysinit.target", "basic.target", "sockets.target")
 
 
 def log(msg: str) -> None:

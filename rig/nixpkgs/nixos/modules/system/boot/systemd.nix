@@ -56,7 +56,8 @@ let
     if builtins.isList v then lib.concatMapStrings (x: "${k}=${render x}\n") v
     else "${k}=${render v}\n") attrs);
 
-  shellScript = name: text: pkgs.writeScript name ''
+  # "@" (template units) may not appear in a store path's name.
+  shellScript = name: text: pkgs.writeScript (builtins.replaceStrings [ "@" ] [ "-" ] name) ''
     #!${pkgs.runtimeShell} -e
     ${text}
   '';
@@ -99,10 +100,52 @@ let
   unitFile = name: s:
     let file = "${name}.service"; in
     if s.enable then
-      "${pkgs.writeTextFile { name = "unit-${file}"; text = unitText name s; destination = "/${file}"; }}/${file}"
+      "${pkgs.writeTextFile { name = "unit-${builtins.replaceStrings [ "@" ] [ "-" ] file}"; text = unitText name s; destination = "/${file}"; }}/${file}"
     else "/dev/null";
 
   services = config.systemd.services;
+
+  # systemd.sockets, as NixOS has them (listenStreams or
+  # socketConfig.ListenStream, Accept …).
+  socketOpts = { name, ... }: {
+    options = {
+      enable = mkOption { type = types.bool; default = true; description = "If false, the unit is masked."; };
+      description = mkOption { type = types.str; default = ""; description = "Description= of the unit."; };
+      wantedBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that want this one."; };
+      requiredBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that require this one."; };
+      after = mkOption { type = types.listOf types.str; default = [ ]; description = "After=."; };
+      before = mkOption { type = types.listOf types.str; default = [ ]; description = "Before=."; };
+      wants = mkOption { type = types.listOf types.str; default = [ ]; description = "Wants=."; };
+      listenStreams = mkOption { type = types.listOf types.str; default = [ ]; description = "ListenStream= addresses."; };
+      listenDatagrams = mkOption { type = types.listOf types.str; default = [ ]; description = "ListenDatagram= addresses."; };
+      socketConfig = mkOption { type = types.attrsOf unitValue; default = { }; description = "Keys of [Socket]."; };
+      unitConfig = mkOption { type = types.attrsOf unitValue; default = { }; description = "Keys of [Unit]."; };
+    };
+  };
+
+  socketText = s:
+    "[Unit]\n"
+    + lib.optionalString (s.description != "") "Description=${s.description}\n"
+    + keyLines (lib.filterAttrs (_: v: v != [ ]) { After = s.after; Before = s.before; Wants = s.wants; })
+    + keyLines s.unitConfig
+    + "\n[Socket]\n"
+    + keyLines (lib.filterAttrs (_: v: v != [ ]) { ListenStream = s.listenStreams; ListenDatagram = s.listenDatagrams; })
+    + keyLines s.socketConfig;
+
+  unitLinks = suffix: file: name: s:
+    {
+      "systemd/system/${name}.${suffix}".source = file;
+    }
+    // lib.listToAttrs (map (t: lib.nameValuePair "systemd/system/${t}.wants/${name}.${suffix}" { source = file; })
+      (lib.optionals s.enable s.wantedBy))
+    // lib.listToAttrs (map (t: lib.nameValuePair "systemd/system/${t}.requires/${name}.${suffix}" { source = file; })
+      (lib.optionals s.enable s.requiredBy));
+
+  socketFile = name: s:
+    let file = "${name}.socket"; in
+    if s.enable then
+      "${pkgs.writeTextFile { name = "unit-${file}"; text = socketText s; destination = "/${file}"; }}/${file}"
+    else "/dev/null";
 in
 {
   options.systemd = {
@@ -111,17 +154,15 @@ in
       default = { };
       description = "systemd services.";
     };
+    sockets = mkOption {
+      type = types.attrsOf (types.submodule socketOpts);
+      default = { };
+      description = "systemd sockets.";
+    };
     package = mkOption { type = types.package; default = pkgs.systemd; description = "The systemd package."; };
   };
 
-  config.environment.etc = lib.mkMerge (lib.mapAttrsToList (name: s:
-    let file = unitFile name s; in
-    {
-      "systemd/system/${name}.service".source = file;
-    }
-    // lib.listToAttrs (map (t: lib.nameValuePair "systemd/system/${t}.wants/${name}.service" { source = file; })
-      (lib.optionals s.enable s.wantedBy))
-    // lib.listToAttrs (map (t: lib.nameValuePair "systemd/system/${t}.requires/${name}.service" { source = file; })
-      (lib.optionals s.enable s.requiredBy))
-  ) services);
+  config.environment.etc = lib.mkMerge (
+    lib.mapAttrsToList (name: s: unitLinks "service" (unitFile name s) name s) services
+    ++ lib.mapAttrsToList (name: s: unitLinks "socket" (socketFile name s) name s) config.systemd.sockets);
 }

@@ -39,8 +39,22 @@ in
     description = "Files in /etc.";
   };
 
+  # system.checks (NixOS declares it in top-level.nix): derivations built
+  # with the system, to validate some part of its configuration, without
+  # becoming part of it.  Here they are inputs of the etc tree, which the
+  # toplevel is built from, so a failing check fails the toplevel's build.
+  options.system.checks = mkOption {
+    type = types.listOf types.package;
+    default = [ ];
+    description = "Packages built with the system to validate its configuration; not part of it.";
+  };
+
   config = {
-    system.build.etc = pkgs.runCommand "etc" { inherit spec; passAsFile = [ "spec" ]; } ''
+    system.build.etc = pkgs.runCommand "etc" {
+      inherit spec;
+      passAsFile = [ "spec" ];
+      passedChecks = lib.concatStringsSep " " (map toString config.system.checks);
+    } ''
       python3 - "$specPath" "$out" <<'PY'
       import json, os, sys
       spec, out = json.load(open(sys.argv[1])), sys.argv[2]
