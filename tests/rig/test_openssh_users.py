@@ -31,11 +31,11 @@ def test_seed_prints_the_two_real_warnings(tmp_path: Path) -> None:
     lines = err.splitlines()
     conf = tmp_path / "configuration.nix"
     assert (
-        f"trace: warning: The option `services.openssh.permitRootLogin' defined in `{conf}' "
+        f"trace: evaluation warning: The option `services.openssh.permitRootLogin' defined in `{conf}' "
         "has been renamed to `services.openssh.settings.PermitRootLogin'."
     ) in lines
     assert (
-        "trace: warning: The boot.loader.grub.version option does not have any effect anymore, "
+        "trace: evaluation warning: The boot.loader.grub.version option does not have any effect anymore, "
         "please remove it from your configuration."
     ) in lines
 
@@ -136,8 +136,11 @@ def failed_assertions(err: str) -> str:
     return "\n".join(line.strip() for line in err[err.index("Failed assertions:") :].splitlines()) + "\n"
 
 
+NO_ROOT_KEY = "  users.users.root.openssh.authorizedKeys.keys = lib.mkForce [ ];"
+
+
 def test_lockout_assertion(tmp_path: Path) -> None:
-    code, _, err = build_system(tmp_path, "")
+    code, _, err = build_system(tmp_path, NO_ROOT_KEY)
     assert code != 0
     text = failed_assertions(err)
     assert (
@@ -152,8 +155,8 @@ def test_lockout_assertion(tmp_path: Path) -> None:
         '  users.users.alice = { isNormalUser = true; extraGroups = [ "wheel" ]; openssh.authorizedKeys.keys = [ "%s" ]; };'
         % KEY
     )
-    assert build_system(tmp_path / "w", wheel)[0] == 0
-    assert build_system(tmp_path / "n", "  users.allowNoPasswordLogin = true;")[0] == 0
+    assert build_system(tmp_path / "w", NO_ROOT_KEY + "\n" + wheel)[0] == 0
+    assert build_system(tmp_path / "n", NO_ROOT_KEY + "\n  users.allowNoPasswordLogin = true;")[0] == 0
 
 
 def test_user_kind_and_group_assertions(tmp_path: Path) -> None:
