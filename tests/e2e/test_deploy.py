@@ -67,7 +67,7 @@ def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> 
     entry = json.loads((rehearse.state / NAME / "deploys.json").read_text())[-1]
     assert entry["result"] == "confirmed" and entry["system"] == current(rehearse)
     assert entry["generation"] == next(g["generation"] for g in generations(rehearse) if g["current"])
-    assert set(entry["durations"]) == {"build", "push", "activate"}
+    assert set(entry["durations"]) == {"build", "push", "activate", "after_switch"}
     assert entry["source"].endswith("configuration.nix")
 
 
