@@ -265,7 +265,7 @@ def test_json_outcome_and_a_new_search_path_for_the_recorded_configuration(
     assert report["new_system"] == current(rehearse)
     assert report["new_system"].endswith("-nixos-system-fripon-25.11pre-other")
     assert report["generation"] == next(g["generation"] for g in generations(rehearse) if g["current"])
-    assert set(report["durations"]) == {"build", "push", "activate"}
+    assert set(report["durations"]) == {"build", "push", "activate", "after_switch"}
     assert report["store"]["registered"] > 0 and report["store"]["copied"] == 0
     recorded = json.loads((rehearse.state / NAME / "state.json").read_text())["source"]
     assert recorded["configuration"] == str(vm.path) and recorded["include"] == [f"nixpkgs={other}"]
