@@ -265,9 +265,9 @@ in
     environment.etc = networkFiles;
 
     # NixOS restarts its network units when a switch changes them; here:
-    # systemd-networkd is restarted.  A link
-    # left without configuration loses its addresses, as an interface does
-    # when dhcpcd stops on NixOS.
+    # systemd-networkd is restarted.  A link networkd configured and that
+    # no file matches any more loses its addresses, as an interface does
+    # when dhcpcd stops on NixOS; links networkd never managed are left alone.
     system.activationScripts.network-setup = {
       deps = [ "etc" ];
       text = ''
@@ -275,6 +275,13 @@ in
         mkdir -p /run/rig
         if [ "$(cat /run/rig/networkd-sum 2>/dev/null)" != "$sum" ]; then
           echo "applying the network configuration..."
+          # Links networkd configures now: the ones it may leave behind.
+          managed=""
+          for f in /sys/class/net/*/ifindex; do
+            if grep -qx 'ADMIN_STATE=\(configur.*\|failed\|linger\)' "/run/systemd/netif/links/$(cat "$f")" 2>/dev/null; then
+              managed="$managed $(basename "$(dirname "$f")")"
+            fi
+          done
           # networkctl reload needs D-Bus, which the guest lacks.
           systemctl restart systemd-networkd.service
           # Wait until networkd has decided about every link, then remove
@@ -288,9 +295,9 @@ in
             [ "$pending" = 0 ] && break
             sleep 0.1
           done
-          for f in /sys/class/net/*/ifindex; do
-            link=$(basename "$(dirname "$f")")
-            [ "$link" = lo ] && continue
+          for link in $managed; do
+            f=/sys/class/net/$link/ifindex
+            [ -e "$f" ] || continue
             if grep -qx ADMIN_STATE=unmanaged "/run/systemd/netif/links/$(cat "$f")" 2>/dev/null; then
               ip -4 addr flush dev "$link" scope global
               ip -6 addr flush dev "$link" scope global
