@@ -20,7 +20,9 @@ def evaluate(tmp: Path, extra: str, attr: str) -> tuple[int, object, str]:
 
 def build_system(tmp: Path, extra: str) -> tuple[int, Path, str]:
     conf = fixed_fripon(tmp, extra=extra)
-    expr = f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).config.virtualisation.vmVariant.system.build.toplevel"
+    expr = (
+        f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).config.virtualisation.vmVariant.system.build.toplevel"
+    )
     result = run(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
     return result.returncode, Path(result.stdout.strip()), result.stderr
 
@@ -57,7 +59,7 @@ def test_port_out_of_range_is_a_type_error(tmp_path: Path) -> None:
     code, _, err = evaluate(tmp_path, "networking.firewall.allowedTCPPorts = [ 70000 ];", "networking.firewall")
     assert code != 0
     assert (
-        "A definition for option `networking.firewall.allowedTCPPorts.\"[definition 1-entry 1]\"' is not of type "
+        'A definition for option `networking.firewall.allowedTCPPorts."[definition 1-entry 1]"\' is not of type '
         "`16 bit unsigned integer; between 0 and 65535 (both inclusive)'" in err
     )
 
