@@ -22,16 +22,26 @@ from tests.rig.test_guest import Guest, activate, build, free_port, guest_config
 pytestmark = pytest.mark.e2e
 
 # A TCP server on 8080 in every configuration: it greets with the peer's address.
-LISTENER = r"""
+LISTENER = """
   systemd.services.rig-listener = {
     wantedBy = [ "multi-user.target" ];
-    serviceConfig.ExecStart = "/usr/bin/python3 -c 'import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind((\"0.0.0.0\", 8080))\ns.listen(5)\nwhile True:\n  c, a = s.accept()\n  c.sendall(b\"hello \" + a[0].encode() + b\"\\n\")\n  c.close()'";
+    script = "exec /usr/bin/python3 ${pkgs.writeText "rig-listener.py" ''
+      import socket
+      s = socket.socket()
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      s.bind(("0.0.0.0", 8080))
+      s.listen(5)
+      while True:
+          c, a = s.accept()
+          c.sendall(b"hello " + a[0].encode() + b"\\n")
+          c.close()
+    ''}";
   };
 """
 
 # An ICMP echo request from the namespace; exit 0 when answered.
 PING = r"""
-import socket, struct, sys, time
+import os, socket, struct, sys, time
 def csum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     s = (s >> 16) + (s & 0xFFFF)
@@ -39,7 +49,9 @@ def csum(b):
     return ~s & 0xFFFF
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 s.settimeout(3)
-h = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"rig!"
+# A new identifier each time, as ping does: an echo request reusing one
+# would belong to the earlier exchange's conntrack entry (established).
+h = struct.pack("!BBHHH", 8, 0, 0, os.getpid() & 0xFFFF, 1) + b"rig!"
 h = h[:2] + struct.pack("!H", csum(h)) + h[4:]
 s.sendto(h, (sys.argv[1], 0))
 end = time.monotonic() + 3
@@ -120,6 +132,7 @@ def net(guest_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     g = NetGuest(d, port, proc)
     g.web = web
     wait_ssh(g, 240)
+    g.ssh("systemctl is-system-running --wait")  # the activation has ended
     # A peer in a network namespace behind veth0 (192.168.99.1 <-> .2);
     # networkd leaves veth interfaces alone (99-ethernet-default-dhcp matches
     # physical ethernet only).
@@ -206,7 +219,8 @@ def in_peer(g: Guest, command: str) -> subprocess.CompletedProcess[str]:
 
 def test_default_firewall_drops_forwarded_connections_to_closed_ports(net: NetGuest) -> None:
     assert net.ssh("systemctl is-active firewall.service").stdout.strip() == "active"
-    assert net.ssh("systemctl is-active rig-listener.service").stdout.strip() == "active"
+    status = net.ssh("systemctl status --no-pager rig-listener.service")
+    assert "Active: active (running)" in status.stdout, status.stdout
     assert "table inet nixos-fw" in net.ssh("nft list tables").stdout
     # The listener answers inside the guest (lo is trusted) ...
     assert net.ssh("python3 /root/connect.py 127.0.0.1 8080").stdout.strip() == "hello 127.0.0.1"
