@@ -328,11 +328,14 @@ def test_no_dhcp_where_not_configured(net: NetGuest) -> None:
         "networking.useDHCP = false; networking.interfaces.ens3.useDHCP = true;",
         probe="ip -4 -o addr show dev eth0; echo ---; cat /etc/resolv.conf",
         hold=15,
-        then="",
+        then="networking.useDHCP = false; networking.interfaces.eth0.useDHCP = true;",
         during=lambda: unreachable(net),
     )
     addr, resolv = probe.split("---\n")
     assert "inet " not in addr
     assert "nameserver" not in resolv  # no DHCP anywhere, no nameservers
-    # After the switch back (inside the same transient unit): DHCP again.
-    assert "dynamic" in net.ssh("ip -4 -o addr show dev eth0").stdout
+    # Then (inside the same transient unit) DHCP on eth0 by name: an address again.
+    assert net.ssh("cat /etc/systemd/network/40-eth0.network").stdout.count("DHCP=yes") == 1
+    assert "inet 10.0.2.15/24" in net.ssh("ip -4 -o addr show dev eth0").stdout
+    assert "nameserver 10.0.2.3" in net.ssh("cat /etc/resolv.conf").stdout.splitlines()
+    switch(net)
