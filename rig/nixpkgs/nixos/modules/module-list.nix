@@ -5,6 +5,8 @@
   ./config/i18n.nix
   ./config/timezone.nix
   ./config/networking.nix
+  ./tasks/network-interfaces.nix
+  ./services/networking/firewall.nix
   ./config/users-groups.nix
   ./config/system-path.nix
   ./config/nix.nix
