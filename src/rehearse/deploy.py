@@ -727,7 +727,7 @@ def _reboot_required(
     ):
         lifecycle.restart(vmdir)
         return {**report, "result": "rebooted", "exit_code": ExitCode.OK}
-    output.result(restart)
+    output.info(f"to boot it: {restart}")
     return {**report, "source": source.describe(), "exit_code": ExitCode.REBOOT_REQUIRED}
 
 
