@@ -17,6 +17,8 @@ authorized keys, as NixOS's users-groups.nix writes them).
 from __future__ import annotations
 
 import re
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +123,34 @@ _UNREACHABLE = re.compile(
 _REFUSED = re.compile(r"Permission denied|Too many authentication failures|Authentication failed")
 
 
+def greeting(port: int, grace: float) -> str | None:
+    """Wait up to `grace` seconds for sshd's greeting on 127.0.0.1:port;
+    None when it came, else why not. QEMU's user network accepts the
+    connection on this side at once whatever the guest does, so a port the
+    guest's firewall drops shows as silence, and one nobody listens on as
+    a connection closed at once (tried again: sshd may be restarting)."""
+    deadline = time.monotonic() + grace
+    why = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=max(0.2, left)) as s:
+                s.settimeout(max(0.2, left))
+                if s.recv(4).startswith(b"SSH-"):
+                    return None
+                why = "the connection was closed without an SSH greeting (nothing listens, or it was rejected)"
+        except TimeoutError:
+            why = f"no SSH greeting within {grace:.0f} s (the port is closed or filtered)"
+        except OSError as e:
+            why = f"connection failed: {e.strerror or e}"
+        if time.monotonic() >= deadline:
+            return why
+        time.sleep(0.3)
+
+
 def _try(remote: ssh.Remote) -> tuple[str, str]:
     """One login: ("ok" | "refused" | "unreachable", ssh's message)."""
-    r = process.run(ssh.argv(remote, ["true"], master=False, connect_timeout=5), check=False, timeout=30)
+    r = process.run(ssh.argv(remote, ["true"], master=False, connect_timeout=15), check=False, timeout=60)
     text = (r.stderr or "").strip().splitlines()
     last = text[-1] if text else f"exit {r.returncode}"
     if r.returncode == 0:
@@ -135,12 +162,17 @@ def _try(remote: ssh.Remote) -> tuple[str, str]:
     return "unreachable", last
 
 
-def check_port(base: ssh.Remote, port: int, host_port: int | None, users: tuple[str, ...]) -> PortResult:
-    """Can the server's sshd on guest `port` be logged into? With users that
-    the configuration authorizes, one of them must log in with a key; with
-    none, a completed key exchange (authentication refused) is enough."""
+def check_port(
+    base: ssh.Remote, port: int, host_port: int | None, users: tuple[str, ...], grace: float = 4.0
+) -> PortResult:
+    """Can the server's sshd on guest `port` be logged into? It must greet
+    within `grace` seconds; then, with users that the configuration
+    authorizes, one of them must log in with a key; with none, a completed
+    key exchange (authentication refused) is enough."""
     if host_port is None:
         return PortResult(port, False, "not forwarded to this machine", reachable=False)
+    if (silent := greeting(host_port, grace)) is not None:
+        return PortResult(port, False, silent, reachable=False)
     refused: list[str] = []
     for user in users or ("root",):
         outcome, why = _try(ssh.Remote(base.host, host_port, user, base.key, base.known_hosts, base.host_key_alias))
@@ -154,8 +186,8 @@ def check_port(base: ssh.Remote, port: int, host_port: int | None, users: tuple[
     return PortResult(port, False, "every authorized user was refused (" + "; ".join(refused) + ")")
 
 
-def check(base: ssh.Remote, sshd: Sshd, forwards: dict[int, int]) -> list[PortResult]:
+def check(base: ssh.Remote, sshd: Sshd, forwards: dict[int, int], grace: float = 4.0) -> list[PortResult]:
     """Check every port at once (each login is a new handshake, ~1 s in a
     VM without KVM)."""
     with ThreadPoolExecutor(max_workers=max(1, len(sshd.ports))) as pool:
-        return list(pool.map(lambda p: check_port(base, p, forwards.get(p), sshd.users), sshd.ports))
+        return list(pool.map(lambda p: check_port(base, p, forwards.get(p), sshd.users, grace), sshd.ports))

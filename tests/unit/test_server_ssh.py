@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +87,7 @@ def fake_try(monkeypatch: pytest.MonkeyPatch, outcomes: dict[str, tuple[str, str
         return outcomes[remote.user]
 
     monkeypatch.setattr(server_ssh, "_try", attempt)
+    monkeypatch.setattr(server_ssh, "greeting", lambda port, grace: None)
     return tried
 
 
@@ -98,6 +102,43 @@ def test_every_authorized_user_refused_is_a_lockout(monkeypatch: pytest.MonkeyPa
     result = server_ssh.check_port(BASE, 2222, 2201, ("alice",))
     assert not result.ok and result.reachable
     assert result.detail.startswith("every authorized user was refused (alice: ")
+
+
+def test_silent_port_is_unreachable_without_a_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    tried = fake_try(monkeypatch, {})
+    monkeypatch.setattr(server_ssh, "greeting", lambda port, grace: "no SSH greeting within 4 s")
+    result = server_ssh.check_port(BASE, 22, 2201, ("alice",))
+    assert not result.ok and not result.reachable and tried == []
+
+
+def listener(behaviour: str) -> socket.socket:
+    """A local port that greets like sshd, stays silent (a firewall that
+    drops, behind QEMU's user network), or closes each connection at once."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            if behaviour == "greet":
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            elif behaviour == "silent":
+                time.sleep(1.5)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"), [("greet", None), ("silent", "no SSH greeting"), ("close", "closed")]
+)
+def test_greeting(behaviour: str, expected: str | None) -> None:
+    with listener(behaviour) as srv:
+        why = server_ssh.greeting(srv.getsockname()[1], grace=0.8)
+    assert (why is None) if expected is None else (why is not None and expected in why)
 
 
 def test_unreachable_port(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,16 +37,27 @@ mark() { echo "@@rehearse-$nonce $*"; }
 
 # (The lock's descriptor, 9, is closed for every child: a daemon started by
 # the switch must not hold it after this script's end.)
-# Resolve the tools now: after the switch /run/current-system is another
-# system. nix-env may be a link to the multi-call `nix`, which dispatches on
-# its name: follow links only while they keep that name.
-PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
-nixenv=$(command -v nix-env)
-while [ -L "$nixenv" ]; do
-  t=$(readlink "$nixenv")
-  case $t in */nix-env) ;; *) break ;; esac
-  case $t in /*) nixenv=$t ;; *) nixenv=${nixenv%/*}/$t ;; esac
-done
+PATH=/run/current-system/sw/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
+
+# The system profile, changed as `nix-env -p PROFILE --set/--switch-generation/
+# --delete-generations` changes it, without starting Nix (seconds under
+# emulation): generation N is the link PROFILE-N-link to its system, and
+# PROFILE is a relative link to the current one, replaced atomically. The
+# profiles directory is a GC root of Nix, so each generation keeps its system.
+profile_switch() {
+  ln -sfn "${profile##*/}-$1-link" "$profile.rehearse-tmp" && mv -T "$profile.rehearse-tmp" "$profile"
+}
+profile_set() {
+  n=0
+  for l in "$profile"-*-link; do
+    [ -L "$l" ] || continue
+    g=${l%-link}
+    g=${g##*-}
+    [ "$g" -gt "$n" ] && n=$g
+  done
+  n=$((n + 1))
+  ln -sfn "$1" "$profile-$n-link" && profile_switch "$n"
+}
 
 # 0. Take the lock. Held by another activation: that one still waits for its
 # verdict (its deployer was interrupted; rehearse's settle.sh normally
@@ -85,7 +96,7 @@ prevgen=$(generation)
 # (the booted one, before the first deploy) becomes a generation first, so
 # that `rehearse rollback` can return to it.
 if [ -z "$target" ] && [ "$(readlink -f "$profile" 2>/dev/null)" != "$prev" ]; then
-  "$nixenv" -p "$profile" --set "$prev" && prevgen=$(generation)
+  profile_set "$prev" && prevgen=$(generation)
 fi
 
 result() {
@@ -98,22 +109,22 @@ rollback() {
   echo "rehearse: rolling back to $prev ($1)"
   bad=$(generation)
   if [ -n "$prevgen" ] && [ "$(readlink -f "$profile-$prevgen-link")" = "$prev" ]; then
-    "$nixenv" -p "$profile" --switch-generation "$prevgen" >/dev/null 2>&1
+    profile_switch "$prevgen"
   else
-    "$nixenv" -p "$profile" --set "$prev"
+    profile_set "$prev"
   fi
   # A generation made by this deploy goes; an old one switched to stays.
   if [ -z "$target" ] && [ -n "$bad" ] && [ "$bad" != "$(generation)" ]; then
-    "$nixenv" -p "$profile" --delete-generations "$bad" >/dev/null 2>&1
+    rm -f "$profile-$bad-link"
   fi
   "$prev/bin/switch-to-configuration" test 9>&-
   result "rolled-back $1 $?"
 }
 
 if [ -n "$target" ]; then
-  "$nixenv" -p "$profile" --switch-generation "$target"
+  profile_switch "$target"
 else
-  "$nixenv" -p "$profile" --set "$new"
+  profile_set "$new"
 fi || { mark "rc=1"; result "rolled-back profile 0"; }
 mark "generation=$(generation)"
 # The activation's own clock: a switch that hangs is stopped and undone.
