@@ -56,11 +56,13 @@ class Pushed:
 
 # One round trip: when the guest sees every path through the host store it
 # mounts (NixOS VMs mount the host /nix/store read-only at /nix/.ro-store,
-# under an overlay on /nix/store), it registers them from the host's
-# registration data (nix-store --dump-db); else it names those it cannot see.
-# The paths are those of the new closure that the running system's closure
-# lacks (computed on the host: no question to the guest's Nix database;
-# registering a path that is already valid again changes nothing).
+# under an overlay on /nix/store), it keeps the host's registration data
+# (nix-store --dump-db) for the activation, which loads it once the verdict
+# is out (guest/activate.sh: starting Nix in the guest is off the deploy's
+# path); else it names the paths it cannot see. The paths are those of the
+# new closure that the running system's closure lacks (computed on the host:
+# no question to the guest's Nix database; registering a path that is
+# already valid again changes nothing).
 _PUSH = r"""
 set -e
 missing=0
@@ -71,7 +73,9 @@ for p in "$@"; do
     echo "missing $p"; missing=1
   fi
 done
-if [ $missing = 0 ]; then nix-store --load-db; echo registered; else cat >/dev/null; fi
+if [ $missing = 0 ]; then
+  umask 077; mkdir -p /run/rehearse; cat >> /run/rehearse/registration; echo registered
+else cat >/dev/null; fi
 """
 
 

@@ -17,7 +17,9 @@ authorized keys, as NixOS's users-groups.nix writes them).
 from __future__ import annotations
 
 import re
+import shlex
 import socket
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -117,42 +119,77 @@ class PortResult:
 
 # ssh's words for a connection that never reached authentication.
 _UNREACHABLE = re.compile(
-    r"Connection refused|Connection reset|Connection closed|Connection timed out|timed out|"
+    r"rehearse: |Connection refused|Connection reset|Connection closed|Connection timed out|timed out|"
     r"kex_exchange_identification|No route to host|Network is unreachable|banner exchange"
 )
 _REFUSED = re.compile(r"Permission denied|Too many authentication failures|Authentication failed")
 
 
-def greeting(port: int, grace: float) -> str | None:
-    """Wait up to `grace` seconds for sshd's greeting on 127.0.0.1:port;
-    None when it came, else why not. QEMU's user network accepts the
-    connection on this side at once whatever the guest does, so a port the
-    guest's firewall drops shows as silence, and one nobody listens on as
-    a connection closed at once (tried again: sshd may be restarting)."""
+def greeted(port: int, grace: float) -> tuple[socket.socket | None, str]:
+    """A connection to 127.0.0.1:port on which sshd's greeting has come
+    (peeked at, not read: ssh reads it), within `grace` seconds; else None
+    and why not. QEMU's user network accepts the connection on this side at
+    once whatever the guest does, so a port the guest's firewall drops shows
+    as silence, and one nobody listens on as a connection closed at once
+    (tried again: sshd may be restarting)."""
     deadline = time.monotonic() + grace
     why = "no answer"
     while True:
-        left = deadline - time.monotonic()
+        left = max(0.2, deadline - time.monotonic())
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=max(0.2, left)) as s:
-                s.settimeout(max(0.2, left))
-                if s.recv(4).startswith(b"SSH-"):
-                    return None
-                why = "the connection was closed without an SSH greeting (nothing listens, or it was rejected)"
+            s = socket.create_connection(("127.0.0.1", port), timeout=left)
+            s.settimeout(left)
+            if s.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
+                s.settimeout(None)
+                return s, ""
+            s.close()
+            why = "the connection was closed without an SSH greeting (nothing listens, or it was rejected)"
         except TimeoutError:
             why = f"no SSH greeting within {grace:.0f} s (the port is closed or filtered)"
         except OSError as e:
             why = f"connection failed: {e.strerror or e}"
         if time.monotonic() >= deadline:
-            return why
+            return None, why
         time.sleep(0.3)
 
 
-def _try(remote: ssh.Remote) -> tuple[str, str]:
-    """One login: ("ok" | "refused" | "unreachable", ssh's message)."""
-    r = process.run(ssh.argv(remote, ["true"], master=False, connect_timeout=15), check=False, timeout=60)
+def greeting(port: int, grace: float) -> str | None:
+    """None when sshd greets on 127.0.0.1:port within `grace` seconds, else why not."""
+    s, why = greeted(port, grace)
+    if s is None:
+        return why
+    s.close()
+    return None
+
+
+def proxy(port: int, grace: float) -> int:
+    """ssh's ProxyCommand (with ProxyUseFdpass): the greeted connection is
+    handed to ssh, so the check costs the guest one sshd connection, not a
+    probe and a login."""
+    s, why = greeted(port, grace)
+    if s is None:
+        print(f"rehearse: {why}", file=sys.stderr)
+        return 1
+    with socket.socket(fileno=sys.stdout.fileno()) as out:
+        socket.send_fds(out, [b"\0"], [s.fileno()])
+    return 0
+
+
+def _try(remote: ssh.Remote, grace: float) -> tuple[str, str]:
+    """One login, on a connection that sshd greeted within `grace` seconds:
+    ("ok" | "refused" | "unreachable", ssh's or the proxy's message)."""
+    proxy = shlex.join([sys.executable, "-m", "rehearse.server_ssh", str(remote.port), str(grace)])
+    argv = [
+        "ssh",
+        *ssh.options(remote, master=False, connect_timeout=15),
+        "-o", f"ProxyCommand={proxy.replace('%', '%%')}",
+        "-o", "ProxyUseFdpass=yes",
+        remote.target, "--", "true",
+    ]  # fmt: skip
+    r = process.run(argv, check=False, timeout=60)
     text = (r.stderr or "").strip().splitlines()
-    last = text[-1] if text else f"exit {r.returncode}"
+    mine = [line.removeprefix("rehearse: ") for line in text if line.startswith("rehearse: ")]  # the proxy's
+    last = mine[0] if mine else text[-1] if text else f"exit {r.returncode}"
     if r.returncode == 0:
         return "ok", ""
     if _REFUSED.search(r.stderr or ""):
@@ -171,11 +208,10 @@ def check_port(
     key exchange (authentication refused) is enough."""
     if host_port is None:
         return PortResult(port, False, "not forwarded to this machine", reachable=False)
-    if (silent := greeting(host_port, grace)) is not None:
-        return PortResult(port, False, silent, reachable=False)
     refused: list[str] = []
     for user in users or ("root",):
-        outcome, why = _try(ssh.Remote(base.host, host_port, user, base.key, base.known_hosts, base.host_key_alias))
+        remote = ssh.Remote(base.host, host_port, user, base.key, base.known_hosts, base.host_key_alias)
+        outcome, why = _try(remote, grace)
         if outcome == "ok":
             return PortResult(port, True, f"{user} logged in")
         if outcome == "unreachable":
@@ -191,3 +227,7 @@ def check(base: ssh.Remote, sshd: Sshd, forwards: dict[int, int], grace: float =
     VM without KVM)."""
     with ThreadPoolExecutor(max_workers=max(1, len(sshd.ports))) as pool:
         return list(pool.map(lambda p: check_port(base, p, forwards.get(p), sshd.users, grace), sshd.ports))
+
+
+if __name__ == "__main__":
+    sys.exit(proxy(int(sys.argv[1]), float(sys.argv[2])))

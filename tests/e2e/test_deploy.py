@@ -63,6 +63,13 @@ def test_change_to_etc_and_a_package_is_live(rehearse: Rehearse, vm: Config) -> 
     assert "hello 2.12.1" in rehearse("ssh", NAME, "--", "hello").stdout
     assert current(rehearse) != before
     assert "registered without copying" in err
+    # The registration is loaded once the verdict is out: soon valid in the guest's store.
+    for _ in range(40):
+        if rehearse("ssh", NAME, "--", "nix-store", "--check-validity", current(rehearse)).returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the new system never became valid in the guest's store")
     assert f"→ {current(rehearse)}" in err
     entry = json.loads((rehearse.state / NAME / "deploys.json").read_text())[-1]
     assert entry["result"] == "confirmed" and entry["system"] == current(rehearse)

@@ -99,9 +99,22 @@ if [ -z "$target" ] && [ "$(readlink -f "$profile" 2>/dev/null)" != "$prev" ]; t
   profile_set "$prev" && prevgen=$(generation)
 fi
 
+# The registration of the new paths that rehearse's push left (their
+# `nix-store --dump-db` data, for a VM that sees them through the host
+# store): loaded once the verdict is out, so starting Nix (seconds under
+# emulation) is off the deploy's path. The switch needs no registration;
+# the lock, held until this script ends, keeps the next activation after it.
+register() {
+  [ -s "$runs/registration" ] || return 0
+  mv -f "$runs/registration" "$dir/registration" \
+    && nix-store --load-db <"$dir/registration" \
+    || echo "rehearse: registering the new paths failed" >&2
+}
+
 result() {
   echo "$*" >"$dir/result"
   mark "result=$*"
+  register 9>&-
   exit 0
 }
 
