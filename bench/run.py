@@ -247,7 +247,8 @@ class Bench:
             port = free_port()
             env = {
                 **os.environ,
-                "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22",
+                # rehearse's management channel, which its `up` waits for too
+                "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:64022",
                 "QEMU_OPTS": "-display none",
                 "SHARED_DIR": str(scratch / "shared"),
                 "TMPDIR": str(scratch),
@@ -268,6 +269,8 @@ class Bench:
                 "true",
             ]
             while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+                if time.monotonic() - t0 > 300:
+                    raise SystemExit("the VM started by hand did not answer SSH within 300 s")
                 time.sleep(1)
             hand.append(time.monotonic() - t0)
             proc.terminate()
