@@ -148,6 +148,24 @@ def test_server_only_assertion_is_reported(rehearse: Rehearse, vm: Config) -> No
     assert "The ‘fileSystems’ option does not specify your root file system." in err
 
 
+def test_a_new_sshd_port_is_forwarded_while_the_vm_runs(rehearse: Rehearse, vm: Config) -> None:
+    vm.set(HARDENED.replace("ports = [ 2222 ]", "ports = [ 2222 2022 ]"))
+    code, err, _ = deploy(rehearse)
+    assert code == 0, err
+    assert "the server's sshd port 2022 is now forwarded from 127.0.0.1:" in err
+    assert "the server's sshd on port 2022: alice logged in" in err
+    assert sorted(f["guest"] for f in rehearse.vm(NAME)["server_ssh"]) == [2022, 2222]
+
+
+def test_no_ssh_check_lets_a_server_without_ssh_through(rehearse: Rehearse, vm: Config) -> None:
+    """For a server reached otherwise (a console): the user says so."""
+    vm.set(HARDENED + "  services.openssh.openFirewall = false;")
+    code, err, _ = deploy(rehearse, "--no-ssh-check")
+    assert code == 0, err
+    assert "the server's sshd on port" not in err
+    assert rehearse("ssh", NAME, "--", "true").returncode == 0  # the management channel is not the server's
+
+
 def test_reboot_required_is_neither_success_nor_rolled_back(rehearse: Rehearse, vm: Config) -> None:
     before = current(rehearse)
     vm.set(HARDENED + "  systemd.package = pkgs.systemd // { interfaceVersion = 3; };")
