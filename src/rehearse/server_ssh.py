@@ -153,15 +153,6 @@ def greeted(port: int, grace: float) -> tuple[socket.socket | None, str]:
         time.sleep(0.3)
 
 
-def greeting(port: int, grace: float) -> str | None:
-    """None when sshd greets on 127.0.0.1:port within `grace` seconds, else why not."""
-    s, why = greeted(port, grace)
-    if s is None:
-        return why
-    s.close()
-    return None
-
-
 def proxy(port: int, grace: float) -> int:
     """ssh's ProxyCommand (with ProxyUseFdpass): the greeted connection is
     handed to ssh, so the check costs the guest one sshd connection, not a

@@ -129,8 +129,10 @@ def listener(behaviour: str) -> socket.socket:
 )
 def test_greeting(behaviour: str, expected: str | None) -> None:
     with listener(behaviour) as srv:
-        why = server_ssh.greeting(srv.getsockname()[1], grace=0.8)
-    assert (why is None) if expected is None else (why is not None and expected in why)
+        conn, why = server_ssh.greeted(srv.getsockname()[1], grace=0.8)
+    if conn is not None:
+        conn.close()
+    assert (conn is not None and why == "") if expected is None else (conn is None and expected in why)
 
 
 def test_unreachable_port(monkeypatch: pytest.MonkeyPatch) -> None:
