@@ -56,6 +56,27 @@ def guest_config(dir: Path, extra: str = "") -> Path:
     )
 
 
+def start_runner(d: Path, vm: Path, net_opts: str) -> subprocess.Popen[bytes]:
+    """fripon's VM runner started as a user starts it, in `d` (its shared
+    directory d/shared, console in d/console.log, output in d/runner.log)."""
+    env = {
+        **os.environ,
+        "QEMU_NET_OPTS": net_opts,
+        "QEMU_OPTS": f"-display none -serial file:{d / 'console.log'}",
+        "SHARED_DIR": str(d / "shared"),
+        "TMPDIR": str(d),
+        "USE_TMPDIR": "1",
+    }
+    return subprocess.Popen(
+        [vm / "bin" / "run-fripon-vm"],
+        cwd=d,
+        env=env,
+        stdout=open(d / "runner.log", "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def build(conf: Path, attr: str) -> Path:
     expr = f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{attr}"
     result = run(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
@@ -73,23 +94,8 @@ def guest(guest_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     host_pub = (d / "shared" / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     vm = build(guest_config(d), "vm")
-    env = {
-        **os.environ,
-        "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22",
-        "QEMU_OPTS": f"-display none -serial file:{d / 'console.log'}",
-        "SHARED_DIR": str(d / "shared"),
-        "TMPDIR": str(d),
-        "USE_TMPDIR": "1",
-    }
     # NIX_DISK_IMAGE unset: the runner's default ./fripon.qcow2 in the current directory.
-    proc = subprocess.Popen(
-        [vm / "bin" / "run-fripon-vm"],
-        cwd=d,
-        env=env,
-        stdout=open(d / "runner.log", "wb"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = start_runner(d, vm, f"hostfwd=tcp:127.0.0.1:{port}-:22")
     g = Guest(d, port, proc)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 240:

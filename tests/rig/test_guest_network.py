@@ -7,7 +7,6 @@ pings and per-interface rules)."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig.test_guest import Guest, activate, build, free_port, guest_config
+from tests.rig.test_guest import Guest, activate, build, free_port, guest_config, start_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -113,22 +112,7 @@ def net(guest_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     host_pub = (d / "shared" / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     vm = build(guest_config(d, LISTENER), "vm")
-    env = {
-        **os.environ,
-        "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:22,hostfwd=tcp:127.0.0.1:{web}-:8080",
-        "QEMU_OPTS": f"-display none -serial file:{d / 'console.log'}",
-        "SHARED_DIR": str(d / "shared"),
-        "TMPDIR": str(d),
-        "USE_TMPDIR": "1",
-    }
-    proc = subprocess.Popen(
-        [vm / "bin" / "run-fripon-vm"],
-        cwd=d,
-        env=env,
-        stdout=open(d / "runner.log", "wb"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = start_runner(d, vm, f"hostfwd=tcp:127.0.0.1:{port}-:22,hostfwd=tcp:127.0.0.1:{web}-:8080")
     g = NetGuest(d, port, proc)
     g.web = web
     wait_ssh(g, 240)

@@ -3,7 +3,6 @@ PermitRootLogin = "no": root is refused, a normal user with a key logs in."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fixed_fripon
-from tests.rig.test_guest import build, free_port
+from tests.rig.test_guest import build, free_port, start_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -47,17 +46,7 @@ def test_socket_activated_sshd_refuses_root_and_lets_a_user_in(guest_image: Path
 """,
     )
     vm = build(conf, "vm")
-    env = {
-        **os.environ,
-        "QEMU_NET_OPTS": f"hostfwd=tcp:127.0.0.1:{port}-:2222",
-        "QEMU_OPTS": f"-display none -serial file:{d / 'console.log'}",
-        "SHARED_DIR": str(d / "shared"),
-        "TMPDIR": str(d),
-        "USE_TMPDIR": "1",
-    }
-    log = open(d / "runner.log", "wb")
-    proc = subprocess.Popen([vm / "bin" / "run-fripon-vm"], cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)  # fmt: skip
+    proc = start_runner(d, vm, f"hostfwd=tcp:127.0.0.1:{port}-:2222")
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < 240:
