@@ -77,6 +77,16 @@ def start_runner(d: Path, vm: Path, net_opts: str) -> subprocess.Popen[bytes]:
     )
 
 
+def stop_runner(proc: subprocess.Popen[bytes]) -> None:
+    """End a runner started by start_runner (QEMU killed after 20 s)."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def build(conf: Path, attr: str) -> Path:
     expr = f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{attr}"
     result = run(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
@@ -107,12 +117,7 @@ def guest(guest_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         pytest.fail("no SSH after 240 s:\n" + (d / "console.log").read_text()[-3000:])
     print(f"rig guest: boot to SSH {time.monotonic() - t0:.1f} s")
     yield g
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_runner(proc)
 
 
 def test_runner_made_the_default_disk_and_ssh_reaches_fripon(guest: Guest) -> None:

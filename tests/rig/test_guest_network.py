@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig.test_guest import Guest, activate, build, free_port, guest_config, start_runner
+from tests.rig.test_guest import Guest, activate, build, free_port, guest_config, start_runner, stop_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -130,12 +130,7 @@ def net(guest_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     assert g.ssh("cat > /root/ping.py", input=PING).returncode == 0
     assert g.ssh("cat > /root/connect.py", input=CONNECT).returncode == 0
     yield g
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_runner(proc)
 
 
 def system(g: Guest, extra: str = "") -> Path:

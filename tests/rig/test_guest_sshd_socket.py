@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fixed_fripon
-from tests.rig.test_guest import build, free_port, start_runner
+from tests.rig.test_guest import build, free_port, start_runner, stop_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -76,9 +76,4 @@ def test_socket_activated_sshd_refuses_root_and_lets_a_user_in(guest_image: Path
         # sshd-keygen found the host key there and left it alone.
         assert ssh(d, port, "alice", "cat", "/tmp/shared/host_key.pub").stdout.split()[:2] == host_pub[:2]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_runner(proc)
