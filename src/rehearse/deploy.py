@@ -10,6 +10,7 @@ unless rehearse confirms the new one over a fresh SSH connection in time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -52,6 +53,9 @@ RUN_DIR = "/run/rehearse"
 class Pushed:
     registered: int  # made valid in the guest without copying (host store shared)
     copied: int  # given to nix-copy-closure, which copies those the guest lacks
+    # Registered with the activation (guest/start.sh), one round trip less;
+    # a path the guest cannot see then is copied before the activation starts.
+    pending: list[str] | None = None
 
 
 # One round trip: when the guest sees every path through the host store it
@@ -173,12 +177,22 @@ def server_ssh_check(
     base = ssh.Remote("127.0.0.1", 0, "root", vmdir.file("id_ed25519"), known_hosts, f"rehearse-{vmdir.name}-server")
     keys = " ".join(shlex.quote(f"{k}.pub") for k in server_ssh.host_keys(system))
 
-    def check() -> str | None:
+    def pin() -> None:
         shown = ssh.run(remote, ["sh", "-c", f"cat {keys} 2>/dev/null; true"], check=False).stdout
         lines = [f"{base.host_key_alias} {' '.join(k.split()[:2])}" for k in shown.splitlines() if len(k.split()) >= 2]
         known_hosts.write_text("".join(f"{line}\n" for line in lines))
         known_hosts.chmod(0o600)
+
+    def check() -> str | None:
+        # The keys pinned by an earlier check are tried first (a round trip
+        # less); read again when the server's sshd shows another.
+        pinned = known_hosts.exists() and known_hosts.stat().st_size > 0
+        if not pinned:
+            pin()
         results = server_ssh.check(base, new, forwards, grace=SERVER_SSH_GRACE)
+        if pinned and any(not r.ok and "Host key verification failed" in r.detail for r in results):
+            pin()
+            results = server_ssh.check(base, new, forwards, grace=SERVER_SSH_GRACE)
         bad = [r for r in results if not r.ok]
         if not bad:
             for r in results:
@@ -219,6 +233,7 @@ class _Activation:
     seen: int = 0  # log lines read so far (a reconnection reads the log again)
     verified: bool = False  # the health check after a successful switch has run
     switched_at: float | None = None  # time.monotonic() when the switch's exit code came
+    failed: list[str] | None = None  # units failed just after a good switch (the guest's first look)
 
     def feed(self, line: str) -> str | None:
         """Take one log line; returns the marker's key when it was one."""
@@ -234,9 +249,20 @@ class _Activation:
             self.switched_at = time.monotonic()
         elif key == "generation":
             self.generation = int(value or 0) or None
+        elif key == "failed":
+            self.failed = value.split()
         elif key == "result":
             self.result = value
         return key
+
+
+class _NotVisible(Exception):
+    """start.sh found new paths the guest does not see through the host
+    store: nothing was started."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"{len(paths)} paths not visible in the guest")
+        self.paths = paths
 
 
 def activate(
@@ -248,32 +274,41 @@ def activate(
     activation_timeout: float = ACTIVATION_TIMEOUT,
     server_check: ServerCheck | None = None,
     fresh_login: bool = True,
+    register: list[str] | None = None,
 ) -> Outcome:
     """Set the profile and switch, detached in the guest; stream its output;
-    verify over a fresh connection and confirm, or let the guest roll back.
-    If the SSH session drops, reconnect and carry on from the guest's log."""
+    verify and confirm, or let the guest roll back. One SSH session starts
+    the activation (guest/start.sh), carries the registration of the new
+    paths (`register`, seen through the host store: raises _NotVisible when
+    the guest does not see one), follows the log and takes rehearse's word.
+    If the session drops, reconnect and carry on from the guest's log."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
     st = _Activation(nonce=secrets.token_hex(8))
     script = (resources.files("rehearse") / "guest" / "activate.sh").read_text()
-    # One session starts the unit and follows its log (inotify, no polling);
-    # if the session drops, the unit goes on.
+    start = (resources.files("rehearse") / "guest" / "start.sh").read_text()
+    registration = nix.dump_db(register) if register else ""
     args = [d, st.nonce, str(system), str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout))]
     if generation is not None:
         args.append(str(generation))
-    start_and_follow = (
-        f"set -e; umask 077; mkdir -p {d}; cat > {d}/activate.sh; : > {d}/log; "
-        f"systemd-run --unit=rehearse-activate-{run_id} --collect --no-ask-password --quiet --service-type=exec "
-        f"-E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER -E NIXOS_NO_CHECK "
-        f"/bin/sh {d}/activate.sh {shlex.join(args)}; exec tail -n +1 -f {d}/log"
-    )
-    with process.stream(ssh.argv(remote, ["sh", "-c", start_and_follow]), input=script) as stream:
+    argv = [
+        "sh", "-c", start, "start", d, st.nonce,
+        str(len(script.encode())), str(len(registration.encode())), " ".join(args),
+        *(register or []),
+    ]  # fmt: skip
+    missing: list[str] = []
+    with process.stream(ssh.argv(remote, argv), input=script + registration, keep_stdin=True) as stream:
         for line in stream:
+            if line.startswith(f"@@rehearse-{st.nonce} missing "):
+                missing.append(line.split(" ", 2)[2])
+                continue
             key = st.feed(line)
             if (
-                key == "rc" and _switched(remote, d, st, checks, confirm_timeout, server_check, fresh_login)
+                key == "rc" and _switched(remote, d, st, checks, confirm_timeout, server_check, fresh_login, stream)
             ) or st.result is not None:
                 break
+    if missing:
+        raise _NotVisible(missing)
     if st.result is None:
         _recover(remote, d, st, checks, confirm_timeout, activation_timeout, server_check)
     assert st.result is not None
@@ -281,7 +316,7 @@ def activate(
         ok=st.result == "confirmed",
         switch_rc=st.rc,
         result=st.result,
-        failed_units=_failed_units("\n".join(st.lines)),
+        failed_units=st.failed if st.failed else _failed_units("\n".join(st.lines)),
         generation=st.generation,
         after_switch=round(time.monotonic() - st.switched_at, 2) if st.switched_at is not None else None,
     )
@@ -295,23 +330,29 @@ def _switched(
     confirm_timeout: float,
     server_check: ServerCheck | None = None,
     fresh_login: bool = True,
+    line: process.Stream | None = None,
 ) -> bool:
     """The switch ended: verify and confirm a good one. True when the guest's
-    verdict is known."""
+    verdict is known. `line`: the session that started the activation, which
+    passes rehearse's word on (guest/start.sh); without it, new sessions do."""
     if st.rc != 0 or st.verified:
         return st.result is not None
     st.verified = True
-    verdict, result = verify_and_confirm(remote, d, checks, confirm_timeout, server_check, fresh_login)
+    verdict, result = verify_and_confirm(
+        remote, d, checks, confirm_timeout, server_check, fresh_login, line=line, failed=st.failed
+    )
     if result is not None:
         st.result = result
         return True
     if verdict is not None:
         output.warn(f"check failed: {verdict}; rolling back")
-        ssh.run(
-            remote,
-            ["sh", "-c", f"echo {shlex.quote(verdict)} > {d}/reject; kill -USR2 $(cat {d}/pid)"],
-            check=False,
-        )
+        said = " ".join(verdict.split())
+        if line is None or not line.send(f"reject {said}\n"):
+            ssh.run(
+                remote,
+                ["sh", "-c", f"echo {shlex.quote(said)} > {d}/reject; kill -USR2 $(cat {d}/pid)"],
+                check=False,
+            )
     return False
 
 
@@ -351,24 +392,34 @@ def _recover(
     )
 
 
-def settle(remote: ssh.Remote, timeout: float) -> str:
+def settle(remote: ssh.Remote, timeout: float, *, quiet: bool = False) -> tuple[str, list[str]]:
     """Settle what an interrupted deploy left pending in the guest (guest/
     settle.sh: it is rolled back), then return the system the guest runs —
-    the one to plan against. One round trip when nothing is pending."""
+    the one to plan against — and a line per activation settled (said here
+    unless `quiet`: _say_settled says them). One round trip when nothing is
+    pending."""
     script = (resources.files("rehearse") / "guest" / "settle.sh").read_text()
     out = ssh.run(remote, ["sh", "-c", script, "settle", RUN_DIR, str(math.ceil(timeout))], timeout=timeout + 60)
     current = ""
+    settled = []
     for line in out.stdout.splitlines():
         word, _, rest = line.partition(" ")
         if word == "settled":
             run_id, _, verdict = rest.partition(" ")
-            output.warn(
+            settled.append(
                 f"an earlier activation ({run_id}) still waited for its verdict: its deployer was interrupted. "
                 f"It was rolled back first ({verdict})."
             )
         elif word == "current":
             current = rest.strip()
-    return current
+    if not quiet:
+        _say_settled(settled)
+    return current, settled
+
+
+def _say_settled(settled: list[str]) -> None:
+    for line in settled:
+        output.warn(line)
 
 
 def _failed_units(text: str) -> list[str]:
@@ -386,20 +437,28 @@ def verify_and_confirm(
     budget: float,
     server_check: ServerCheck | None = None,
     fresh_login: bool = True,
+    line: process.Stream | None = None,
+    failed: list[str] | None = None,
 ) -> tuple[str | None, str | None]:
     """Confirm the new system to the guest when it is healthy. Returns (why
-    not, the guest's result if already known). The first look goes over a
-    *fresh* SSH connection: a ControlMaster session opened before the switch
-    proves nothing about a restarted sshd (a deploy-rs lesson). Without
-    configured checks that one connection also confirms and reads the
-    guest's verdict; with checks, confirmation follows them. The check of
-    the server's own sshd (server_ssh.py) runs meanwhile, on other
-    connections: its fresh logins are the deploy-rs lesson for the server.
-    When the switch left rehearse's management sshd running as it was
-    (fresh_login False), a new connection that gets its greeting proves
-    it still listens, and the look goes over the session already open:
-    a key exchange less, about a second of an emulated guest's CPU."""
-    waits = bool(checks) or server_check is not None
+    not, the guest's result if already known).
+
+    rehearse must still reach the VM anew: a ControlMaster session opened
+    before the switch proves nothing about a restarted sshd (a deploy-rs
+    lesson). When the switch touched rehearse's management sshd
+    (fresh_login), a new login through it must work; when it left it
+    running as it was, a new connection that gets its greeting proves it
+    still listens (a key exchange less: about a second of an emulated
+    guest's CPU). The check of the server's own sshd (server_ssh.py) runs
+    meanwhile: its fresh logins are the deploy-rs lesson for the server.
+
+    With `line` (the session that started the activation, guest/start.sh)
+    and `failed` (the units the guest found failed after the switch), the
+    word goes over that session and the guest's verdict comes in its log
+    (None here). Without them (that session dropped) the look and the word
+    go over new sessions."""
+    streaming = line is not None and failed is not None
+    waits = bool(checks) or server_check is not None or streaming
     look = (
         "failed=$(systemctl list-units --failed --plain --no-legend --full | awk '{print $1}' | tr '\\n' ' '); "
         'if [ -n "$failed" ]; then echo "failed units: $failed"; exit 0; fi; '
@@ -407,15 +466,25 @@ def verify_and_confirm(
     )
     with ThreadPoolExecutor(max_workers=1) as pool:
         server = pool.submit(server_check) if server_check is not None else None
-        if fresh_login or not _greets(remote):
-            fresh = ssh.run(remote, ["sh", "-c", look], master=False, check=False, connect_timeout=10, timeout=60)
+        if streaming:
+            reached = (not fresh_login and _greets(remote)) or ssh.run(
+                remote, ["true"], master=False, check=False, connect_timeout=10, timeout=60
+            ).returncode == 0
+            out = "failed units: " + " ".join(failed or []) if failed else "healthy"
         else:
-            fresh = ssh.run(remote, ["sh", "-c", look], check=False, timeout=60)
+            fresh = ssh.run(
+                remote,
+                ["sh", "-c", look],
+                master=not fresh_login and _greets(remote),
+                check=False,
+                connect_timeout=10,
+                timeout=60,
+            )
+            reached, out = fresh.returncode == 0, fresh.stdout.strip()
         server_verdict = server.result() if server is not None else None
-    if fresh.returncode != 0:
+    if not reached:
         output.warn("a new SSH connection to the VM failed; the VM rolls back by itself unless it is confirmed")
         return None, None
-    out = fresh.stdout.strip()
     if not out.startswith("healthy"):
         return out, None
     known = out[len("healthy") :].strip() or None
@@ -426,6 +495,8 @@ def verify_and_confirm(
         why = run_check(remote, check, deadline)
         if why is not None:
             return why, None
+    if line is not None and line.send("confirm\n"):
+        return None, None  # the guest's verdict follows in its log
     if waits:
         confirmed = ssh.run(remote, ["sh", "-c", _CONFIRM.format(d=d)], check=False).stdout.strip()
         known = confirmed[len("healthy") :].strip() or None
@@ -600,19 +671,23 @@ def run_deploy(req: DeployRequest) -> Report:
 
         t = time.monotonic()
         output.step(f"building {source.describe()}")
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # The server's own system, evaluated beside the VM's build.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            # Beside the VM's build: the server's own system, evaluated; and
+            # the guest, settled (what an interrupted deploy left pending is
+            # rolled back, as it would be at its timeout) and asked what it runs.
             server = pool.submit(nix.server_assertions, source)
+            settling = pool.submit(settle, remote, req.activation_timeout, quiet=True)
             system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
             failed_on_server = server.result()
+            current, settled = settling.result()
         times["build"] = round(time.monotonic() - t, 2)
+        _say_settled(settled)
         if failed_on_server:
             report["server_failed_assertions"] = failed_on_server
             output.warn(
                 "the server itself could not build this configuration (the VM can: its variant differs); "
                 "Failed assertions:\n" + "".join(f"- {m}\n" for m in failed_on_server).rstrip()
             )
-        current = settle(remote, req.activation_timeout)
         lifecycle.reconcile(vmdir, state, current)
         report.update(
             {
@@ -653,7 +728,8 @@ def run_deploy(req: DeployRequest) -> Report:
         # A switch that restarts rehearse's own sshd is verified by a new login through it.
         units = report["plan"].get("units") or {}
         touched = {u for k in ("stop", "restart", "start") for u in units.get(k, [])}
-        outcome = activate(
+        run = functools.partial(
+            activate,
             remote,
             system,
             req.confirm_timeout,
@@ -662,6 +738,16 @@ def run_deploy(req: DeployRequest) -> Report:
             server_check=server_check,
             fresh_login=not units or "rehearse-sshd.service" in touched,
         )
+        try:
+            outcome = run(register=pushed.pending)
+        except _NotVisible as e:
+            # The guest does not see them through the host store: copy them.
+            for path in e.paths:
+                output.debug(f"not visible in the guest: {path}")
+            output.info(f"  store: the VM does not see {len(e.paths)} new paths through the host store; copying")
+            copy_closure(remote, diff.added_paths)
+            report["store"] = {"registered": 0, "copied": len(diff.added_paths)}
+            outcome = run()
         times["activate"] = round(time.monotonic() - t, 2)
         if outcome.after_switch is not None:
             times["after_switch"] = outcome.after_switch
@@ -743,7 +829,12 @@ def _push_and_dry_activate(
     dry_argv = [f"{system}/bin/switch-to-configuration", "dry-activate"]
     units = plan.units_between(Path(current), system) if current else None
     if units is not None:
-        pushed = Pushed(0, 0) if req.dry_run else push(remote, paths, force_copy=req.force_copy)
+        if req.dry_run:
+            pushed = Pushed(0, 0)
+        elif paths and not req.force_copy:
+            pushed = Pushed(len(paths), 0, pending=paths)
+        else:
+            pushed = push(remote, paths, force_copy=req.force_copy)
         return pushed, subprocess.CompletedProcess(["host plan", current], 0, "", plan.dry_activate_text(units))
     output.debug(f"{current or 'the running system'} is not on the host: the guest plans the switch")
     if req.dry_run:
@@ -772,7 +863,8 @@ def _show_plan(
     for line in plan.render(diff, units, verbose=req.verbose):
         output.info(line)
     if not req.dry_run:
-        output.info(f"  store: {pushed.registered} new paths registered without copying, {pushed.copied} copied")
+        when = " (with the activation)" if pushed.pending else ""
+        output.info(f"  store: {pushed.registered} new paths registered without copying{when}, {pushed.copied} copied")
     return {**diff.to_json(), "units": units.to_json()}
 
 

@@ -197,22 +197,54 @@ def _communicate_streaming(
     return "".join(captured["out"]), "".join(captured["err"]), timed_out
 
 
+class Stream:
+    """A running command's stdout, line by line; with `keep_stdin`, its
+    stdin stays open for `send` (a control channel to the command)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._proc = proc
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[str]:
+        assert self._proc.stdout is not None
+        return (line.rstrip("\n") for line in self._proc.stdout)
+
+    def send(self, text: str) -> bool:
+        """Write to the command's stdin; False when it is gone."""
+        with self._lock:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(text)
+                self._proc.stdin.flush()
+                return True
+            except (OSError, ValueError):
+                return False
+
+
 @contextlib.contextmanager
-def stream(argv: Sequence[str | Path], *, input: str | None = None) -> Iterator[Iterator[str]]:
+def stream(argv: Sequence[str | Path], *, input: str | None = None, keep_stdin: bool = False) -> Iterator[Stream]:
     """Run a command and give its stdout line by line (stderr goes to ours);
-    leaving the block ends the command if it still runs."""
+    leaving the block ends the command if it still runs. `input` is written
+    first; with `keep_stdin`, stdin then stays open for Stream.send."""
     args = [str(a) for a in argv]
     output.command(shlex.join(args))
+    piped = input is not None or keep_stdin
     proc = subprocess.Popen(
-        args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+        args, stdin=subprocess.PIPE if piped else subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
         if input is not None and proc.stdin is not None:
             proc.stdin.write(input)
-            proc.stdin.close()
-        yield (line.rstrip("\n") for line in proc.stdout)
+            if keep_stdin:
+                proc.stdin.flush()
+            else:
+                proc.stdin.close()
+        yield Stream(proc)
     finally:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         if proc.poll() is None:
             proc.terminate()
         proc.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -182,6 +183,43 @@ def test_two_deploys_at_once_one_is_refused(rehearse: Rehearse, vm: Config) -> N
     assert second.returncode == 7
     assert "busy" in second.stderr and f"(rehearse deploy, pid {first.pid})" in second.stderr
     assert rehearse("ssh", NAME, "--", "cat", "/etc/motd").stdout == "second"
+
+
+def test_activation_start_names_paths_the_vm_cannot_see_and_starts_nothing(rehearse: Rehearse, vm: Config) -> None:
+    """guest/start.sh carries the registration of the new paths with the
+    activation: one the VM does not see through the host store is named
+    (rehearse then copies it, then starts again) and nothing starts."""
+    from importlib import resources
+
+    start = (resources.files("rehearse") / "guest" / "start.sh").read_text()
+    script, registration = 'echo ran >> "$1/log"\n', "the registration\n"
+    hidden = "/nix/store/" + "0" * 32 + "-not-in-the-host-store"
+    seen = current(rehearse)
+    d = "/run/rehearse/test-start"
+
+    def start_with(*paths: str) -> subprocess.CompletedProcess[str]:
+        sizes = [str(len(script)), str(len(registration))]
+        argv = ["sh", "-c", start, "start", d, "N0NCE", *sizes, d, *paths]
+        return subprocess.run(
+            [sys.executable, "-m", "rehearse", "ssh", NAME, "--", shlex.join(argv)],
+            input=script + registration + "confirm\n", capture_output=True, text=True,
+            env=rehearse.env(), cwd=rehearse.cwd, timeout=120, check=False,
+        )  # fmt: skip
+
+    guest = lambda cmd: rehearse("ssh", NAME, "--", cmd).stdout  # noqa: E731
+    refused = start_with(seen, hidden)
+    assert refused.returncode == 3, refused.stderr
+    assert refused.stdout.splitlines() == [f"@@rehearse-N0NCE missing {hidden}"]
+    assert guest(f"ls {d}; cat /run/rehearse/registration 2>/dev/null | grep -c 'the registration'").split() == [
+        "activate.sh",
+        "0",
+    ]
+    started = start_with(seen)
+    assert started.returncode == 0, started.stderr
+    assert guest(
+        f"sleep 1; cat {d}/log; cat /run/rehearse/registration 2>/dev/null | grep -c 'the registration'"
+    ).split() == ["ran", "1"]
+    guest(f"rm -rf {d}; sed -i '/the registration/d' /run/rehearse/registration")
 
 
 def test_forced_copy(rehearse: Rehearse, vm: Config) -> None:

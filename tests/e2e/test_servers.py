@@ -138,6 +138,20 @@ def test_socket_activated_sshd(rehearse: Rehearse, vm: Config) -> None:
     assert server_login(rehearse, "alice").returncode == 0
 
 
+def test_a_new_server_host_key_is_pinned_again(rehearse: Rehearse, vm: Config) -> None:
+    """The check tries the host keys an earlier check pinned; a server that
+    shows another (here a new key file) is read again through rehearse's
+    channel, never trusted on first use."""
+    other = "/etc/ssh/other_host_ed25519_key"
+    vm.set(HARDENED + f'  services.openssh.hostKeys = [ {{ type = "ed25519"; path = "{other}"; }} ];')
+    code, err, _ = deploy(rehearse)
+    assert code == 0, err
+    assert "the server's sshd on port 2222: alice logged in" in err
+    shown = rehearse("ssh", NAME, "--", "cat", f"{other}.pub").stdout.split()
+    pinned = (rehearse.state / NAME / "server_known_hosts").read_text().split()
+    assert pinned[1:3] == shown[:2]
+
+
 def test_server_only_assertion_is_reported(rehearse: Rehearse, vm: Config) -> None:
     """The VM variant has a root file system of its own (qemu-vm.nix); the
     server without its hardware configuration's would not build."""

@@ -638,11 +638,13 @@ def test_deploy_plans_on_the_host_and_asks_the_guest_only_without_the_old_system
     monkeypatch.setattr(deploy.ssh, "run", ssh_run)
     monkeypatch.setattr(deploy, "push", lambda remote, paths, force_copy: pushed.append(paths) or deploy.Pushed(1, 0))
     req = deploy.DeployRequest("vm", None, dry_run=dry_run, yes=True, force_copy=False, confirm_timeout=1, checks=())
-    _, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(old.root))  # type: ignore[arg-type]
-    assert guest == [] and pushed == ([] if dry_run else [["p"]])
+    done, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(old.root))  # type: ignore[arg-type]
+    # Planned on the host: no round trip; the paths go with the activation.
+    assert guest == [] and pushed == []
+    assert done.pending == (None if dry_run else ["p"])
     assert dry.returncode == 0 and parse_dry_activate(dry.stderr).cycled == ("a.service",)
 
     _, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(tmp_path / "collected"))  # type: ignore[arg-type]
     assert guest == [[f"{new.root}/bin/switch-to-configuration", "dry-activate"]]
     assert parse_dry_activate(dry.stderr).start == ("b.service",)
-    assert len(pushed) == (0 if dry_run else 2)  # a dry run changes nothing in the VM
+    assert len(pushed) == (0 if dry_run else 1)  # a dry run changes nothing in the VM

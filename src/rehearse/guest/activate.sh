@@ -15,14 +15,15 @@
 #    "reboot required", changed nothing: the profile keeps NEW);
 # 3. else wait CONFIRM_TIMEOUT seconds — counted from the end of the switch,
 #    so a slow but healthy activation is not rolled back — for rehearse to
-#    confirm (SIGUSR1, sent over a *fresh* SSH connection) or to reject
-#    (SIGUSR2, reason in DIR/reject); no word in time → go back: the new
+#    confirm (SIGUSR1, once rehearse reached the new system over a new
+#    connection; guest/start.sh passes it on) or to reject (SIGUSR2, reason
+#    in DIR/reject); no word in time → go back: the new
 #    configuration may have cut SSH off (magic rollback, as deploy-rs does it).
 # Everything goes to DIR/log, which rehearse follows; marker lines carry the
 # outcome, prefixed with "@@rehearse-NONCE" (a per-activation nonce, so
 # nothing a unit prints during the switch can pass for one):
-# "generation=N" (the profile's new generation), "rc=N" (switch's exit
-# code) and "result=confirmed" or "result=rolled-back REASON RC".
+# "generation=N" (the profile's new generation), "failed=UNIT…" (after a
+# good switch: the units failed by then), "rc=N" (switch's exit code) and "result=confirmed" or "result=rolled-back REASON RC".
 # No polling loops: the guest may have one emulated CPU.
 set -u
 dir=$1 nonce=$2 new=$3 timeout=$4 activation_timeout=$5 target=${6:-}
@@ -143,6 +144,11 @@ mark "generation=$(generation)"
 # The activation's own clock: a switch that hangs is stopped and undone.
 timeout "$activation_timeout" "$new/bin/switch-to-configuration" test 9>&-
 rc=$?
+# The first look after a good switch, taken here (no SSH round trip): the
+# units that failed by now.
+if [ "$rc" -eq 0 ]; then
+  mark "failed=$(systemctl list-units --failed --plain --no-legend --full | awk '{printf "%s ", $1}')"
+fi
 mark "rc=$rc"
 [ "$rc" -eq 124 ] && rollback "activation-timeout-${activation_timeout}s"
 # 100: the new system's init interface differs; switch-to-configuration
