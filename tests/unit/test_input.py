@@ -479,3 +479,26 @@ def test_an_http_check_on_something_that_is_not_http(monkeypatch: pytest.MonkeyP
     finally:
         server.close()
     assert why is not None and why.startswith(f"http http://127.0.0.1:{port}/: ")
+
+
+def test_a_stream_keeps_stdin_open_for_words_after_its_input() -> None:
+    """deploy's activation session: the script and the registration go
+    first, byte-counted (head -c reads no further), then rehearse's words."""
+    argv = ["sh", "-c", 'head -c 3; echo; while read -r w; do echo "got $w"; [ "$w" = end ] && exit 0; done']
+    with process.stream(argv, input="abcconfirm\n", keep_stdin=True) as s:
+        lines = iter(s)
+        assert next(lines) == "abc"
+        assert next(lines) == "got confirm"
+        assert s.send("end\n")
+        assert next(lines) == "got end"
+        assert list(lines) == []
+    assert not s.send("late\n")  # the command is gone: False, no exception
+
+
+def test_the_guests_first_look_comes_in_its_log() -> None:
+    st = deploy._Activation(nonce="n0")
+    assert st.feed("@@rehearse-n0 failed=a.service b.service ") == "failed"
+    assert st.feed("@@rehearse-n0 rc=0") == "rc"
+    assert st.failed == ["a.service", "b.service"] and st.rc == 0 and st.switched_at is not None
+    assert st.feed("@@rehearse-other failed=x.service") is None  # another nonce: plain output
+    assert st.failed == ["a.service", "b.service"]
