@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-MINI_NIXPKGS = REPO / "rig" / "nixpkgs"
+# The mini nixpkgs the tests build against: rig/nixpkgs (NixOS 25.11's
+# interfaces), or another flavour (rig/nixpkgs-26.11, made by
+# rig/flavours/make) named by REHEARSE_TEST_NIXPKGS.
+MINI_NIXPKGS = Path(os.environ.get("REHEARSE_TEST_NIXPKGS") or REPO / "rig" / "nixpkgs").resolve()
 SHARED = REPO.parent / "shared"
 
 # Nix reads the repository's settings (rig/nix/nix.conf) and no machine-local

@@ -143,6 +143,7 @@ def _up(
             )
             output.result(f"rehearse ssh {name}")
             return
+        _reap(state)  # a VM that crashed may have left its runner's daemons
     else:
         state = VMState(name=name)
     vmdir.create()
@@ -412,9 +413,17 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
         if state.pid and state.alive()
         else "already stopped"
     )
+    _reap(state)
     state.pid = None
     vmdir.save(state)
     return how
+
+
+def _reap(state: VMState) -> None:
+    """What the VM's runner left running beside QEMU (virtiofsd) ends with it."""
+    left = vm.reap(state.pid, state.pid_start)
+    if left:
+        output.info(f"  ended {len(left)} process(es) the VM's runner had left: pid {', '.join(map(str, left))}")
 
 
 def restart(vmdir: VMDir, timeout: float = 60.0) -> None:

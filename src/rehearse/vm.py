@@ -5,6 +5,7 @@ nixos/modules/virtualisation/qemu-vm.nix), nothing else about the guest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ from typing import TypeVar
 
 from rehearse import output, process, ssh
 from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, pid_alive
+from rehearse.state import VMDir, pid_alive, process_start
 
 T = TypeVar("T")
 
@@ -285,6 +286,47 @@ def add_forward(sock: Path, forward: Forward) -> None:
     text = out if isinstance(out, str) else ""
     if text.strip():
         raise RehearseError(f"QEMU could not forward 127.0.0.1:{forward.host_port} to the VM: {text.strip()}")
+
+
+def _session_members(sid: int) -> list[int]:
+    """The processes of session `sid` (field 6 of /proc/PID/stat)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
+def reap(pid: int | None, pid_start: int | None) -> list[int]:
+    """End what the VM's runner started beside QEMU and left behind once the
+    VM is gone: NixOS 26.11's run script starts a virtiofsd per shared
+    directory, which outlives a QEMU that was killed or never connected.
+    The runner was started in a session of its own (process.spawn), so they
+    are the processes of session `pid`. Nothing happens while the VM runs,
+    nor when another process now holds `pid` (a new session leader: pids are
+    reused once a session is empty). Returns the pids signalled."""
+    if not pid or pid_start is None or pid_alive(pid, pid_start):
+        return []
+    if process_start(pid) is not None:
+        return []  # pid is another process's now (it may lead a session of its own)
+    left = [p for p in _session_members(pid) if p != os.getpid()]
+    for p in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(process_start(p) is not None for p in left):
+        time.sleep(0.1)
+    for p in left:
+        if process_start(p) is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+    return left
 
 
 def stop(pid: int, pid_start: int | None, qmp_sock: Path, timeout: float) -> str:

@@ -32,3 +32,25 @@ def test_no_display(tmp_path: Path) -> None:
 def test_other_failure_shows_the_runner_output(tmp_path: Path) -> None:
     err = vm.early_exit_error(dir_with_log(tmp_path, "qemu: could not open disk image\n"))
     assert "could not open disk image" in err.message
+
+
+def test_reap_ends_what_the_runner_left_in_its_session() -> None:
+    """NixOS 26.11's run script starts virtiofsd daemons beside QEMU; once the
+    VM is gone, whatever is left in the runner's session is ended — never
+    while the VM still runs."""
+    import subprocess
+
+    from rehearse.state import process_start
+
+    runner = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & echo $!; exec sleep 1"], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert runner.stdout is not None
+    started = process_start(runner.pid)
+    daemon = int(runner.stdout.readline())
+    assert vm.reap(runner.pid, started) == []  # the VM runs: nothing is touched
+    assert process_start(daemon) is not None
+    runner.wait()
+    assert vm.reap(runner.pid, started) == [daemon]
+    assert process_start(daemon) is None
+    assert vm.reap(runner.pid, started) == []

@@ -10,6 +10,8 @@
 
 let
   inherit (builtins) getEnv elem isString;
+  # The NixOS release of this mini nixpkgs' flavour (../flavour.nix).
+  flavour = import ../flavour.nix;
 in
 {
   id = x: x;
@@ -44,12 +46,12 @@ in
 
   # Release information: this is a mini re-implementation, so the suffix
   # makes it obvious in traces which lib is in use.
-  version = "25.11-mini";
-  release = "25.11";
+  version = "${flavour.release}-mini";
+  release = flavour.release;
   oldestSupportedRelease = 2505;
-  codeName = "Xantusia";
+  codeName = flavour.codeName;
   versionSuffix = "-mini";
-  nixpkgsVersion = "25.11-mini";
+  nixpkgsVersion = "${flavour.release}-mini";
   isInOldestRelease = release: release <= 2505;
 
   # --- functions and their argument sets --------------------------------

@@ -190,6 +190,12 @@ let
       programs = { qemu-system-x86_64 = "/usr/bin/qemu-system-x86_64"; qemu-img = "/usr/bin/qemu-img"; };
     };
     qemu_kvm = self.qemu;
+    # The host's virtiofsd (the Rust one, as Debian 13 installs it), for the
+    # 26.11 flavour's VM runner.
+    virtiofsd = wrapExisting {
+      pname = "virtiofsd"; version = "1.13.2";
+      programs = { virtiofsd = "/usr/libexec/virtiofsd"; };
+    };
   };
 in
 self

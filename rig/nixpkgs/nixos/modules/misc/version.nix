@@ -2,17 +2,19 @@
 { config, lib, ... }:
 let
   inherit (lib) mkOption types;
+  # The release of this mini nixpkgs' flavour (rig/nixpkgs/flavour.nix).
+  flavour = import ../../../flavour.nix;
 in
 {
   options.system = {
     stateVersion = mkOption {
       type = types.str;
-      default = "25.11";
+      default = flavour.release;
       description = "The NixOS release whose stateful data layout the system keeps.";
     };
     nixos = {
-      release = mkOption { type = types.str; default = "25.11"; readOnly = true; description = "The NixOS release."; };
-      codeName = mkOption { type = types.str; default = "Xantusia"; readOnly = true; description = "The release code name."; };
+      release = mkOption { type = types.str; default = flavour.release; readOnly = true; description = "The NixOS release."; };
+      codeName = mkOption { type = types.str; default = flavour.codeName; readOnly = true; description = "The release code name."; };
       versionSuffix = mkOption { type = types.str; default = "pre-mini"; description = "Version suffix."; };
       version = mkOption {
         type = types.str;

@@ -7,7 +7,8 @@
 # and root file system of the rig's Debian guest image (built by
 # rig/image/build into /var/cache/rehearse-rig/guest); the disk image is
 # created as a copy-on-write overlay of that image; the guest mounts the
-# host store over 9p like NixOS does, registers the closure from regInfo=,
+# host store like NixOS does (over 9p, or over virtiofs in the 26.11
+# flavour: rig/flavours/26.11), registers the closure from regInfo=,
 # and activates the system named by rig.toplevel= at boot.
 { config, lib, pkgs, options, ... }:
 let
@@ -18,6 +19,12 @@ let
   toplevel = config.system.build.toplevel;
 
   guestImage = "/var/cache/rehearse-rig/guest";
+
+  # 9p up to NixOS 25.11; virtiofs from 26.11 on (../../../flavour.nix).
+  flavour = import ../../../flavour.nix;
+  virtiofs = flavour.share == "virtiofs";
+  virtiofsd = hostPkgs.virtiofsd;
+  shares = cfg.sharedDirectories;
 
   consoles = lib.concatMapStringsSep " " (c: "console=${c}") cfg.qemu.consoles;
 
@@ -47,6 +54,38 @@ let
     then "hostfwd=${proto}:${host.address}:${toString host.port}-${guest.address}:${toString guest.port},"
     else "'guestfwd=${proto}:${guest.address}:${toString guest.port}-cmd:nc ${host.address} ${toString host.port}',"
   ) cfg.forwardPorts;
+
+  # NixOS 26.11: a virtiofsd per shared directory, each on a socket in
+  # $TMPDIR, started before QEMU, which connects to them; each ends when its
+  # connection closes. QEMU's guest memory must be shared with them (a memfd
+  # backend).
+  startVirtiofsd = ''
+    # Start a virtiofsd for each shared directory.
+    ${lib.concatStrings (lib.mapAttrsToList (tag: share: ''
+      rm -f "$TMPDIR/virtiofsd-${tag}.sock"
+      ${virtiofsd}/bin/virtiofsd --socket-path="$TMPDIR/virtiofsd-${tag}.sock" --shared-dir=${share.source} --cache=auto &
+    '') shares)}
+    # Wait for their sockets.
+    for tag in ${lib.concatStringsSep " " (lib.attrNames shares)}; do
+      i=0
+      while ! test -S "$TMPDIR/virtiofsd-$tag.sock"; do
+        if [ $i -ge 100 ]; then
+          echo "virtiofsd for $tag did not start" >&2
+          exit 1
+        fi
+        sleep 0.1
+        i=$((i + 1))
+      done
+    done
+  '';
+
+  virtiofsOptions = [
+    "-object memory-backend-memfd,id=mem,size=${toString cfg.memorySize}M,share=on"
+    "-machine memory-backend=mem"
+  ] ++ lib.concatLists (lib.mapAttrsToList (tag: share: [
+    "-chardev socket,id=fs-${tag},path=\"$TMPDIR/virtiofsd-${tag}.sock\""
+    "-device vhost-user-fs-pci,chardev=fs-${tag},tag=${tag}"
+  ]) shares);
 
   # The kernel under the rig boots the guest image's; the probe and the
   # disk's backing file decide the rest at run time.
@@ -101,7 +140,7 @@ let
     if ${hostPkgs.runtimeShell} ${../../lib/kvm-probe.sh} >/dev/null 2>&1; then accel=kvm:tcg; else accel=tcg; fi
 
     cd "$TMPDIR"
-
+    ${lib.optionalString virtiofs startVirtiofsd}
     # Start QEMU.
     exec ${qemu}/bin/qemu-system-x86_64 -machine accel=$accel -cpu max \
         -name ${config.system.name} \
@@ -109,9 +148,9 @@ let
         -smp ${toString cfg.cores} \
         -device virtio-rng-pci \
         ${lib.concatStringsSep " " cfg.qemu.networkingOptions} \
-        ${lib.concatStringsSep " \\\n    " (lib.mapAttrsToList (tag: share:
+        ${lib.concatStringsSep " \\\n    " (if virtiofs then virtiofsOptions else lib.mapAttrsToList (tag: share:
           "-virtfs local,path=${share.source},security_model=${share.securityModel},mount_tag=${tag}")
-          cfg.sharedDirectories)} \
+          shares)} \
         -drive cache=writeback,file="$NIX_DISK_IMAGE",id=drive1,if=none,index=1,werror=report \
         -device virtio-blk-pci,bootindex=1,drive=drive1,serial=root \
         ${lib.concatStringsSep " \\\n    " cfg.qemu.options} \
@@ -129,7 +168,7 @@ in
       default = "./${config.system.name}.qcow2";
       description = "The root disk image; created at start when missing.";
     };
-    virtualisation.msize = mkOption { type = types.ints.positive; default = 16384; description = "9p msize."; };
+    virtualisation.msize = mkOption { type = types.ints.positive; default = 16384; description = "9p msize (9p only: NixOS up to 25.11)."; };
     virtualisation.graphics = mkOption {
       type = types.bool;
       default = true;
@@ -144,7 +183,7 @@ in
     virtualisation.sharedDirectories = mkOption {
       type = types.attrsOf (types.submodule sharedDirOpts);
       default = { };
-      description = "Host directories shared with the guest over 9p, by mount tag.";
+      description = "Host directories shared with the guest, by mount tag: over 9p up to NixOS 25.11, over virtiofs (a virtiofsd each) from 26.11 on.";
     };
     virtualisation.additionalPaths = mkOption {
       type = types.listOf types.path;
@@ -176,11 +215,15 @@ in
 
     fileSystems = mkVMOverride {
       "/" = { device = "/dev/vda"; fsType = "ext4"; };
-      "/nix/.ro-store" = { device = "nix-store"; fsType = "9p"; options = [ "trans=virtio" "version=9p2000.L" "msize=${toString cfg.msize}" "cache=loose" ]; neededForBoot = true; };
+      "/nix/.ro-store" = if virtiofs
+        then { device = "nix-store"; fsType = "virtiofs"; neededForBoot = true; }
+        else { device = "nix-store"; fsType = "9p"; options = [ "trans=virtio" "version=9p2000.L" "msize=${toString cfg.msize}" "cache=loose" ]; neededForBoot = true; };
       "/nix/.rw-store" = { device = "tmpfs"; fsType = "tmpfs"; options = [ "mode=0755" ]; neededForBoot = true; };
       "/nix/store" = { device = "overlay"; fsType = "overlay"; options = [ "lowerdir=/nix/.ro-store" "upperdir=/nix/.rw-store/store" "workdir=/nix/.rw-store/work" ]; neededForBoot = true; };
-      "/tmp/xchg" = { device = "xchg"; fsType = "9p"; options = [ "trans=virtio" "version=9p2000.L" ]; };
-      "/tmp/shared" = { device = "shared"; fsType = "9p"; options = [ "trans=virtio" "version=9p2000.L" ]; };
+      "/tmp/xchg" = if virtiofs then { device = "xchg"; fsType = "virtiofs"; }
+        else { device = "xchg"; fsType = "9p"; options = [ "trans=virtio" "version=9p2000.L" ]; };
+      "/tmp/shared" = if virtiofs then { device = "shared"; fsType = "virtiofs"; }
+        else { device = "shared"; fsType = "9p"; options = [ "trans=virtio" "version=9p2000.L" ]; };
     };
     swapDevices = mkVMOverride [ ];
     boot.loader.grub.device = mkVMOverride "/dev/vda";
