@@ -120,6 +120,7 @@ def test_the_root_has_its_own_nix_store_and_settings(host_root: Path) -> None:
     )
     # The host's Nix settings (as ./run and the tests set them) do not reach the root's Nix.
     env = {"NIX_CONFIG": "substituters =", "NIX_CONF_DIR": "/nonexistent", "NIX_USER_CONF_FILES": "/nonexistent"}
+    assert not os.path.samefile(host_root / "nix" / "store", "/nix/store"), "run on the host, not in rig/host/enter"
     result = enter("nix-build", "--no-out-link", "-E", expr, env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout.strip()
