@@ -54,11 +54,12 @@ def runner_processes(rehearse: Rehearse) -> list[str]:
         if not p.name.isdigit() or int(p.name) == os.getpid():
             continue
         try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = (p / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if vmdir in cmd and "pytest" not in cmd:
-            found.append(cmd)
+        # Not a Python (this test, a rehearse command): a program the runner started.
+        if any(vmdir in a for a in argv) and "python" not in Path(argv[0]).name:
+            found.append(" ".join(argv))
     return found
 
 
