@@ -2,9 +2,14 @@
 """Benchmarks: rehearse against the seed's hand-written deploy script, side by
 side on one booted VM, in one run. Prints a table and writes bench/RESULTS.md.
 
-    .venv/bin/python bench/run.py [--runs N] [--big-runs N]
+    .venv/bin/python bench/run.py [--runs N] [--big-runs N] [--nixpkgs DIR]
 
 Needs the rig (./run tests or ./run demo sets it up). Not part of the test suite.
+--nixpkgs names another flavour of the mini nixpkgs; NixOS 26.11's VMs (the
+store over virtiofs) run inside the rig's Debian 13 root, with its Nix 2.26
+and QEMU 10, and write bench/RESULTS-26.11.md:
+
+    rig/host/enter python bench/run.py --nixpkgs rig/nixpkgs-26.11
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ class Bench:
         self.state = work / "state"
         self.conf = work / "conf"
         self.env = {"REHEARSE_STATE_DIR": str(self.state)}
-        self.rehearse = [str(REPO / ".venv" / "bin" / "rehearse")]
+        self.rehearse = [sys.executable, "-m", "rehearse"]
         self.results: list[tuple[str, list[float], list[float] | None, str]] = []
 
     # -- set-up -----------------------------------------------------------
@@ -294,6 +299,8 @@ class Bench:
             "",
             f"Machine: {platform.node()}, {platform.platform()}, {os.cpu_count()} cores, QEMU under TCG "
             "(KVM unusable here). Date: " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + ".",
+            f"VMs: the mini nixpkgs `{MINI.relative_to(REPO)}` (NixOS {release()}, the store over {share()}); "
+            f"host: {first_line(['nix', '--version'])}, {first_line(['qemu-system-x86_64', '--version'])}.",
             "Medians of the runs listed; ratio = rehearse / seed script (lower is better). Produced by `bench/run.py`.",
             "",
             "| measurement | rehearse (s) | seed script / baseline (s) | ratio | runs |",
@@ -305,7 +312,24 @@ class Bench:
             r = f"{m / statistics.median(seed):.2f}" if seed else "–"
             runs = ", ".join(f"{x:.2f}" for x in mine) + (" / " + ", ".join(f"{x:.2f}" for x in seed) if seed else "")
             lines.append(f"| {what}{' — ' + note if note else ''} | {m:.2f} | {s} | {r} | {runs} |")
-        (REPO / "bench" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+        name = "RESULTS.md" if MINI == REPO / "rig" / "nixpkgs" else f"RESULTS-{release()}.md"
+        (REPO / "bench" / name).write_text("\n".join(lines) + "\n")
+
+
+def first_line(argv: list[str]) -> str:
+    return sh(argv).splitlines()[0].strip()
+
+
+def flavour(key: str) -> str:
+    return json.loads(sh(["nix-instantiate", "--eval", "--json", "-E", f"(import {MINI}/flavour.nix).{key}"]))
+
+
+def release() -> str:
+    return flavour("release")
+
+
+def share() -> str:
+    return flavour("share")
 
 
 def free_port() -> int:
@@ -318,9 +342,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--big-runs", type=int, default=3)
+    p.add_argument("--nixpkgs", type=Path, default=MINI, help="the mini nixpkgs (a flavour: rig/nixpkgs-26.11)")
     every = "noop,small,lockout,big,cli,up"
     p.add_argument("--only", default=every, help=f"comma-separated: {every}")
     args = p.parse_args()
+    global MINI
+    MINI = args.nixpkgs.resolve()
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="rehearse-bench-"))
     b = Bench(work)
