@@ -339,6 +339,7 @@ def free_port() -> int:
 
 
 def main() -> None:
+    global MINI
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--big-runs", type=int, default=3)
@@ -346,7 +347,6 @@ def main() -> None:
     every = "noop,small,lockout,big,cli,up"
     p.add_argument("--only", default=every, help=f"comma-separated: {every}")
     args = p.parse_args()
-    global MINI
     MINI = args.nixpkgs.resolve()
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="rehearse-bench-"))
