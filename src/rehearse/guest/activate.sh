@@ -103,19 +103,22 @@ fi
 # The registration of the new paths that rehearse's push left (their
 # `nix-store --dump-db` data, for a VM that sees them through the host
 # store): loaded once the verdict is out, so starting Nix (seconds under
-# emulation) is off the deploy's path. The switch needs no registration;
-# the lock, held until this script ends, keeps the next activation after it.
+# emulation) is off the deploy's path. The switch needs no registration.
 register() {
   [ -s "$runs/registration" ] || return 0
   mv -f "$runs/registration" "$dir/registration" \
-    && nix-store --load-db <"$dir/registration" \
+    && nice -n 19 nix-store --load-db <"$dir/registration" \
     || echo "rehearse: registering the new paths failed" >&2
 }
 
+# The verdict is out: the lock goes (the next activation needs nothing from
+# the registration), and the registration yields the CPU to anything else
+# (on a VM with one emulated CPU, the next deploy's switch).
 result() {
   echo "$*" >"$dir/result"
   mark "result=$*"
-  register 9>&-
+  exec 9>&-
+  register
   exit 0
 }
 
