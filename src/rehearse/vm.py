@@ -35,7 +35,11 @@ def retry(fn: Callable[[bool], T | None], timeout: float, interval: float = 1.0)
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether QEMU could listen on host:port. QEMU's user network sets
+    SO_REUSEADDR on its forwards, so connections of an earlier VM still in
+    TIME_WAIT on that port do not keep it; only a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -54,3 +54,24 @@ def test_reap_ends_what_the_runner_left_in_its_session() -> None:
     assert vm.reap(runner.pid, started) == [daemon]
     assert process_start(daemon) is None
     assert vm.reap(runner.pid, started) == []
+
+
+def test_a_port_held_only_by_time_wait_connections_is_free() -> None:
+    """After a VM's forward closed its connections first (TIME_WAIT on the
+    forwarded port), QEMU can listen there again (SO_REUSEADDR): so can up."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU's forwards do
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert not vm.port_free(port)  # a listener holds it
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the forward's side closes first: its socket waits in TIME_WAIT
+    client.close()
+    listener.close()
+    time.sleep(0.2)
+    assert vm.port_free(port)
