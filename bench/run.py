@@ -36,6 +36,10 @@ SEED_PORT = 2221  # the seed script's port, forwarded by rehearse up --forward 2
 # as under ./run.
 os.environ.setdefault("NIX_CONF_DIR", str(REPO / "rig" / "nix"))
 os.environ.setdefault("NIX_USER_CONF_FILES", "")
+# Inside rig/host/enter Nix reads that root's nix.conf, which leaves the
+# substituters as a user's machine has them: no cache is reachable here, and
+# each build would spend seconds trying one.
+os.environ.setdefault("NIX_CONFIG", "substituters =")
 
 
 def sh(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True) -> str:

@@ -21,6 +21,10 @@ SHARED = REPO.parent / "shared"
 # configuration made work fails here instead of hiding.
 os.environ.setdefault("NIX_CONF_DIR", str(REPO / "rig" / "nix"))
 os.environ.setdefault("NIX_USER_CONF_FILES", "")
+# Inside rig/host/enter Nix reads that root's nix.conf, which leaves the
+# substituters as a user's machine has them: no cache is reachable here, and
+# each build would spend seconds trying one.
+os.environ.setdefault("NIX_CONFIG", "substituters =")
 
 
 def run(argv: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
