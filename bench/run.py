@@ -118,6 +118,9 @@ class Bench:
             '    { type = "ed25519"; path = "/var/lib/rehearse/ssh_host_ed25519_key"; }\n'
             "  ];\n"
             '  systemd.services.sshd.after = [ "rehearse-sshd.service" ];\n'
+            # The server's sshd-keygen makes a key missing at that path: only
+            # after rehearse's sshd has installed its own there.
+            '  systemd.services.sshd-keygen.after = [ "rehearse-sshd.service" ];\n'
             "}\n"
         )
         bindir = self.work / "bin"
@@ -266,26 +269,22 @@ class Bench:
             }
             t0 = time.monotonic()
             proc = subprocess.Popen([str(runner)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            probe = [
-                "ssh",
-                "-F",
-                str(self.work / "ssh_config"),
-                "-p",
-                str(port),
-                "-o",
-                "ConnectTimeout=5",
-                "root@localhost",
-                "true",
-            ]
-            while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
-                if time.monotonic() - t0 > 300:
-                    raise SystemExit("the VM started by hand did not answer SSH within 300 s")
-                time.sleep(1)
-            hand.append(time.monotonic() - t0)
-            proc.terminate()
-            proc.wait()
+            try:
+                hand.append(self._wait_by_hand(port, t0))
+            finally:
+                proc.terminate()
+                proc.wait()
         self.record("up: built runner to SSH-ready", mine, hand, "baseline: runner by hand + ssh polling")
         self.up()
+
+    def _wait_by_hand(self, port: int, t0: float) -> float:
+        probe = ["ssh", "-F", str(self.work / "ssh_config"), "-p", str(port), "-o", "ConnectTimeout=5"]
+        probe += ["root@localhost", "true"]
+        while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+            if time.monotonic() - t0 > 300:
+                raise SystemExit("the VM started by hand did not answer SSH within 300 s")
+            time.sleep(1)
+        return time.monotonic() - t0
 
     def cli(self, runs: int) -> None:
         status = [timed([*self.rehearse, "status"], env=self.env) for _ in range(runs)]
