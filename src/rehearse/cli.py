@@ -142,6 +142,35 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("-v", "--verbose", action="store_true", help="list every name, unit and store path of the plan")
     _activation_options(dp, "rolling back")
 
+    pr = add("promote", "put the configuration a VM rehearsed on the real server (plan, checks, rollback)")
+    pr.add_argument("name", help="the VM that rehearsed it")
+    pr.add_argument(
+        "--to",
+        metavar="USER@HOST[:PORT]",
+        help="the server (default: this VM's entry in rehearse.toml's [promote] table); reached with your "
+        "own ssh configuration, agent, known_hosts and NIX_SSHOPTS",
+    )
+    how = pr.add_mutually_exclusive_group()
+    how.add_argument(
+        "--test", dest="action", action="store_const", const="test", help="activate, but keep the boot entry"
+    )
+    how.add_argument("--boot", dest="action", action="store_const", const="boot", help="make it the boot entry only")
+    pr.set_defaults(action="switch")
+    pr.add_argument("--dry-run", action="store_true", help="build and show the plan; nothing goes to the server")
+    pr.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
+    pr.add_argument("--force", action="store_true", help="promote a revision the VM never rehearsed (recorded)")
+    pr.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="trust the server's host key on this first connection (ssh's accept-new; a changed key is refused)",
+    )
+    pr.add_argument("--sudo", action="store_true", help="run rehearse's commands on the server through sudo -n")
+    pr.add_argument(
+        "--use-substitutes", action="store_true", help="let the server fetch what it can from its own caches"
+    )
+    pr.add_argument("--build-host", metavar="HOST", help="build on this Nix remote builder (ssh-ng) instead")
+    _activation_options(pr, "rolling back")
+
     g = add("generations", "list a VM's system generations")
     g.add_argument("name", help="the VM")
     g.add_argument("--json", action="store_true", help="print them as JSON on stdout")
@@ -234,6 +263,35 @@ def dispatch(args: argparse.Namespace) -> int:
                 )
             )
             return _report(args, report)
+        case "promote":
+            from rehearse import config, promote
+
+            settings = config.load_settings()
+            to = args.to or dict(settings.promote).get(args.name)
+            if not to:
+                raise RehearseError(
+                    f"where to promote {args.name} to? No --to, and rehearse.toml has no [promote] entry for it.",
+                    hint=f'--to USER@HOST[:PORT], or in rehearse.toml: [promote] {args.name} = "root@HOST"',
+                    exit_code=ExitCode.USAGE,
+                )
+            promoted = promote.run_promote(
+                promote.PromoteRequest(
+                    name=args.name,
+                    to=promote.Target.parse(to, "--to" if args.to else f"rehearse.toml: promote.{args.name}"),
+                    action=args.action,
+                    dry_run=args.dry_run,
+                    yes=args.yes,
+                    force=args.force,
+                    accept_new_host_key=args.accept_new_host_key,
+                    sudo=args.sudo,
+                    use_substitutes=args.use_substitutes,
+                    build_host=args.build_host,
+                    confirm_timeout=_confirm_timeout(args, settings),
+                    activation_timeout=_activation_timeout(args, settings),
+                    checks=settings.checks,
+                )
+            )
+            return _report(args, promoted)
         case "generations":
             from rehearse import deploy
 
@@ -311,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        if getattr(args, "json", False) and args.command in ("deploy", "rollback"):
+        if getattr(args, "json", False) and args.command in ("deploy", "rollback", "promote"):
             output.result(json.dumps(e_report(e), indent=2))
         output.error(e.message, e.hint)
         sys.exit(e.exit_code)

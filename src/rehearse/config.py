@@ -282,6 +282,7 @@ class Settings:
     confirm_timeout: float = CONFIRM_TIMEOUT
     activation_timeout: float = ACTIVATION_TIMEOUT
     checks: tuple[Check, ...] = ()
+    promote: tuple[tuple[str, str], ...] = ()  # VM name → the server `promote` goes to
 
 
 def _absolute(path: Path) -> Path:
@@ -423,6 +424,23 @@ def _duration(default: float, bounds: Bounds) -> Callable[[str, object, Path], f
     return lambda where, value, base: seconds(value, default, where, bounds)
 
 
+def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ...]:
+    """[promote] NAME = "USER@HOST[:PORT]": where each VM's configuration goes."""
+    from rehearse.promote import Target
+    from rehearse.state import check_name
+
+    if not isinstance(value, dict):
+        raise _expected(
+            where, 'a table of VM names and servers, e.g. [promote] fripon = "root@fripon.example.org"', value
+        )
+    pairs = []
+    for name, target in value.items():
+        check_name(name)
+        Target.parse(_text(f"{where}.{name}", target, "a server: USER@HOST[:PORT]"), f"{where}.{name}")
+        pairs.append((name, target))
+    return tuple(pairs)
+
+
 _PARSERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "nixpkgs": _nixpkgs,
     "configuration": _configuration,
@@ -432,6 +450,7 @@ _PARSERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "confirm_timeout": _duration(CONFIRM_TIMEOUT, CONFIRM),
     "activation_timeout": _duration(ACTIVATION_TIMEOUT, ACTIVATION),
     "checks": _checks,
+    "promote": _promote,
 }
 
 

@@ -275,6 +275,7 @@ def activate(
     server_check: ServerCheck | None = None,
     fresh_login: bool = True,
     register: list[str] | None = None,
+    action: str = "test",
 ) -> Outcome:
     """Set the profile and switch, detached in the guest; stream its output;
     verify and confirm, or let the guest roll back. One SSH session starts
@@ -288,7 +289,7 @@ def activate(
     script = (resources.files("rehearse") / "guest" / "activate.sh").read_text()
     start = (resources.files("rehearse") / "guest" / "start.sh").read_text()
     registration = nix.dump_db(register) if register else ""
-    args = [d, st.nonce, str(system), str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout))]
+    args = [d, st.nonce, str(system), str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout)), action]
     if generation is not None:
         args.append(str(generation))
     argv = [
@@ -562,7 +563,9 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
                 else:
                     last = f"`{check.target}` exited {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}"
             elif check.kind == "tcp":
-                with socket.create_connection(("127.0.0.1", int(check.target)), timeout=3):
+                # A VM's check names a forwarded port; promote's, HOST:PORT on the server.
+                host, _, port = check.target.rpartition(":")
+                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
                     return None
             else:
                 # The URL reaches the VM through a port forwarded on this
@@ -675,10 +678,11 @@ def run_deploy(req: DeployRequest) -> Report:
             # Beside the VM's build: the server's own system, evaluated; and
             # the guest, settled (what an interrupted deploy left pending is
             # rolled back, as it would be at its timeout) and asked what it runs.
-            server = pool.submit(nix.server_assertions, source)
+            server = pool.submit(nix.server_eval, source)
             settling = pool.submit(settle, remote, req.activation_timeout, quiet=True)
             system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
-            failed_on_server = server.result()
+            server_eval = server.result()
+            failed_on_server = server_eval.failed_assertions
             current, settled = settling.result()
         times["build"] = round(time.monotonic() - t, 2)
         _say_settled(settled)
@@ -765,6 +769,12 @@ def run_deploy(req: DeployRequest) -> Report:
             return _reboot_required(req, vmdir, state, system, runner, source, report)
         if outcome.ok:
             _adopt(vmdir, state, system, runner, source)
+            from rehearse import promote
+
+            passed = ["no failed units", "a new login through rehearse's channel"]
+            passed += ["the server's own sshd"] if server_check is not None else []
+            passed += [f"{c.kind} {c.target}" for c in req.checks]
+            promote.record_rehearsal(vmdir, server_eval.drv_path, str(system), "deploy", passed)
             output.success(
                 f"{req.name} runs {store_name(str(system))} (build {times['build']:.1f} s, "
                 f"push {times['push']:.1f} s, activate {times['activate']:.1f} s)"

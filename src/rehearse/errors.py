@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     NOT_RUNNING = 6  # the VM is not running
     BUSY = 7  # another rehearse command holds the VM
     REBOOT_REQUIRED = 8  # switch-to-configuration exited 100: the new system takes effect after a restart
+    NOT_REHEARSED = 9  # promote: the VM never ran and confirmed this revision of the configuration
     INTERRUPTED = 130  # Ctrl-C
 
     @property
@@ -35,6 +36,7 @@ _MEANINGS = {
     ExitCode.NOT_RUNNING: "the VM is not running",
     ExitCode.BUSY: "another rehearse command is working on the VM",
     ExitCode.REBOOT_REQUIRED: "the new system needs a restart of the VM (switch-to-configuration exited 100)",
+    ExitCode.NOT_REHEARSED: "promote: the VM never ran and confirmed this revision; nothing was sent to the server",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,7 @@ def _up(
     settings = write_settings(vmdir)
 
     t0 = time.monotonic()
+    built = False
     if state.runner and Path(state.runner).exists() and not req.rebuild:
         # A VM boots the kernel and init its runner fixes: after live deploys
         # the runner of the last deployed system is the one to start.
@@ -161,6 +163,7 @@ def _up(
         )
     else:
         output.step(f"building the VM of {source.describe()}")
+        built = True
         [runner_out] = nix.build(source, settings, ["vm"], vmdir.file("vm"))
         output.debug(f"built {runner_out} in {time.monotonic() - t0:.1f} s")
         state.source = source.to_json()
@@ -208,7 +211,16 @@ def _up(
     vmdir.save(state)
 
     remote = remote_for(vmdir, ssh_port)
-    vm.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # A VM built from the configuration and booted rehearses it (for
+        # `promote`'s guard): the server's own system, evaluated meanwhile.
+        server = pool.submit(nix.server_eval, source) if built else None
+        vm.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
+        if server is not None:
+            from rehearse import promote
+
+            passed = ["booted", "reached over SSH through rehearse's channel"]
+            promote.record_rehearsal(vmdir, server.result().drv_path, system, "up", passed)
     output.success(
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)

@@ -109,10 +109,22 @@ def vm_info(source: Source) -> VMInfo:
     return VMInfo(data["name"], data["hostName"], data["modern"], data["forwardPorts"], data.get("overrides", []))
 
 
-def server_assertions(source: Source) -> list[str]:
+@dataclass(frozen=True)
+class ServerEval:
+    """The server's own system, evaluated apart from the VM's."""
+
+    failed_assertions: list[str]
+    # Its derivation: names this revision of the configuration (files,
+    # inputs, nixpkgs) for promote's rehearsal guard. None: it does not
+    # evaluate (a failed assertion, an older nixpkgs).
+    drv_path: str | None
+
+
+def server_eval(source: Source) -> ServerEval:
     """The failed assertions of the server's own system (not the VM's: its
-    variant may satisfy what the server does not, e.g. a root file system).
-    An evaluation that fails otherwise is not reported here: the build says."""
+    variant may satisfy what the server does not, e.g. a root file system),
+    and its derivation. An evaluation that fails otherwise is not reported
+    here: the build says."""
     result = process.run(
         [
             "nix-instantiate",
@@ -121,19 +133,33 @@ def server_assertions(source: Source) -> list[str]:
             "--json",
             _eval_file(),
             "-A",
-            "server.failedAssertions",
+            "server",
             *_args(source, None),
         ],
         check=False,
     )
     if result.returncode != 0:
-        return []
-    return [str(m) for m in json.loads(result.stdout)]
+        return ServerEval([], None)
+    data = json.loads(result.stdout)
+    return ServerEval([str(m) for m in data.get("failedAssertions", [])], data.get("drvPath"))
 
 
-def build(source: Source, settings: Path, attrs: list[str], out_link: Path) -> list[Path]:
+def build_server(source: Source, out_link: Path, build_host: str | None = None) -> Path:
+    """Build the server's own system (the configuration itself, not its VM
+    variant), for `promote`; out_link is its GC root. With `build_host`, Nix
+    builds it there (its own remote builds: ssh-ng, no local build jobs)."""
+    ensure_flake_lock(source)
+    remote = ["--builders", f"ssh-ng://{build_host}", "--max-jobs", "0"] if build_host else []
+    [system] = build(source, None, ["server.toplevel"], out_link, extra=remote)
+    return system
+
+
+def build(
+    source: Source, settings: Path | None, attrs: list[str], out_link: Path, extra: list[str] | None = None
+) -> list[Path]:
     """Build attributes (`vm`, `toplevel`) of the VM's configuration in one
-    evaluation; out_link (and out_link-2 …) are GC roots. Nix's progress is
+    evaluation (`server.toplevel`: the server's own system, with no settings:
+    rehearse's module is only the VM's); out_link (and out_link-2 …) are GC roots. Nix's progress is
     shown as it comes (progress_view), read from its JSON log format."""
     selectors = [w for a in attrs for w in ("-A", a)]
     from rehearse.progress_view import Renderer  # lazy: commands that build nothing start faster
@@ -141,7 +167,16 @@ def build(source: Source, settings: Path, attrs: list[str], out_link: Path) -> l
     progress = Renderer()
     try:
         result = process.run(
-            ["nix-build", *JSON_LOG, _eval_file(), *selectors, "--out-link", str(out_link), *_args(source, settings)],
+            [
+                "nix-build",
+                *JSON_LOG,
+                _eval_file(),
+                *selectors,
+                "--out-link",
+                str(out_link),
+                *(extra or []),
+                *_args(source, settings),
+            ],
             check=False,
             on_stderr=progress,
         )

@@ -1,4 +1,10 @@
-"""SSH to a VM (or, later, a server): a Remote value and the argv to reach it.
+"""SSH to a VM or to a real server: a Remote value and the argv to reach it.
+
+A real server (`promote`) is reached in the user's own SSH world: their
+~/.ssh/config, agent and known_hosts, and NIX_SSHOPTS as nixos-rebuild
+honours it; its host key must be known (StrictHostKeyChecking=yes, or
+accept-new when the user says so), and rehearse keeps a ControlMaster of
+its own for the session. Everything below is about a VM.
 
 Host keys are pinned: rehearse writes the known_hosts file itself before the
 first connection, under a HostKeyAlias, so StrictHostKeyChecking=yes holds
@@ -28,16 +34,25 @@ _HOST_KEY_REFUSED = re.compile(r"Host key verification failed|REMOTE HOST IDENTI
 @dataclass(frozen=True)
 class Remote:
     host: str
-    port: int
-    user: str
-    key: Path
-    known_hosts: Path
-    host_key_alias: str
+    port: int  # 0: the user's ssh decides (their config, else 22); a VM's is always given
+    user: str  # "": the user's ssh decides
+    key: Path | None
+    known_hosts: Path | None
+    host_key_alias: str | None
     control_path: Path | None = None
+    # A real server, in the user's own SSH world (see the top); NIX_SSHOPTS's
+    # words; the host key policy; `sudo -n` before each command rehearse runs.
+    own_world: bool = False
+    extra_options: tuple[str, ...] = ()
+    accept_new_host_key: bool = False
+    sudo: bool = False
 
     @property
     def target(self) -> str:
-        return f"{self.user}@{self.host}"
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def describe(self) -> str:
+        return self.target + (f":{self.port}" if self.port else "")
 
 
 # The options of every ssh rehearse runs, also `ssh -O exit`: no
@@ -62,6 +77,9 @@ def path_option(path: Path) -> str:
 
 def options(remote: Remote, *, master: bool = True, connect_timeout: int = 10) -> list[str]:
     """ssh options, as `-o` words, for nix-copy-closure's NIX_SSHOPTS too."""
+    if remote.own_world:
+        return _own_world_options(remote, master=master, connect_timeout=connect_timeout)
+    assert remote.key is not None and remote.known_hosts is not None and remote.host_key_alias is not None
     opts = [
         *ISOLATION,
         "-o", "BatchMode=yes",
@@ -91,6 +109,29 @@ def options(remote: Remote, *, master: bool = True, connect_timeout: int = 10) -
     return opts
 
 
+def _own_world_options(remote: Remote, *, master: bool, connect_timeout: int) -> list[str]:
+    """A real server's: the user's configuration, agent and known_hosts stay
+    in force; only what rehearse must decide is given (options on the command
+    line win over ~/.ssh/config): no questions, the host key policy, the
+    timeouts and rehearse's own ControlMaster."""
+    opts = [
+        *remote.extra_options,
+        "-o", "BatchMode=yes",
+        "-o", f"StrictHostKeyChecking={'accept-new' if remote.accept_new_host_key else 'yes'}",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=3",
+    ]  # fmt: skip
+    if remote.port:
+        opts += ["-p", str(remote.port)]
+    if remote.control_path is not None and master:
+        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={path_option(remote.control_path)}"]
+        opts += ["-o", "ControlPersist=600"]
+    else:
+        opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+    return opts
+
+
 def argv(
     remote: Remote,
     command: list[str] | None = None,
@@ -108,6 +149,8 @@ def argv(
         words.append("-t")
     words.append(remote.target)
     if command:
+        if remote.sudo:
+            command = ["sudo", "-n", *command]
         words += ["--", " ".join(shlex.quote(c) for c in command)]
     elif shell_command:
         words += ["--", shell_command]
@@ -130,6 +173,14 @@ def run(
         input=input,
         timeout=timeout,
     )
+    if result.returncode == 255 and remote.own_world and _HOST_KEY_UNKNOWN.search(result.stderr):
+        raise unknown_host_key(remote)
+    if result.returncode == 255 and _HOST_KEY_REFUSED.search(result.stderr) and remote.own_world:
+        raise RehearseError(
+            f"{remote.describe()} did not show the host key your known_hosts holds for it (or none is known): "
+            "nothing was sent to it.",
+            hint=f"check it as you would for ssh {remote.target}; rehearse never disables host key checking",
+        )
     if result.returncode == 255 and _HOST_KEY_REFUSED.search(result.stderr):
         raise RehearseError(
             f"the machine on {remote.host}:{remote.port} did not show the host key rehearse pinned for it "
@@ -145,9 +196,29 @@ def run(
     return result
 
 
+# What ssh says when no host key is known for the server (a changed one is
+# _HOST_KEY_REFUSED's "REMOTE HOST IDENTIFICATION HAS CHANGED").
+_HOST_KEY_UNKNOWN = re.compile(r"No \S+ host key is known for")
+
+
+def unknown_host_key(remote: Remote) -> RehearseError:
+    """A server whose host key the user's known_hosts does not hold: refused,
+    with the fingerprints it shows (ssh-keyscan), for the user to check."""
+    scan = ["ssh-keyscan", *(["-p", str(remote.port)] if remote.port else []), remote.host]
+    keys = process.run(scan, check=False, timeout=20).stdout
+    prints = process.run(["ssh-keygen", "-l", "-f", "-"], input=keys, check=False).stdout.strip() if keys else ""
+    return RehearseError(
+        f"the host key of {remote.describe()} is not in your known_hosts; rehearse does not trust it on first "
+        "use. Nothing was sent to it." + (f" It shows:\n{prints}" if prints else ""),
+        hint="check the fingerprint against the server's own (ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub "
+        "on its console), then add it to known_hosts, or run again with --accept-new-host-key",
+    )
+
+
 def close_master_argv(remote: Remote) -> list[str]:
     assert remote.control_path is not None
-    return ["ssh", *ISOLATION, "-o", f"ControlPath={path_option(remote.control_path)}", "-O", "exit", remote.target]
+    isolation = [] if remote.own_world else ISOLATION
+    return ["ssh", *isolation, "-o", f"ControlPath={path_option(remote.control_path)}", "-O", "exit", remote.target]
 
 
 def close_master(remote: Remote) -> None:

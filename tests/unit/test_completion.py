@@ -15,8 +15,20 @@ import shtab
 from rehearse import cli, completion
 from tests.conftest import REPO, run
 
-SUBCOMMANDS = ("up", "deploy", "generations", "rollback", "ssh", "status", "console", "down", "destroy", "completion")
-VM_COMMANDS = ("deploy", "generations", "rollback", "ssh", "console", "down", "destroy")
+SUBCOMMANDS = (
+    "up",
+    "deploy",
+    "promote",
+    "generations",
+    "rollback",
+    "ssh",
+    "status",
+    "console",
+    "down",
+    "destroy",
+    "completion",
+)
+VM_COMMANDS = ("deploy", "promote", "generations", "rollback", "ssh", "console", "down", "destroy")
 CHECK = {"bash": ["bash", "-n"], "zsh": ["zsh", "-n"], "fish": ["fish", "--no-execute"]}
 
 

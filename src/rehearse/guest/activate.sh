@@ -2,14 +2,18 @@
 # rehearse's activation, run inside the guest as a transient systemd unit
 # (systemd-run), so a dropped SSH session cannot kill it half-way:
 #
-#   activate.sh DIR NONCE NEW_SYSTEM CONFIRM_TIMEOUT ACTIVATION_TIMEOUT [GENERATION]
+#   activate.sh DIR NONCE NEW_SYSTEM CONFIRM_TIMEOUT ACTIVATION_TIMEOUT ACTION [GENERATION]
+#
+# ACTION is switch-to-configuration's: `test` for a VM (direct boot: no boot
+# loader), `switch` or `boot` for a real server (`promote`), whose rollback
+# then installs the previous system's boot entry again the same way.
 #
 # 0. one activation at a time: an earlier activation still waiting for its
 #    verdict (its deployer was interrupted) is rejected — it rolls back — and
 #    this one waits for the lock it holds until that verdict;
 # 1. remember the running system and generation, point the system profile at
 #    NEW (a new generation; or switch to GENERATION, which holds NEW: a
-#    rollback) and run NEW/bin/switch-to-configuration test, for at most
+#    rollback) and run NEW/bin/switch-to-configuration ACTION, for at most
 #    ACTIVATION_TIMEOUT seconds;
 # 2. if that fails, go back to the previous generation at once (exit 100,
 #    "reboot required", changed nothing: the profile keeps NEW);
@@ -26,7 +30,8 @@
 # good switch: the units failed by then), "rc=N" (switch's exit code) and "result=confirmed" or "result=rolled-back REASON RC".
 # No polling loops: the guest may have one emulated CPU.
 set -u
-dir=$1 nonce=$2 new=$3 timeout=$4 activation_timeout=$5 target=${6:-}
+dir=$1 nonce=$2 new=$3 timeout=$4 activation_timeout=$5 action=$6 target=${7:-}
+case $action in test | switch | boot) ;; *) echo "activate.sh: unknown action $action" >&2; exit 2 ;; esac
 profile=/nix/var/nix/profiles/system
 runs=${dir%/*}
 confirmed=0 rejected=0
@@ -134,7 +139,7 @@ rollback() {
   if [ -z "$target" ] && [ -n "$bad" ] && [ "$bad" != "$(generation)" ]; then
     rm -f "$profile-$bad-link"
   fi
-  "$prev/bin/switch-to-configuration" test 9>&-
+  "$prev/bin/switch-to-configuration" "$action" 9>&-
   result "rolled-back $1 $?"
 }
 
@@ -145,7 +150,7 @@ else
 fi || { mark "rc=1"; result "rolled-back profile 0"; }
 mark "generation=$(generation)"
 # The activation's own clock: a switch that hangs is stopped and undone.
-timeout "$activation_timeout" "$new/bin/switch-to-configuration" test 9>&-
+timeout "$activation_timeout" "$new/bin/switch-to-configuration" "$action" 9>&-
 rc=$?
 # The first look after a good switch, taken here (no SSH round trip): the
 # units that failed by now.

@@ -81,6 +81,14 @@ in
       (vmConfig.virtualisation.forwardPorts or [ ]);
   };
   # The server's own system, evaluated apart from the VM's: what it would
-  # refuse to build (its assertions) and warn about.
-  server = if modern then { inherit failedAssertions; } else { failedAssertions = [ ]; };
+  # refuse to build (its assertions) and warn about; its derivation, which
+  # names this revision of the configuration (its files, inputs and nixpkgs)
+  # for the rehearsal guard of `promote` (null when it does not evaluate);
+  # and the system itself, which `promote` builds.
+  server =
+    if modern then {
+      inherit failedAssertions;
+      drvPath = let r = builtins.tryEval server.system.build.toplevel.drvPath; in if r.success then r.value else null;
+      toplevel = server.system.build.toplevel;
+    } else { failedAssertions = [ ]; drvPath = null; toplevel = throw "this nixpkgs is too old for rehearse promote (no virtualisation.vmVariant)"; };
 }

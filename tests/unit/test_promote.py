@@ -1,0 +1,161 @@
+"""`rehearse promote` at the argv level: the target, the user's own SSH world
+for the real server, the rehearsal guard, the checks made the server's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rehearse import cli, config, deploy, nix, promote, ssh
+from rehearse.config import Check
+from rehearse.errors import ExitCode, RehearseError
+from rehearse.state import VMDir, VMState
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [
+        ("root@fripon.example.org", promote.Target("fripon.example.org", "root", 0)),
+        ("admin@203.0.113.10:2222", promote.Target("203.0.113.10", "admin", 2222)),
+        ("fripon", promote.Target("fripon", "", 0)),
+        ("root@[2001:db8::1]:22", promote.Target("2001:db8::1", "root", 22)),
+    ],
+)
+def test_targets(text: str, target: promote.Target) -> None:
+    assert promote.Target.parse(text) == target
+    assert promote.Target.parse(str(target)) == target
+
+
+@pytest.mark.parametrize(
+    "text", ["", "root@", "-oProxyCommand=touch /tmp/x", "root@-oProxyCommand=x", "a b", "root@host:0", "h:70000"]
+)
+def test_bad_targets_are_usage_errors(text: str) -> None:
+    with pytest.raises(RehearseError) as e:
+        promote.Target.parse(text)
+    assert e.value.exit_code == ExitCode.USAGE
+
+
+def server(**kw: object) -> ssh.Remote:
+    req = promote.PromoteRequest(name="fripon", to=promote.Target.parse("admin@fripon.example.org:2222"), **kw)  # type: ignore[arg-type]
+    return promote.server_remote(req, Path("/tmp/rehearse-0/x-promote.ctl"))
+
+
+def test_the_server_is_reached_in_the_users_own_ssh_world(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIX_SSHOPTS", "-o ProxyJump=bastion -i /home/me/.ssh/deploy")
+    argv = ssh.argv(server(), ["true"])
+    words = " ".join(argv)
+    # Their ~/.ssh/config, agent and known_hosts: nothing of the VM's isolation.
+    assert "-F" not in argv and "IdentityAgent=none" not in words and "UserKnownHostsFile" not in words
+    assert "-o ProxyJump=bastion -i /home/me/.ssh/deploy" in words  # NIX_SSHOPTS, as nixos-rebuild honours it
+    assert "StrictHostKeyChecking=yes" in words and "StrictHostKeyChecking=no" not in words
+    assert "BatchMode=yes" in words and "-p 2222" in words
+    assert argv[-3:] == ["admin@fripon.example.org", "--", "true"]
+
+
+def test_accept_new_host_key_and_sudo() -> None:
+    argv = ssh.argv(server(accept_new_host_key=True, sudo=True), ["sh", "-c", "echo hi"])
+    assert "StrictHostKeyChecking=accept-new" in " ".join(argv)
+    assert argv[-1] == "sudo -n sh -c 'echo hi'"
+
+
+def test_an_unknown_host_key_is_refused_with_its_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        if argv[0] == "ssh":
+            err = "No ED25519 host key is known for [fripon.example.org]:2222 and you have requested strict checking.\n"
+            return subprocess.CompletedProcess(argv, 255, "", err + "Host key verification failed.\n")
+        if argv[0] == "ssh-keyscan":
+            return subprocess.CompletedProcess(argv, 0, "fripon ssh-ed25519 AAAA\n", "")
+        return subprocess.CompletedProcess(argv, 0, "256 SHA256:abc fripon (ED25519)\n", "")
+
+    monkeypatch.setattr(ssh.process, "run", run)
+    with pytest.raises(RehearseError) as e:
+        ssh.run(server(), ["true"])
+    assert "is not in your known_hosts" in e.value.message and "SHA256:abc" in e.value.message
+    assert "--accept-new-host-key" in (e.value.hint or "")
+    assert [a[0] for a in seen] == ["ssh", "ssh-keyscan", "ssh-keygen"]
+
+
+def test_checks_are_made_the_servers() -> None:
+    forwards = {8080: 80, 2443: 443}
+    made = [
+        promote._check_for_server(c, forwards, "fripon.example.org")
+        for c in (
+            Check("cmd", "systemctl is-active nginx"),
+            Check("tcp", "8080"),
+            Check("http", "http://127.0.0.1:2443/health"),
+            Check("http", "http://localhost:9999/"),
+        )
+    ]
+    assert made == [
+        Check("cmd", "systemctl is-active nginx"),
+        Check("tcp", "fripon.example.org:80"),
+        Check("http", "http://fripon.example.org:443/health"),
+        None,  # names no port the VM forwards
+    ]
+
+
+@pytest.fixture
+def vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> VMDir:
+    monkeypatch.setenv("REHEARSE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    vmdir = VMDir("fripon")
+    vmdir.create()
+    source = nix.Source(configuration=tmp_path / "configuration.nix", include=("nixpkgs=/x",))
+    vmdir.save(VMState(name="fripon", source=source.to_json()))
+    return vmdir
+
+
+def test_an_unrehearsed_revision_is_refused_and_nothing_is_sent(vm: VMDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    promote.record_rehearsal(vm, "/nix/store/aaa-nixos-system-fripon.drv", "/nix/store/v-vm", "deploy", ["x"])
+    monkeypatch.setattr(nix, "server_eval", lambda source: nix.ServerEval([], "/nix/store/bbb-nixos-system-fripon.drv"))
+
+    def nothing(*a: object, **kw: object) -> None:
+        raise AssertionError("nothing may be built or sent")
+
+    monkeypatch.setattr(nix, "build_server", nothing)
+    monkeypatch.setattr(ssh, "run", nothing)
+    with pytest.raises(RehearseError) as e:
+        promote.run_promote(promote.PromoteRequest(name="fripon", to=promote.Target.parse("root@srv")))
+    assert e.value.exit_code == ExitCode.NOT_REHEARSED
+    assert e.value.message.startswith("not rehearsed — deploy it to the VM first")
+    assert e.value.report is not None and e.value.report["result"] == "not-rehearsed"
+
+
+def test_the_rehearsal_is_found_by_the_servers_derivation(vm: VMDir) -> None:
+    drv = "/nix/store/aaa-nixos-system-fripon.drv"
+    assert promote.find_rehearsal(vm, drv) is None
+    promote.record_rehearsal(vm, drv, "/nix/store/v1-nixos-system-fripon", "up", ["booted"])
+    promote.record_rehearsal(vm, "/nix/store/ccc.drv", "/nix/store/v2", "deploy", [])
+    promote.record_rehearsal(vm, drv, "/nix/store/v3-nixos-system-fripon", "deploy", ["the server's own sshd"])
+    found = promote.find_rehearsal(vm, drv)
+    assert found is not None and found["vm_system"] == "/nix/store/v3-nixos-system-fripon"
+    assert "passed: the server's own sshd" in promote.describe_rehearsal(found)
+    assert promote.find_rehearsal(vm, None) is None  # a system that does not evaluate was never rehearsed
+    assert json.loads(vm.file("rehearsals.json").read_text())  # kept as JSON beside the VM's state
+
+
+def test_promote_needs_a_target(vm: VMDir, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["promote", "fripon"])
+    assert e.value.code == ExitCode.USAGE
+    assert "No --to, and rehearse.toml has no [promote] entry" in capsys.readouterr().err
+
+
+def test_rehearse_toml_names_the_server(tmp_path: Path) -> None:
+    (tmp_path / "rehearse.toml").write_text('[promote]\nfripon = "root@fripon.example.org"\n')
+    assert config.load_settings(tmp_path).promote == (("fripon", "root@fripon.example.org"),)
+    (tmp_path / "rehearse.toml").write_text('[promote]\nfripon = "-oProxyCommand=x"\n')
+    with pytest.raises(RehearseError) as e:
+        config.load_settings(tmp_path)
+    assert "promote.fripon" in e.value.message and e.value.exit_code == ExitCode.USAGE
+
+
+def test_deploy_records_nothing_for_a_system_that_does_not_evaluate(vm: VMDir) -> None:
+    promote.record_rehearsal(vm, None, "/nix/store/v", "deploy", [])
+    assert deploy.load_history(vm.file("rehearsals.json")) == []
