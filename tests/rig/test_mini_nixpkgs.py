@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import MINI_NIXPKGS, REPO, fixed_fripon, run
 
@@ -179,3 +182,81 @@ def test_init_interface_version_and_pre_switch_checks(tmp_path: Path) -> None:
     script = (system / "bin" / "switch-to-configuration").read_text().split('PRE_SWITCH_CHECK = "', 1)[1]
     ran = run([script.split('"', 1)[0], system, "switch"])
     assert ran.returncode == 1 and ran.stderr == "trying\nPre-switch check 'fails' failed\n"
+
+
+def install_bootloader(system: Path) -> str:
+    stc = (system / "bin" / "switch-to-configuration").read_text()
+    return stc.split('INSTALL_BOOTLOADER = "', 1)[1].split('"', 1)[0]
+
+
+def test_grub_is_the_servers_boot_loader_and_the_vm_has_none(tmp_path: Path) -> None:
+    conf = fixed_fripon(tmp_path / "ok", extra=ROOT_KEY)
+    code, out, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).system")
+    assert code == 0, err
+    install = install_bootloader(Path(out))
+    assert install.endswith("-install-grub.sh")
+    assert "\ninstall /boot /dev/vda\n" in Path(install).read_text()  # boot.loader.grub.device of fripon
+    code, out, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).{VM_TOPLEVEL}")
+    assert code == 0, err
+    assert install_bootloader(Path(out)) == ""  # direct boot: "no boot loader to install (direct boot)"
+    # As NixOS's grub.nix: an enabled GRUB needs a device; without GRUB, no boot loader at all.
+    conf = fixed_fripon(tmp_path / "nodev", extra=ROOT_KEY + '\n  boot.loader.grub.device = lib.mkForce "";')
+    code, _, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).system")
+    assert code != 0
+    assert (
+        "- You must set the option ‘boot.loader.grub.devices’ or 'boot.loader.grub.mirroredBoots' "
+        "to make the system bootable." in err
+    )
+    conf = fixed_fripon(tmp_path / "none", extra=ROOT_KEY + "\n  boot.loader.grub.enable = lib.mkForce false;")
+    code, out, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).system")
+    assert code == 0, err
+    ran = run([install_bootloader(Path(out)), out])
+    assert ran.returncode == 0
+    assert ran.stderr == (
+        "Warning: do not know how to make this configuration bootable; please enable a boot loader.\n"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a mount namespace")
+def test_install_grub_writes_the_boot_menu(tmp_path: Path) -> None:
+    """The rig's install-grub, run in a mount namespace where /boot and the system profiles
+    are the test's directories."""
+    disk = "/dev/rig-no-such-disk"
+    conf = fixed_fripon(tmp_path / "conf", extra=ROOT_KEY + f'\n  boot.loader.grub.device = lib.mkForce "{disk}";')
+    code, out, err = nix_build(f"(import <nixpkgs/nixos> {{ configuration = {conf}; }}).system")
+    assert code == 0, err
+    system = Path(out)
+    boot, profiles = tmp_path / "boot", tmp_path / "profiles"
+    boot.mkdir()
+    profiles.mkdir()
+    (profiles / "system-1-link").symlink_to(system)
+    (profiles / "system-3-link").symlink_to(system)
+    (profiles / "system").symlink_to("system-3-link")
+
+    def install(*env: str) -> subprocess.CompletedProcess[str]:
+        script = f'mount --bind {boot} /boot && mount --bind {profiles} /nix/var/nix/profiles && exec "$@"'
+        return run(["unshare", "-m", "sh", "-c", script, "sh", "env", *env, install_bootloader(system), system])
+
+    # No state yet: GRUB is installed on the device, which this host lacks.
+    ran = install()
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines()[:2] == [
+        "updating GRUB 2 menu...",
+        f"installing the GRUB 2 boot loader on {disk}...",
+    ]
+    assert f"installation of GRUB on {disk} failed: not a block device" in ran.stderr
+    assert not (boot / "rig" / "default").exists()
+    # Installed before on the same device (as rig/server/start leaves it): the menu only.
+    (boot / "rig" / "state").write_text(f"devices={disk}\n")
+    ran = install()
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr == "updating GRUB 2 menu...\n"
+    assert (boot / "rig" / "default").read_text() == f"{system}\n"
+    assert sorted(p.name for p in (boot / "rig" / "entries").iterdir()) == ["1", "3"]
+    assert (boot / "rig" / "entries" / "3").read_text() == f"{system}\n"
+    (profiles / "system-1-link").unlink()
+    assert install().returncode == 0
+    assert sorted(p.name for p in (boot / "rig" / "entries").iterdir()) == ["3"]
+    # NIXOS_INSTALL_BOOTLOADER=1 installs again.
+    ran = install("NIXOS_INSTALL_BOOTLOADER=1")
+    assert ran.returncode == 1 and f"installing the GRUB 2 boot loader on {disk}..." in ran.stderr

@@ -227,6 +227,10 @@ in
     };
     swapDevices = mkVMOverride [ ];
     boot.loader.grub.device = mkVMOverride "/dev/vda";
+    # The rig's VM boots its kernel directly (QEMU -kernel) and never reads
+    # a boot menu: switch-to-configuration switch|boot installs nothing
+    # ("no boot loader to install (direct boot)").
+    system.build.installBootLoader = mkVMOverride "";
 
     boot.postBootCommands = ''
       if [[ "$(cat /proc/cmdline)" =~ regInfo=([^ ]*) ]]; then

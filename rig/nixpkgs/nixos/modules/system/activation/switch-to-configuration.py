@@ -7,7 +7,10 @@
 # 2. the pre-switch checks (system.preSwitchChecks) with the new system and
 #    the action as arguments, unless NIXOS_NO_CHECK=1: failed →
 #    "Pre-switch checks failed", exit 1; `check` stops here (0);
-# 3. switch/boot: the boot loader (none in a direct-boot VM); boot stops here;
+# 3. switch/boot: the boot loader: system.build.installBootLoader with the
+#    new system as argument (failed → "Failed to install bootloader", 1),
+#    then a sync; a direct-boot VM has none ("no boot loader to install
+#    (direct boot)"); boot stops here;
 # 4. init-interface-version of /run/current-system against the new one's:
 #    different → the "incompatible ‘init’" warning and exit 100
 #    (test, switch and dry-activate alike);
@@ -35,6 +38,9 @@ import time
 
 OUT = "@out@"
 PRE_SWITCH_CHECK = "@preSwitchCheck@"
+# The boot loader's installer (grub.nix: the rig's install-grub); empty in
+# the rig's direct-boot VM (qemu-vm.nix), which has no boot loader.
+INSTALL_BOOTLOADER = "@installBootLoader@"
 LOCK = "/run/nixos/switch-to-configuration.lock"
 UNIT_DIR = "etc/systemd/system"
 TARGETS = ("multi-user.target", "default.target", "sysinit.target", "basic.target", "sockets.target")
@@ -222,8 +228,21 @@ def main() -> int:
         return 0
 
     if action in ("switch", "boot"):
-        # A direct-boot VM has no boot loader to install.
-        log("no boot loader to install (direct boot)")
+        if not INSTALL_BOOTLOADER:
+            # A direct-boot VM has no boot loader to install.
+            log("no boot loader to install (direct boot)")
+        else:
+            argv = INSTALL_BOOTLOADER.split()
+            try:
+                ok = subprocess.run([*argv, OUT], check=False).returncode == 0
+            except OSError:
+                ok = False
+            if not ok:
+                log("Failed to install bootloader")
+                return 1
+            # As NixOS: in case the new configuration hangs the system.
+            if os.environ.get("NIXOS_NO_SYNC", "") != "1":
+                os.sync()
         if action == "boot":
             return 0
 

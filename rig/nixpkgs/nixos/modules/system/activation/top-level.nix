@@ -4,6 +4,13 @@
 let
   inherit (lib) mkOption types;
 
+  # As NixOS's top-level.nix: what switch-to-configuration runs for switch
+  # and boot, with the new system as argument; a boot loader module sets it.
+  # The rig's direct-boot VM (qemu-vm.nix) sets "": no boot loader to install.
+  noBootLoader = pkgs.writeShellScript "no-bootloader" ''
+    echo 'Warning: do not know how to make this configuration bootable; please enable a boot loader.' 1>&2
+  '';
+
   toplevel = pkgs.runCommand "nixos-system-${config.system.name}-${config.system.nixos.label}" {
     activate = config.system.build.activate;
     switch = ./switch-to-configuration.py;
@@ -18,11 +25,13 @@ let
     # makes a system switch-to-configuration cannot switch to at runtime.
     initInterfaceVersion = "systemd ${toString config.systemd.package.interfaceVersion}";
     preSwitchCheck = config.system.preSwitchChecksScript;
+    installBootLoader = config.system.build.installBootLoader;
   } ''
     mkdir -p "$out/bin" "$out/specialisation"
     sed "s|@out@|$out|g" "$activate" > "$out/activate"
     chmod +x "$out/activate"
-    { echo "#!/usr/bin/python3"; sed -e "s|@out@|$out|g" -e "s|@preSwitchCheck@|$preSwitchCheck|g" "$switch"; } > "$out/bin/switch-to-configuration"
+    { echo "#!/usr/bin/python3"; sed -e "s|@out@|$out|g" -e "s|@preSwitchCheck@|$preSwitchCheck|g" \
+      -e "s|@installBootLoader@|$installBootLoader|g" "$switch"; } > "$out/bin/switch-to-configuration"
     chmod +x "$out/bin/switch-to-configuration"
     ln -s "$etc/etc" "$out/etc"
     ln -s "$sw" "$out/sw"
@@ -59,4 +68,5 @@ in
   # warnings are shown (lib.warn: "evaluation warning: …" under Nix 2.8)
   # when the toplevel is evaluated.
   config.system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings toplevel;
+  config.system.build.installBootLoader = lib.mkDefault noBootLoader;
 }

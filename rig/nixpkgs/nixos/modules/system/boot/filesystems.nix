@@ -1,9 +1,12 @@
 # fileSystems / swapDevices: declared so a server's hardware-configuration
 # evaluates; the VM replaces them (qemu-vm.nix, with mkVMOverride).
+# The rig's server stand-in (rig/server) boots a system whose root file
+# system is the rig image's: fileSystems."/".device = "/dev/disk/by-label/nixos"
+# (or label = "nixos", or "/dev/vda"), fsType ext4; rig/server/start checks it.
 { config, lib, ... }:
 let
   inherit (lib) mkOption types;
-  fsOpts = { name, ... }: {
+  fsOpts = { name, config, ... }: {
     options = {
       mountPoint = mkOption { type = types.str; default = name; description = "Where it is mounted."; };
       device = mkOption { type = types.nullOr types.str; default = null; description = "The device."; };
@@ -12,6 +15,8 @@ let
       label = mkOption { type = types.nullOr types.str; default = null; description = "The file system label."; };
       neededForBoot = mkOption { type = types.bool; default = false; description = "Mounted in the initrd."; };
     };
+    # As NixOS: a label names the device.
+    config.device = lib.mkIf (config.label != null) (lib.mkDefault "/dev/disk/by-label/${config.label}");
   };
 in
 {
