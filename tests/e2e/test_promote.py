@@ -46,14 +46,18 @@ class Server:
 
     def start(self, config: Path | None = None) -> None:
         argv = [str(REPO / "rig" / "server" / "start"), "--nixpkgs", str(MINI_NIXPKGS)]
-        r = subprocess.run([*argv, str(config or "-"), str(self.dir)], capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [*argv, str(config or "-"), str(self.dir)], capture_output=True, text=True, timeout=600, check=False
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         info: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
         self.host, self.port = info["host"], int(info["port"])
         self.identity, self.known_hosts = Path(info["identity"]), Path(info["known_hosts"])
 
     def stop(self) -> None:
-        subprocess.run([str(REPO / "rig" / "server" / "stop"), str(self.dir)], capture_output=True, timeout=120)
+        subprocess.run(
+            [str(REPO / "rig" / "server" / "stop"), str(self.dir)], capture_output=True, timeout=120, check=False
+        )
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +81,7 @@ def promote(rehearse: Rehearse, server: Server, *args: str) -> tuple[int, dict[s
     (the key the server accepts, their known_hosts), no ssh configuration."""
     home = rehearse.state.parent / "home"
     (home / ".ssh").mkdir(parents=True, exist_ok=True)
-    env = rehearse.env(
-        HOME=str(home), NIX_SSHOPTS=f"-i {server.identity} -o UserKnownHostsFile={server.known_hosts}"
-    )
+    env = rehearse.env(HOME=str(home), NIX_SSHOPTS=f"-i {server.identity} -o UserKnownHostsFile={server.known_hosts}")
     r = rehearse("promote", NAME, "--to", f"root@{server.host}:{server.port}", "--yes", "--json", *args, env=env)
     return r.returncode, json.loads(r.stdout), r.stderr
 
