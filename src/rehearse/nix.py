@@ -150,7 +150,7 @@ def build_server(source: Source, out_link: Path, build_host: str | None = None) 
     builds it there (its own remote builds: ssh-ng, no local build jobs)."""
     ensure_flake_lock(source)
     remote = ["--builders", f"ssh-ng://{build_host}", "--max-jobs", "0"] if build_host else []
-    [system] = build(source, None, ["server.toplevel"], out_link, extra=remote)
+    [system] = build(source, None, ["serverToplevel"], out_link, extra=remote)
     return system
 
 
@@ -158,7 +158,7 @@ def build(
     source: Source, settings: Path | None, attrs: list[str], out_link: Path, extra: list[str] | None = None
 ) -> list[Path]:
     """Build attributes (`vm`, `toplevel`) of the VM's configuration in one
-    evaluation (`server.toplevel`: the server's own system, with no settings:
+    evaluation (`serverToplevel`: the server's own system, with no settings:
     rehearse's module is only the VM's); out_link (and out_link-2 …) are GC roots. Nix's progress is
     shown as it comes (progress_view), read from its JSON log format."""
     selectors = [w for a in attrs for w in ("-A", a)]

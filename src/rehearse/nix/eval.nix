@@ -85,10 +85,15 @@ in
   # names this revision of the configuration (its files, inputs and nixpkgs)
   # for the rehearsal guard of `promote` (null when it does not evaluate);
   # and the system itself, which `promote` builds.
+  # (`server` is read whole with --strict: the system itself is apart, in
+  # serverToplevel, so that reading it neither evaluates every attribute of
+  # the derivation nor fails on a failed assertion.)
   server =
     if modern then {
       inherit failedAssertions;
       drvPath = let r = builtins.tryEval server.system.build.toplevel.drvPath; in if r.success then r.value else null;
-      toplevel = server.system.build.toplevel;
-    } else { failedAssertions = [ ]; drvPath = null; toplevel = throw "this nixpkgs is too old for rehearse promote (no virtualisation.vmVariant)"; };
+    } else { failedAssertions = [ ]; drvPath = null; };
+  serverToplevel =
+    if modern then server.system.build.toplevel
+    else throw "this nixpkgs is too old for rehearse promote (no virtualisation.vmVariant)";
 }
