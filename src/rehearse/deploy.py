@@ -219,6 +219,16 @@ class Outcome:
     generation: int | None = None  # the profile generation the activation made or switched to
     after_switch: float | None = None  # seconds from the switch's end to the guest's verdict
 
+    def report(self) -> dict[str, Any]:
+        """The outcome's fields of a --json report (deploy, promote)."""
+        return {
+            "generation": self.generation,
+            "switch_rc": self.switch_rc,
+            "failed_units": self.failed_units,
+            "result": "confirmed" if self.ok else "rolled-back",
+            "reason": None if self.ok else self.result.removeprefix("rolled-back "),
+        }
+
 
 @dataclass
 class _Activation:
@@ -755,15 +765,7 @@ def run_deploy(req: DeployRequest) -> Report:
         times["activate"] = round(time.monotonic() - t, 2)
         if outcome.after_switch is not None:
             times["after_switch"] = outcome.after_switch
-        report.update(
-            {
-                "generation": outcome.generation,
-                "switch_rc": outcome.switch_rc,
-                "failed_units": outcome.failed_units,
-                "result": "confirmed" if outcome.ok else "rolled-back",
-                "reason": None if outcome.ok else outcome.result.removeprefix("rolled-back "),
-            }
-        )
+        report.update(outcome.report())  # type: ignore[typeddict-item]  # the keys are Report's
         record(vmdir.file("deploys.json"), _history_entry(report, outcome))
         if outcome.result.startswith("reboot-required"):
             return _reboot_required(req, vmdir, state, system, runner, source, report)

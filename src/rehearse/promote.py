@@ -302,16 +302,7 @@ def _promote_to(
         action=req.action,
     )
     times["activate"] = round(time.monotonic() - t, 2)
-    report.update(
-        {
-            "generation": outcome.generation,
-            "switch_rc": outcome.switch_rc,
-            "failed_units": outcome.failed_units,
-            "result": "confirmed" if outcome.ok else "rolled-back",
-            "reason": None if outcome.ok else outcome.result.removeprefix("rolled-back "),
-            "forced": rehearsal is None,
-        }
-    )
+    report.update(outcome.report(), forced=rehearsal is None)
     deploy.record(
         vmdir.file(f"promotions-{req.to.key}.json"),
         {
