@@ -17,7 +17,6 @@ known (or --accept-new-host-key), never skipped.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -31,8 +30,6 @@ from rehearse import deploy, nix, output, plan, process, ssh
 from rehearse.config import Check
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import VMDir
-
-ACTIONS = ("switch", "test", "boot")
 
 _TARGET = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
@@ -326,11 +323,3 @@ def _promote_to(
         exit_code=ExitCode.ROLLED_BACK,
         report=dict(report),
     )
-
-
-def history(vmdir: VMDir, target: Target) -> list[dict[str, Any]]:
-    return deploy.load_history(vmdir.file(f"promotions-{target.key}.json"))
-
-
-def dumps(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2)
