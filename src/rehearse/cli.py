@@ -15,6 +15,7 @@ from rehearse.errors import ExitCode, RehearseError, exit_codes_text
 if TYPE_CHECKING:
     from rehearse.config import Settings
     from rehearse.nix import Source
+    from rehearse.target import Address, Server
 
 DESCRIPTION = """\
 Rehearse a NixOS server change in a local VM: build a QEMU VM from the server's
@@ -56,6 +57,27 @@ def _common() -> argparse.ArgumentParser:
         help="show every command rehearse runs, and a traceback on errors",
     )
     return p
+
+
+def _server_ssh_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="trust the server's host key on this first connection (ssh's accept-new; a changed key is refused)",
+    )
+    p.add_argument("--sudo", action="store_true", help="run rehearse's commands on the server through sudo -n")
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        nargs="?",
+        const="",
+        metavar="USER@HOST[:PORT]",
+        help="the server this VM's configuration is promoted to, not the VM (default: its entry in rehearse.toml's "
+        "[promote] table)",
+    )
+    _server_ssh_options(p)
 
 
 def _activation_options(p: argparse.ArgumentParser, undo: str) -> None:
@@ -159,25 +181,23 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="build and show the plan; nothing goes to the server")
     pr.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
     pr.add_argument("--force", action="store_true", help="promote a revision the VM never rehearsed (recorded)")
-    pr.add_argument(
-        "--accept-new-host-key",
-        action="store_true",
-        help="trust the server's host key on this first connection (ssh's accept-new; a changed key is refused)",
-    )
-    pr.add_argument("--sudo", action="store_true", help="run rehearse's commands on the server through sudo -n")
+    _server_ssh_options(pr)
     pr.add_argument(
         "--use-substitutes", action="store_true", help="let the server fetch what it can from its own caches"
     )
     pr.add_argument("--build-host", metavar="HOST", help="build on this Nix remote builder (ssh-ng) instead")
     _activation_options(pr, "rolling back")
 
-    g = add("generations", "list a VM's system generations")
+    g = add("generations", "list a VM's system generations (or those of the server it was promoted to)")
     g.add_argument("name", help="the VM")
     g.add_argument("--json", action="store_true", help="print them as JSON on stdout")
+    _server_options(g)
 
-    rb = add("rollback", "switch a VM back to an earlier generation")
+    rb = add("rollback", "switch a VM (or the server it was promoted to) back to an earlier generation")
     rb.add_argument("name", help="the VM")
     rb.add_argument("--to", type=int, metavar="N", help="the generation (default: the one before the current)")
+    _server_options(rb)
+    rb.add_argument("-y", "--yes", action="store_true", help="do not ask before rolling a server back")
     _activation_options(rb, "undoing the rollback")
 
     s = add("ssh", "log into a VM, or run a command in it (as ssh HOST COMMAND does)")
@@ -267,17 +287,10 @@ def dispatch(args: argparse.Namespace) -> int:
             from rehearse import config, promote
 
             settings = config.load_settings()
-            to = args.to or dict(settings.promote).get(args.name)
-            if not to:
-                raise RehearseError(
-                    f"where to promote {args.name} to? No --to, and rehearse.toml has no [promote] entry for it.",
-                    hint=f'--to USER@HOST[:PORT], or in rehearse.toml: [promote] {args.name} = "root@HOST"',
-                    exit_code=ExitCode.USAGE,
-                )
             promoted = promote.run_promote(
                 promote.PromoteRequest(
                     name=args.name,
-                    to=promote.Target.parse(to, "--to" if args.to else f"rehearse.toml: promote.{args.name}"),
+                    to=_address(args.name, args.to, settings, "--to"),
                     action=args.action,
                     dry_run=args.dry_run,
                     yes=args.yes,
@@ -293,18 +306,22 @@ def dispatch(args: argparse.Namespace) -> int:
             )
             return _report(args, promoted)
         case "generations":
-            from rehearse import deploy
+            from rehearse import config, deploy
 
-            deploy.generations(args.name, args.json)
+            deploy.generations(args.name, args.json, _server(args, config.load_settings()))
         case "rollback":
             from rehearse import config, deploy
 
             settings = config.load_settings()
             report = deploy.rollback(
-                args.name,
-                args.to,
-                _confirm_timeout(args, settings),
-                activation_timeout=_activation_timeout(args, settings),
+                deploy.RollbackRequest(
+                    args.name,
+                    args.to,
+                    _confirm_timeout(args, settings),
+                    activation_timeout=_activation_timeout(args, settings),
+                    server=_server(args, settings),
+                    yes=args.yes,
+                )
             )
             return _report(args, report)
         case "ssh":
@@ -325,6 +342,32 @@ def dispatch(args: argparse.Namespace) -> int:
         case _:
             raise AssertionError(args.command)
     return 0
+
+
+def _address(name: str, given: str | None, settings: Settings, flag: str) -> Address:
+    """The server a VM's configuration is promoted to: `given`, else the
+    VM's entry in rehearse.toml's [promote] table."""
+    from rehearse.target import Address
+
+    to = given or dict(settings.promote).get(name)
+    if not to:
+        raise RehearseError(
+            f"which server? No {flag} USER@HOST, and rehearse.toml has no [promote] entry for {name}.",
+            hint=f'{flag} USER@HOST[:PORT], or in rehearse.toml: [promote] {name} = "root@HOST"',
+            exit_code=ExitCode.USAGE,
+        )
+    return Address.parse(to, flag if given else f"rehearse.toml: promote.{name}")
+
+
+def _server(args: argparse.Namespace, settings: Settings) -> Server | None:
+    """--server [USER@HOST]: the server of `generations` and `rollback`, or None (the VM)."""
+    from rehearse.state import VMDir
+    from rehearse.target import Server
+
+    if args.server is None:
+        return None
+    address = _address(args.name, args.server or None, settings, "--server")
+    return Server(address, VMDir(args.name), accept_new_host_key=args.accept_new_host_key, sudo=args.sudo)
 
 
 # Every duration flag goes through config.seconds, with rehearse.toml's value

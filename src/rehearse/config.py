@@ -426,8 +426,8 @@ def _duration(default: float, bounds: Bounds) -> Callable[[str, object, Path], f
 
 def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ...]:
     """[promote] NAME = "USER@HOST[:PORT]": where each VM's configuration goes."""
-    from rehearse.promote import Target
     from rehearse.state import check_name
+    from rehearse.target import Address
 
     if not isinstance(value, dict):
         raise _expected(
@@ -436,7 +436,7 @@ def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ..
     pairs = []
     for name, target in value.items():
         check_name(name)
-        Target.parse(_text(f"{where}.{name}", target, "a server: USER@HOST[:PORT]"), f"{where}.{name}")
+        Address.parse(_text(f"{where}.{name}", target, "a server: USER@HOST[:PORT]"), f"{where}.{name}")
         pairs.append((name, target))
     return tuple(pairs)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import nix, output, process, ssh, vm
+from rehearse import nix, output, ssh, vm
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.nix import Source
 from rehearse.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
@@ -217,10 +217,10 @@ def _up(
         server = pool.submit(nix.server_eval, source) if built else None
         vm.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
         if server is not None:
-            from rehearse import promote
+            from rehearse import history
 
             passed = ["booted", "reached over SSH through rehearse's channel"]
-            promote.record_rehearsal(vmdir, server.result().drv_path, system, "up", passed)
+            history.record_rehearsal(vmdir.file("rehearsals.json"), server.result().drv_path, system, "up", passed)
     output.success(
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
@@ -382,7 +382,7 @@ def console(name: str, follow: bool) -> None:
 
 def keep_runner(vmdir: VMDir, runner: Path) -> None:
     """A GC root for a VM runner rehearse may start later."""
-    process.run(["nix-store", "--realise", str(runner), "--add-root", str(vmdir.file(f"runners/{runner.name}"))])
+    nix.add_root(runner, vmdir.file(f"runners/{runner.name}"))
 
 
 def reconcile(vmdir: VMDir, state: VMState, running_system: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -209,6 +211,32 @@ def sizes(paths: list[str]) -> dict[str, int]:
 def dump_db(paths: list[str]) -> str:
     """Registration data of `paths` (nix-store --load-db reads it)."""
     return process.run(["nix-store", "--dump-db", *paths]).stdout
+
+
+def copy_closure(
+    to: str,
+    paths: list[str],
+    ssh_options: list[str],
+    *,
+    gzip: bool = False,
+    use_substitutes: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> process.Completed:
+    """nix-copy-closure --to TO PATHS: copies what the other side's store
+    lacks of their closure, over ssh with `ssh_options` (in NIX_SSHOPTS, as
+    nix-copy-closure reads them); compressed with `gzip`; the other side's
+    own substituters first with `use_substitutes`. `on_line` gets its stderr
+    lines as they come. The caller reads the exit code."""
+    argv = ["nix-copy-closure", "--to", to]
+    argv += ["--gzip"] if gzip else []
+    argv += ["--use-substitutes"] if use_substitutes else []
+    env = {"NIX_SSHOPTS": " ".join(shlex.quote(o) for o in ssh_options)}
+    return process.run([*argv, *paths], env=env, check=False, on_stderr=on_line)
+
+
+def add_root(path: Path, root: Path) -> None:
+    """Keep `path` from garbage collection with an indirect root at `root`."""
+    process.run(["nix-store", "--realise", str(path), "--add-root", str(root)])
 
 
 # The two forms of nixpkgs' conflict message (lib/modules.nix):

@@ -17,64 +17,24 @@ known (or --accept-new-host-key), never skipped.
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import deploy, nix, output, plan, process, ssh
+from rehearse import activation, deploy, history, nix, output, plan
+from rehearse.activation import Verify
 from rehearse.config import Check
 from rehearse.errors import ExitCode, RehearseError
+from rehearse.plan import human, store_name
 from rehearse.state import VMDir
-
-_TARGET = re.compile(
-    r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
-    r"(?::(?P<port>[0-9]{1,5}))?$"
-)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where promote goes: USER@HOST[:PORT]; user and port may be left to
-    the user's ssh configuration."""
-
-    host: str
-    user: str = ""
-    port: int = 0
-
-    @classmethod
-    def parse(cls, text: str, where: str = "--to") -> Target:
-        m = _TARGET.match(text.strip())
-        if not m or m.group("host").startswith("-"):
-            raise RehearseError(
-                f"{where}: {text!r} is not a server: expected USER@HOST[:PORT], HOST or HOST:PORT",
-                hint="e.g. root@fripon.example.org or admin@203.0.113.10:2222",
-                exit_code=ExitCode.USAGE,
-            )
-        port = int(m.group("port") or 0)
-        if m.group("port") and not 1 <= port <= 65535:
-            raise RehearseError(f"{where}: port {port} is out of range (1–65535)", exit_code=ExitCode.USAGE)
-        return cls(host=m.group("host").strip("[]"), user=m.group("user") or "", port=port)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return (f"{self.user}@" if self.user else "") + host + (f":{self.port}" if self.port else "")
-
-    @property
-    def key(self) -> str:
-        """A file name for this target's history."""
-        return re.sub(r"[^A-Za-z0-9._@-]", "_", str(self))
+from rehearse.target import Address, Server
 
 
 @dataclass(frozen=True)
 class PromoteRequest:
     name: str
-    to: Target
+    to: Address
     action: str = "switch"
     dry_run: bool = False
     yes: bool = False
@@ -93,76 +53,18 @@ class PromoteRequest:
 
 def record_rehearsal(vmdir: VMDir, server_drv: str | None, system: str, how: str, checks: list[str]) -> None:
     """The VM ran and confirmed this revision (`how`: "deploy" or "up")."""
-    if server_drv is None:
-        return
-    deploy.record(
-        vmdir.file("rehearsals.json"),
-        {"time": time.time(), "server_drv": server_drv, "vm_system": system, "how": how, "checks": checks},
-    )
+    history.record_rehearsal(vmdir.file("rehearsals.json"), server_drv, system, how, checks)
 
 
 def find_rehearsal(vmdir: VMDir, server_drv: str | None) -> dict[str, Any] | None:
     """The latest rehearsal of this revision of the server's system."""
-    if server_drv is None:
-        return None
-    matches = [r for r in deploy.load_history(vmdir.file("rehearsals.json")) if r.get("server_drv") == server_drv]
-    return matches[-1] if matches else None
+    return history.find_rehearsal(vmdir.file("rehearsals.json"), server_drv)
 
 
 def describe_rehearsal(r: dict[str, Any]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(r.get("time", 0))))
     checks = ", ".join(r.get("checks") or []) or "no checks configured"
-    return f"rehearsed {when} by `{r.get('how')}` of {deploy.store_name(str(r.get('vm_system')))}; passed: {checks}"
-
-
-# --- the server ---------------------------------------------------------------
-
-
-def server_remote(req: PromoteRequest, control_path: Path) -> ssh.Remote:
-    return ssh.Remote(
-        host=req.to.host,
-        port=req.to.port,
-        user=req.to.user,
-        key=None,
-        known_hosts=None,
-        host_key_alias=None,
-        control_path=control_path,
-        own_world=True,
-        extra_options=tuple(shlex.split(os.environ.get("NIX_SSHOPTS", ""))),
-        accept_new_host_key=req.accept_new_host_key,
-        sudo=req.sudo,
-    )
-
-
-def copy_closure(remote: ssh.Remote, system: Path, use_substitutes: bool) -> None:
-    """nix-copy-closure over rehearse's master connection, compressed, with
-    the user's NIX_SSHOPTS (already in the Remote's options); the server's
-    own substituters first with --use-substitutes."""
-    opts = " ".join(shlex.quote(o) for o in ssh.options(remote))
-    argv = ["nix-copy-closure", "--to", remote.target, "--gzip", *(["--use-substitutes"] if use_substitutes else [])]
-    env = {"NIX_SSHOPTS": opts}
-    result = process.run([*argv, str(system)], env=env, check=False, on_stderr=lambda line: output.info(f"  {line}"))
-    if result.returncode != 0:
-        raise RehearseError(
-            f"copying {deploy.store_name(str(system))} to {remote.describe()} failed (exit {result.returncode}); "
-            "nothing was activated.",
-            hint="the server needs a Nix that the remote user may run (with --sudo, root's)",
-        )
-
-
-def _check_for_server(check: Check, forwards: dict[int, int], host: str) -> Check | None:
-    """A VM check made the server's: `cmd` runs there as it is; a `tcp` or
-    `http` check through a port the VM forwards goes to that guest port on
-    the server. None: it cannot be made the server's (it names no forward)."""
-    if check.kind == "cmd":
-        return check
-    if check.kind == "tcp":
-        guest = forwards.get(int(check.target))
-        return Check("tcp", f"{host}:{guest}") if guest else None
-    m = re.match(r"^(https?://)(?:127\.0\.0\.1|localhost):([0-9]+)(/.*)?$", check.target)
-    if not m or int(m.group(2)) not in forwards:
-        return None
-    return Check("http", f"{m.group(1)}{host}:{forwards[int(m.group(2))]}{m.group(3) or '/'}")
+    return f"rehearsed {when} by `{r.get('how')}` of {store_name(str(r.get('vm_system')))}; passed: {checks}"
 
 
 # --- promote -----------------------------------------------------------------
@@ -214,94 +116,83 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
     times["build"] = round(time.monotonic() - t, 2)
     report["new_system"] = str(system)
 
-    # 3. Reach the server (its host key known, or refused) and read what it runs.
-    remote = server_remote(req, vmdir.socket("promote.ctl"))
+    server = Server(req.to, vmdir, accept_new_host_key=req.accept_new_host_key, sudo=req.sudo)
     try:
-        return _promote_to(req, vmdir, remote, system, report, rehearsal)
+        return _promote_to(req, server, state.forwards, system, report, rehearsal)
     finally:
-        ssh.close_master(remote)
+        server.close()
 
 
 def _promote_to(
     req: PromoteRequest,
-    vmdir: VMDir,
-    remote: ssh.Remote,
+    server: Server,
+    vm_forwards: list[dict[str, Any]],
     system: Path,
     report: dict[str, Any],
     rehearsal: dict[str, Any] | None,
 ) -> dict[str, Any]:
     times = report["durations"]
-    output.step(f"connecting to {remote.describe()}")
-    reached = ssh.run(remote, ["sh", "-c", "readlink /run/current-system; command -v nix-store >/dev/null && echo nix"])
-    lines = reached.stdout.split()
-    current = lines[0] if lines and lines[0].startswith("/nix/store/") else ""
-    if "nix" not in lines:
-        raise RehearseError(f"{remote.describe()} has no nix-store on its PATH: is it a NixOS machine?")
+    where = server.describe()
+
+    # 3. Reach the server (its host key known, or refused); settle what an
+    # interrupted promote left pending there; read what it runs.
+    output.step(f"connecting to {where}")
+    server.reach()
+    settled = activation.settle(server.remote, req.activation_timeout)
+    settled.say()
+    current = settled.current
     report["old_system"] = current or None
     if current == str(system):
-        output.info(f"{remote.describe()} already runs {system}: nothing to promote")
+        output.info(f"{where} already runs {system}: nothing to promote")
         return {**report, "result": "unchanged", "exit_code": ExitCode.OK}
 
-    # 4. Plan: what the server lacks (and its size); the closure and unit plan
-    # from the host when it has the server's running system, else from the
-    # server's dry-activate once the new system is there.
-    closure = nix.closure(system)
-    missing = ssh.run(remote, ["sh", "-c", "xargs -r nix-store --check-validity --print-invalid"],
-                      input="\n".join(closure) + "\n").stdout.split()  # fmt: skip
-    sizes = nix.sizes(missing)
-    report["store"] = {"missing": len(missing), "bytes": sum(sizes.values())}
-    output.step(f"plan for {remote.describe()} ({req.action})")
-    output.info(f"  {current or '(no system)'}\n→ {system}")
-    output.info(f"  copy: {len(missing)} paths the server lacks, {plan.human(sum(sizes.values()))}")
-    local_current = Path(current) if current and Path(current).exists() else None
-    units = plan.units_between(local_current, system) if local_current else None
-    if local_current is not None:
-        diff = deploy.closure_diff(local_current, system)
-        for line in plan.render(diff, units or plan.parse_dry_activate("")):
-            output.info(line)
-    else:
-        output.info("  (the server's system is not in this machine's store: the units come from its dry-activate)")
+    # 4. Plan.
+    pl = server.plan(current, system)
+    report["store"] = {"missing": len(pl.to_push), "bytes": pl.push_bytes or 0}
+    report["plan"] = deploy.show_plan(f"{where} ({req.action})", pl)
+    output.info(f"  copy: {len(pl.to_push)} paths the server lacks, {human(pl.push_bytes or 0)}")
     if req.dry_run:
         output.info("dry run: nothing copied, nothing activated on the server")
         return {**report, "result": "dry-run", "exit_code": ExitCode.OK}
 
-    # 5. Push.
+    # 5. Push; the units from the server's own dry-activate when this
+    # machine lacks its running system.
     t = time.monotonic()
-    if missing:
-        output.step(f"copying {len(missing)} paths to {remote.describe()}")
-        copy_closure(remote, system, req.use_substitutes)
+    server.push(pl, use_substitutes=req.use_substitutes)
     times["push"] = round(time.monotonic() - t, 2)
-    if units is None:
-        dry = ssh.run(remote, [f"{system}/bin/switch-to-configuration", "dry-activate"], check=False)
-        for line in (dry.stderr + dry.stdout).strip().splitlines():
+    if pl.units is None:
+        from rehearse.target import DryActivateFailed, dry_activate
+
+        try:
+            units = dry_activate(server.remote, system)
+        except DryActivateFailed as e:
+            raise RehearseError(
+                f"{e} (on {where}); nothing was activated.", report={**report, "result": "error"}
+            ) from None
+        report["plan"]["units"] = units.to_json()
+        for line in plan.dry_activate_text(units).splitlines():
             output.info(f"  {line}")
-    if not req.yes and sys.stdin.isatty():
-        if output.ask(f"{req.action} {remote.describe()} to it? [y/N]").strip().lower() not in ("y", "yes"):
-            output.info("not activated; the server runs what it ran")
-            return {**report, "result": "declined", "exit_code": ExitCode.DECLINED}
+    if not deploy.confirm(f"{req.action} {where} to it? [y/N]", req.yes):
+        output.info("not activated; the server runs what it ran")
+        return {**report, "result": "declined", "exit_code": ExitCode.DECLINED}
 
     # 6. Activate: detached on the server, verified over a new connection,
     # confirmed, or rolled back (system and boot entry) by the server itself.
-    forwards = {int(f["host"]): int(f["guest"]) for f in vmdir.load().forwards}
-    checks = [c for c in (_check_for_server(c, forwards, req.to.host) for c in req.checks) if c is not None]
-    skipped = len(req.checks) - len(checks)
-    if skipped:
-        output.warn(f"{skipped} check(s) of rehearse.toml name a port the VM does not forward: not run on the server")
+    forwards = {int(f["host"]): int(f["guest"]) for f in vm_forwards if f.get("proto", "tcp") == "tcp"}
     t = time.monotonic()
-    output.step(f"activating on {remote.describe()} ({req.action})")
-    outcome = deploy.activate(
-        remote,
-        system,
+    output.step(f"activating on {where} ({req.action})")
+    outcome = activation.activate(
+        server.remote,
+        str(system),
         req.confirm_timeout,
-        checks,
+        Verify(checks=tuple(server.checks(req.checks, forwards)), fresh_login=True),
         activation_timeout=req.activation_timeout,
-        fresh_login=True,
         action=req.action,
     )
     times["activate"] = round(time.monotonic() - t, 2)
     report.update(outcome.report(), forced=rehearsal is None)
-    deploy.record(
-        vmdir.file(f"promotions-{req.to.key}.json"),
+    history.record(
+        server.history,
         {
             "time": time.time(),
             "target": str(req.to),
@@ -309,17 +200,17 @@ def _promote_to(
             "previous": current or None,
             "result": outcome.result,
             "action": req.action,
+            "source": report["source"],
             "forced": rehearsal is None,
             "rehearsal": rehearsal,
             "durations": times,
         },
     )
     if outcome.ok:
-        output.success(f"{remote.describe()} runs {deploy.store_name(str(system))} ({req.action})")
+        output.success(f"{where} runs {store_name(str(system))} ({req.action})")
         return {**report, "exit_code": ExitCode.OK}
     raise RehearseError(
-        f"the promoted configuration was rolled back; {remote.describe()} runs {deploy.store_name(current)} again "
-        f"({report['reason']}).",
+        deploy.rolled_back("the promoted configuration", where, current, outcome),
         exit_code=ExitCode.ROLLED_BACK,
         report=dict(report),
     )

@@ -216,14 +216,14 @@ def test_children_never_read_the_users_terminal() -> None:
 def test_a_damaged_deploy_history_is_set_aside(
     tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearse import deploy
+    from rehearse import history as h
 
     history = tmp_path / "deploys.json"
     history.write_bytes(content)
-    assert deploy.load_history(history) == []
+    assert h.load(history) == []
     assert history.read_bytes() == content  # reading alone changes nothing
-    deploy.record(history, {"system": "/nix/store/x", "result": "confirmed"})
-    assert deploy.load_history(history) == [{"system": "/nix/store/x", "result": "confirmed"}]
+    h.record(history, {"system": "/nix/store/x", "result": "confirmed"})
+    assert h.load(history) == [{"system": "/nix/store/x", "result": "confirmed"}]
     [aside] = tmp_path.glob("deploys.json.broken-*")
     assert aside.read_bytes() == content
     assert "is damaged" in capsys.readouterr().err

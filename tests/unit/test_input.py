@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import cli, config, deploy, lifecycle, process, ssh, vm
+from rehearse import activation, cli, config, deploy, lifecycle, process, scripts, ssh, vm
+from rehearse.config import Check
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import VMDir, VMState, check_name, process_start
 
@@ -108,9 +109,9 @@ def test_a_good_rehearse_toml_becomes_values(tmp_path: Path) -> None:
     assert s.forward == (vm.Forward(8080, 80), vm.Forward(5353, 53, "udp"))  # the same forward twice is one
     assert (s.ssh_timeout, s.confirm_timeout, s.activation_timeout) == (1.5, 8.0, 900.0)  # the VM's: whole, up
     assert s.checks == (
-        deploy.Check("cmd", "systemctl is-active nginx"),
-        deploy.Check("tcp", "8080"),
-        deploy.Check("http", "https://127.0.0.1:8443/x?y"),
+        Check("cmd", "systemctl is-active nginx"),
+        Check("tcp", "8080"),
+        Check("http", "https://127.0.0.1:8443/x?y"),
     )
     assert config.load_settings(tmp_path / "nowhere") == config.Settings()
     assert config.Settings().activation_timeout == 600.0
@@ -206,10 +207,10 @@ def test_deploy_and_rollback_get_the_checks_and_timeouts(cwd: Path, monkeypatch:
     assert main("rollback", "fripon", "--activation-timeout", "20") == 0
     first, second, rb = got
     assert isinstance(first, deploy.DeployRequest) and isinstance(second, deploy.DeployRequest)
-    assert first.checks == (deploy.Check("tcp", "8080"),)
+    assert first.checks == (Check("tcp", "8080"),)
     assert (first.activation_timeout, first.confirm_timeout) == (900.0, 30.0)
     assert (second.activation_timeout, second.confirm_timeout) == (46.0, 12.0)
-    assert rb == (("fripon", None, 30.0), {"activation_timeout": 20.0})
+    assert rb == ((deploy.RollbackRequest("fripon", None, 30.0, activation_timeout=20.0, yes=False),), {})
 
 
 @pytest.mark.parametrize(
@@ -398,8 +399,8 @@ class Clock:
 
 def test_a_cmd_check_past_its_timeout_is_a_failed_try(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr("rehearse.deploy.time.monotonic", clock.monotonic)
-    monkeypatch.setattr("rehearse.deploy.time.sleep", clock.sleep)
+    monkeypatch.setattr("rehearse.activation.time.monotonic", clock.monotonic)
+    monkeypatch.setattr("rehearse.activation.time.sleep", clock.sleep)
     calls: list[tuple[list[str], float | None]] = []
     answers = iter([True, True, False])  # timed out twice, then passed
 
@@ -414,8 +415,8 @@ def test_a_cmd_check_past_its_timeout_is_a_failed_try(tmp_path: Path, monkeypatc
         return process.Completed(["ssh"], 0, "", "")
 
     monkeypatch.setattr(ssh, "run", fake_run)
-    check = deploy.Check("cmd", "sleep 100")
-    assert deploy.run_check(cmd_remote(tmp_path), check, deadline=clock.now + 200) is None
+    check = Check("cmd", "sleep 100")
+    assert activation.run_check(cmd_remote(tmp_path), check, deadline=clock.now + 200) is None
     assert len(calls) == 3
     command, timeout = calls[0]
     assert command[:2] == ["sh", "-c"] and command[-2:] == ["30", "sleep 100"]  # the guest's limit, 30 s a try
@@ -424,29 +425,29 @@ def test_a_cmd_check_past_its_timeout_is_a_failed_try(tmp_path: Path, monkeypatc
     # Still failing at its deadline: the check's failure, said plainly.
     answers = iter([True] * 100)
     calls.clear()
-    why = deploy.run_check(cmd_remote(tmp_path), check, deadline=clock.now + 45)
+    why = activation.run_check(cmd_remote(tmp_path), check, deadline=clock.now + 45)
     assert why == "`sleep 100` did not finish within 5 s"
     assert [t for _, t in calls] == [40, 15]  # the last try gets what is left, at least 5 s (+10 on the host)
 
 
 def test_a_cmd_check_killed_by_the_guests_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr("rehearse.deploy.time.monotonic", clock.monotonic)
-    monkeypatch.setattr("rehearse.deploy.time.sleep", clock.sleep)
+    monkeypatch.setattr("rehearse.activation.time.monotonic", clock.monotonic)
+    monkeypatch.setattr("rehearse.activation.time.sleep", clock.sleep)
 
     def fake_run(remote: ssh.Remote, command: list[str], **kw: object) -> process.Completed:
         clock.now += int(command[-2])
         return process.Completed(["ssh"], 124, "", "")
 
     monkeypatch.setattr(ssh, "run", fake_run)
-    why = deploy.run_check(cmd_remote(tmp_path), deploy.Check("cmd", "sleep 100"), deadline=clock.now)
+    why = activation.run_check(cmd_remote(tmp_path), Check("cmd", "sleep 100"), deadline=clock.now)
     assert why == "`sleep 100` did not finish within 5 s"
 
 
 def test_the_guest_side_limit_runs_the_command_as_given(tmp_path: Path) -> None:
     """The wrapper run_check sends, run here by a local shell: the check's
     command reaches `sh -c` as it is, and is ended at the limit."""
-    script = deploy._GUEST_TIMEOUT
+    script = scripts.guest("check.sh")
     ok = process.run(["sh", "-c", script, "check", "5", "echo \"$0\" 'a  b'; exit 3"], check=False, timeout=10)
     assert (ok.returncode, ok.stdout) == (3, "sh a  b\n")
     t = time.monotonic()
@@ -473,8 +474,8 @@ def test_an_http_check_on_something_that_is_not_http(monkeypatch: pytest.MonkeyP
 
     threading.Thread(target=serve, daemon=True).start()
     try:
-        why = deploy.run_check(
-            cmd_remote(Path("/nonexistent")), deploy.Check("http", f"http://127.0.0.1:{port}/"), time.monotonic()
+        why = activation.run_check(
+            cmd_remote(Path("/nonexistent")), Check("http", f"http://127.0.0.1:{port}/"), time.monotonic()
         )
     finally:
         server.close()
@@ -496,7 +497,7 @@ def test_a_stream_keeps_stdin_open_for_words_after_its_input() -> None:
 
 
 def test_the_guests_first_look_comes_in_its_log() -> None:
-    st = deploy._Activation(nonce="n0")
+    st = activation.Activation(nonce="n0")
     assert st.feed("@@rehearse-n0 failed=a.service b.service ") == "failed"
     assert st.feed("@@rehearse-n0 rc=0") == "rc"
     assert st.failed == ["a.service", "b.service"] and st.rc == 0 and st.switched_at is not None

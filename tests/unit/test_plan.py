@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import deploy, plan
+from rehearse import plan
 from rehearse.plan import ClosureDiff, Units, parse_dry_activate, render
 from tests.conftest import run
 
@@ -255,11 +255,6 @@ def test_diff_to_json() -> None:
     data = d.to_json()
     assert data["changed"] == [{"name": "openssh", "old": "9.2p1", "new": "9.3p1"}]
     assert data["size_delta"] == -5 and data["removed_paths"] == [H + "openssh-9.2p1"]
-
-
-def test_names_still_importable_from_deploy() -> None:
-    assert deploy.closure_diff is plan.closure_diff and deploy.store_name is plan.store_name
-    assert deploy.ClosureDiff is plan.ClosureDiff
 
 
 # --- real Nix -----------------------------------------------------------------
@@ -619,32 +614,33 @@ def test_host_plan_of_two_mini_systems_matches_the_minis_dry_activate(tmp_path: 
         assert sorted(mini[verb]) == list(getattr(units, verb)), verb
 
 
-@pytest.mark.parametrize("dry_run", [False, True])
-def test_deploy_plans_on_the_host_and_asks_the_guest_only_without_the_old_system(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+def test_a_vm_plans_on_the_host_and_asks_the_guest_only_without_the_old_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import subprocess
+
+    from rehearse import ssh, target
+    from rehearse.state import VMDir, VMState
 
     old, new = tops(tmp_path)
     old.unit("a.service", service("1"), "multi-user.target")
     new.unit("a.service", service("2"), "multi-user.target")
     guest: list[list[str]] = []
-    pushed: list[list[str]] = []
 
     def ssh_run(remote: object, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         guest.append(argv)
         return subprocess.CompletedProcess(argv, 0, "", "would start the following units: b.service\n")
 
-    monkeypatch.setattr(deploy.ssh, "run", ssh_run)
-    monkeypatch.setattr(deploy, "push", lambda remote, paths, force_copy: pushed.append(paths) or deploy.Pushed(1, 0))
-    req = deploy.DeployRequest("vm", None, dry_run=dry_run, yes=True, force_copy=False, confirm_timeout=1, checks=())
-    done, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(old.root))  # type: ignore[arg-type]
+    monkeypatch.setattr(ssh, "run", ssh_run)
+    monkeypatch.setattr(plan, "closure_diff", lambda old, new: ClosureDiff([], [], [], [], 0, added_paths=["p"]))
+    vm = target.VM(VMDir("vm", tmp_path), VMState(name="vm"), None)  # type: ignore[arg-type]
+    pl = vm.plan(str(old.root), new.root)
     # Planned on the host: no round trip; the paths go with the activation.
-    assert guest == [] and pushed == []
-    assert done.pending == (None if dry_run else ["p"])
-    assert dry.returncode == 0 and parse_dry_activate(dry.stderr).cycled == ("a.service",)
+    assert guest == [] and pl.units is not None and pl.units.cycled == ("a.service",)
+    pushed = vm.push(pl, copy=False)
+    assert (pushed.registered, pushed.copied, pushed.pending) == (1, 0, ["p"]) and guest == []
 
-    _, dry = deploy._push_and_dry_activate(None, new.root, ["p"], req, str(tmp_path / "collected"))  # type: ignore[arg-type]
+    # The running system is not on the host: the guest's dry-activate says.
+    pl = vm.plan(str(tmp_path / "collected"), new.root)
     assert guest == [[f"{new.root}/bin/switch-to-configuration", "dry-activate"]]
-    assert parse_dry_activate(dry.stderr).start == ("b.service",)
-    assert len(pushed) == (0 if dry_run else 1)  # a dry run changes nothing in the VM
+    assert pl.units is not None and pl.units.start == ("b.service",)

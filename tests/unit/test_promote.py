@@ -9,24 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import cli, config, deploy, nix, promote, ssh
+from rehearse import cli, config, history, nix, promote, ssh
 from rehearse.config import Check
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import VMDir, VMState
+from rehearse.target import Address, Server, check_for_server
 
 
 @pytest.mark.parametrize(
     ("text", "target"),
     [
-        ("root@fripon.example.org", promote.Target("fripon.example.org", "root", 0)),
-        ("admin@203.0.113.10:2222", promote.Target("203.0.113.10", "admin", 2222)),
-        ("fripon", promote.Target("fripon", "", 0)),
-        ("root@[2001:db8::1]:22", promote.Target("2001:db8::1", "root", 22)),
+        ("root@fripon.example.org", Address("fripon.example.org", "root", 0)),
+        ("admin@203.0.113.10:2222", Address("203.0.113.10", "admin", 2222)),
+        ("fripon", Address("fripon", "", 0)),
+        ("root@[2001:db8::1]:22", Address("2001:db8::1", "root", 22)),
     ],
 )
-def test_targets(text: str, target: promote.Target) -> None:
-    assert promote.Target.parse(text) == target
-    assert promote.Target.parse(str(target)) == target
+def test_targets(text: str, target: Address) -> None:
+    assert Address.parse(text) == target
+    assert Address.parse(str(target)) == target
 
 
 @pytest.mark.parametrize(
@@ -34,13 +35,12 @@ def test_targets(text: str, target: promote.Target) -> None:
 )
 def test_bad_targets_are_usage_errors(text: str) -> None:
     with pytest.raises(RehearseError) as e:
-        promote.Target.parse(text)
+        Address.parse(text)
     assert e.value.exit_code == ExitCode.USAGE
 
 
-def server(**kw: object) -> ssh.Remote:
-    req = promote.PromoteRequest(name="fripon", to=promote.Target.parse("admin@fripon.example.org:2222"), **kw)  # type: ignore[arg-type]
-    return promote.server_remote(req, Path("/tmp/rehearse-0/x-promote.ctl"))
+def server(**kw: bool) -> ssh.Remote:
+    return Server(Address.parse("admin@fripon.example.org:2222"), VMDir("fripon", Path("/tmp/x")), **kw).remote
 
 
 def test_the_server_is_reached_in_the_users_own_ssh_world(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +84,7 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint(monkeypatch: pytest
 def test_checks_are_made_the_servers() -> None:
     forwards = {8080: 80, 2443: 443}
     made = [
-        promote._check_for_server(c, forwards, "fripon.example.org")
+        check_for_server(c, forwards, "fripon.example.org")
         for c in (
             Check("cmd", "systemctl is-active nginx"),
             Check("tcp", "8080"),
@@ -121,7 +121,7 @@ def test_an_unrehearsed_revision_is_refused_and_nothing_is_sent(vm: VMDir, monke
     monkeypatch.setattr(nix, "build_server", nothing)
     monkeypatch.setattr(ssh, "run", nothing)
     with pytest.raises(RehearseError) as e:
-        promote.run_promote(promote.PromoteRequest(name="fripon", to=promote.Target.parse("root@srv")))
+        promote.run_promote(promote.PromoteRequest(name="fripon", to=Address.parse("root@srv")))
     assert e.value.exit_code == ExitCode.NOT_REHEARSED
     assert e.value.message.startswith("not rehearsed — deploy it to the VM first")
     assert e.value.report is not None and e.value.report["result"] == "not-rehearsed"
@@ -144,7 +144,7 @@ def test_promote_needs_a_target(vm: VMDir, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as e:
         cli.main(["promote", "fripon"])
     assert e.value.code == ExitCode.USAGE
-    assert "No --to, and rehearse.toml has no [promote] entry" in capsys.readouterr().err
+    assert "No --to USER@HOST, and rehearse.toml has no [promote] entry for fripon" in capsys.readouterr().err
 
 
 def test_rehearse_toml_names_the_server(tmp_path: Path) -> None:
@@ -158,4 +158,4 @@ def test_rehearse_toml_names_the_server(tmp_path: Path) -> None:
 
 def test_deploy_records_nothing_for_a_system_that_does_not_evaluate(vm: VMDir) -> None:
     promote.record_rehearsal(vm, None, "/nix/store/v", "deploy", [])
-    assert deploy.load_history(vm.file("rehearsals.json")) == []
+    assert history.load(vm.file("rehearsals.json")) == []

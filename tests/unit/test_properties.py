@@ -17,7 +17,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rehearse import config, deploy, vm
+from rehearse import config, vm
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import check_name
 
@@ -176,7 +176,7 @@ def well_typed(s: config.Settings) -> None:
         assert isinstance(value, float) and bounds.minimum <= value <= bounds.maximum
         assert not bounds.whole or value.is_integer()
     for c in s.checks:
-        assert isinstance(c, deploy.Check) and isinstance(c.target, str) and c.target
+        assert isinstance(c, config.Check) and isinstance(c.target, str) and c.target
         if c.kind == "tcp":
             assert 1 <= int(c.target) <= 65535
         elif c.kind == "http":

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import deploy, lifecycle, ssh, state, vm
+from rehearse import activation, lifecycle, nix, process, ssh, state, target, vm
+from rehearse import history as h
+from rehearse.config import Check
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import VMDir, VMState
 
@@ -148,10 +150,15 @@ def test_every_ssh_reads_no_configuration(tmp_path: Path, monkeypatch: pytest.Mo
     path = "/nix/store/" + "a" * 32 + "-x"
     # The guest has room and lacks the path (copy_closure asks it first).
     room = subprocess.CompletedProcess(["ssh"], 0, f"{1 << 40}\n{path}\n", "")
-    monkeypatch.setattr(deploy.ssh, "run", lambda *a, **kw: room)
-    monkeypatch.setattr(deploy.nix, "sizes", lambda paths: dict.fromkeys(paths, 1))
-    monkeypatch.setattr(deploy.process, "run", lambda argv, **kw: runs.append((list(argv), kw.get("env"))))
-    deploy.copy_closure(r, [path])
+    monkeypatch.setattr(ssh, "run", lambda *a, **kw: room)
+    monkeypatch.setattr(nix, "sizes", lambda paths: dict.fromkeys(paths, 1))
+
+    def run(argv: list[str], **kw: object) -> process.Completed:
+        runs.append((list(argv), kw.get("env")))  # type: ignore[arg-type]
+        return process.Completed(list(argv), 0, "", "")
+
+    monkeypatch.setattr(process, "run", run)
+    target.VM(VMDir("x", tmp_path), VMState(name="x"), r).copy([path])
     [(argv, env)] = runs
     assert argv[0] == "nix-copy-closure" and env is not None
     assert uses_no_configuration(env["NIX_SSHOPTS"].split())
@@ -248,7 +255,7 @@ def test_the_http_check_goes_through_no_proxy(tmp_path: Path, yes_proxy: str, mo
     with urllib.request.urlopen("http://127.0.0.1:9/", timeout=5) as resp:
         assert resp.status == 200
     # … but the check asks 127.0.0.1:9 itself, where nothing listens.
-    why = deploy.run_check(remote(tmp_path), deploy.Check("http", "http://127.0.0.1:9/"), time.monotonic())
+    why = activation.run_check(remote(tmp_path), Check("http", "http://127.0.0.1:9/"), time.monotonic())
     assert why is not None and "127.0.0.1:9" in why
 
 
@@ -482,9 +489,9 @@ def test_state_writes_are_atomic_and_durable(tmp_path: Path, monkeypatch: pytest
     assert d.load().system == "/new"
     assert stat.S_IMODE(d.file("state.json").stat().st_mode) == 0o600
     history = d.file("deploys.json")
-    deploy.record(history, {"system": "/a"})
+    h.record(history, {"system": "/a"})
     assert seen == ["file", "dir", "file", "dir"]
-    assert deploy.load_history(history) == [{"system": "/a"}]
+    assert h.load(history) == [{"system": "/a"}]
     assert stat.S_IMODE(history.stat().st_mode) == 0o600
 
     # A write that fails half-way leaves the old state, whole.

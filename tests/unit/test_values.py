@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import config, deploy, ssh, vm
+from rehearse import config, plan, ssh, vm
 from rehearse.errors import RehearseError
 from rehearse.state import VMDir, VMState
 
@@ -110,9 +110,9 @@ def test_source_resolution(tmp_path: Path) -> None:
 
 
 def test_store_names_and_versions() -> None:
-    assert deploy.split_name("/nix/store/" + "a" * 32 + "-hello-2.12.1") == ("hello", "2.12.1")
-    assert deploy.split_name("/nix/store/" + "a" * 32 + "-etc") == ("etc", "")
-    assert deploy.split_name("/nix/store/" + "a" * 32 + "-nixos-system-fripon-25.11pre-mini") == (
+    assert plan.split_name("/nix/store/" + "a" * 32 + "-hello-2.12.1") == ("hello", "2.12.1")
+    assert plan.split_name("/nix/store/" + "a" * 32 + "-etc") == ("etc", "")
+    assert plan.split_name("/nix/store/" + "a" * 32 + "-nixos-system-fripon-25.11pre-mini") == (
         "nixos-system-fripon",
         "25.11pre-mini",
     )

@@ -1,0 +1,480 @@
+"""What a deploy goes to: a running VM (`deploy`, `rollback`) or a real
+server (`promote`). The pipeline (deploy.py: plan → push → activate → verify
+→ roll back) is the same; a target says how its steps are done there:
+
+- VM: rehearse's own channel (its key, its pinned host key, its sshd); the
+  VM sees the host's store, so new paths are registered, not copied
+  (zero-copy), and copied only when it does not see them; its state
+  (runner, system, forwards) is rehearse's and is kept up to date here.
+- Server: the user's SSH world; the closure is really copied
+  (nix-copy-closure, compressed, the server's own substituters first if
+  asked); the plan's closure and units come from this machine when it has
+  the server's running system, else from the server's dry-activate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rehearse import activation, nix, output, plan, scripts, ssh
+from rehearse.config import Check
+from rehearse.errors import ExitCode, RehearseError
+from rehearse.plan import ClosureDiff, human, store_name
+from rehearse.state import VMDir, VMState
+
+PROFILE = "/nix/var/nix/profiles/system"
+
+# How long the server's sshd may take to greet after a switch (a restarted
+# sshd, a socket unit coming back) before its port counts as closed.
+SERVER_SSH_GRACE = 4.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a switch from `current` to `system` would do."""
+
+    current: str  # "" when nothing runs there yet
+    system: Path
+    diff: ClosureDiff | None  # None: the running system is not on this machine
+    units: plan.Units | None  # None: not known before the new system is there (dry-activate then)
+    to_push: list[str]  # store paths to make valid there
+    push_bytes: int | None = None  # their size, when it was asked (a server's copy)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**(self.diff.to_json() if self.diff else {}), "units": self.units.to_json() if self.units else None}
+
+
+@dataclass(frozen=True)
+class Pushed:
+    registered: int  # made valid in the guest without copying (host store shared)
+    copied: int  # given to nix-copy-closure, which copies those the other side lacks
+    # Registered with the activation (guest/start.sh), one round trip less;
+    # a path the guest cannot see then is copied before the activation starts.
+    pending: list[str] | None = None
+
+
+class DryActivateFailed(Exception):
+    def __init__(self, returncode: int, stderr: str) -> None:
+        super().__init__(f"switch-to-configuration dry-activate failed (exit {returncode}):\n{stderr}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def dry_activate(remote: ssh.Remote, system: Path) -> plan.Units:
+    """The units a switch to `system` would touch, from its own
+    dry-activate on the other side (the new system's files must be there)."""
+    r = ssh.run(remote, [f"{system}/bin/switch-to-configuration", "dry-activate"], check=False)
+    if r.returncode != 0:
+        raise DryActivateFailed(r.returncode, r.stderr)
+    return plan.parse_dry_activate(r.stderr + "\n" + r.stdout)
+
+
+# --- a VM ---------------------------------------------------------------------
+
+
+class VM:
+    """A handle on a running VM: its state directory, its recorded state and
+    the channel to it. Commands use it rather than each other."""
+
+    def __init__(self, vmdir: VMDir, state: VMState, remote: ssh.Remote) -> None:
+        self.dir = vmdir
+        self.state = state
+        self.remote = remote
+
+    @classmethod
+    def running(cls, vmdir: VMDir) -> VM:
+        """The VM, which must be running (else a clear error)."""
+        from rehearse import lifecycle
+
+        state, remote = lifecycle.running(vmdir)
+        return cls(vmdir, state, remote)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    def describe(self) -> str:
+        return self.name
+
+    @property
+    def history(self) -> Path:
+        return self.dir.file("deploys.json")
+
+    @property
+    def rehearsals(self) -> Path:
+        return self.dir.file("rehearsals.json")
+
+    def settle(self, timeout: float) -> activation.Settled:
+        return activation.settle(self.remote, timeout)
+
+    # The VM's record of what it runs and what boots it.
+
+    def reconcile(self, running: str) -> None:
+        from rehearse import lifecycle
+
+        lifecycle.reconcile(self.dir, self.state, running)
+
+    def adopt(self, system: Path, runner: Path, source: nix.Source) -> None:
+        """The VM now runs `system`: a restart (down + up) must boot it, so
+        the runner built in the same evaluation becomes the VM's."""
+        self.boot_next(system, runner)
+        self.state.system = str(system)
+        self.state.source = source.to_json()
+        self.dir.save(self.state)
+
+    def boot_next(self, system: Path, runner: Path) -> None:
+        """The VM's next start boots `system` (its `runner`)."""
+        nix.add_root(runner, self.dir.file(f"runners/{runner.name}"))
+        self.state.runners[str(system)] = str(runner)
+        self.state.runner = str(runner)
+        self.dir.save(self.state)
+
+    def rolled_back_to(self, system: Path) -> None:
+        """A rollback made `system` the running one."""
+        self.state.system = str(system)
+        if str(system) in self.state.runners:
+            self.state.runner = self.state.runners[str(system)]
+        else:
+            output.warn(
+                f"rehearse has no VM runner for this system: a restart (down + up) boots "
+                f"{store_name(str(Path(self.state.runner or '') / 'system'))} until the next deploy"
+            )
+        self.dir.save(self.state)
+
+    def restart(self) -> None:
+        from rehearse import lifecycle
+
+        lifecycle.restart(self.dir)
+
+    def tcp_forwards(self) -> dict[int, int]:
+        """Host port → guest port of what the VM forwards (TCP)."""
+        return {int(f["host"]): int(f["guest"]) for f in self.state.forwards if f.get("proto", "tcp") == "tcp"}
+
+    def greets(self) -> bool:
+        """Whether the management sshd answers a new connection with its SSH
+        greeting (through the same forward and firewall as any login)."""
+        from rehearse import vm
+
+        return vm.ssh_banner(self.remote.port, timeout=5.0)
+
+    # plan → push
+
+    def plan(self, current: str, system: Path) -> Plan:
+        """Planned on the host from the running and the new system's files
+        (plan.units_between); only when the running system is not on the
+        host, the guest's dry-activate says (it sees the new system through
+        the host store it mounts). Units None: the guest could not see it."""
+        diff = plan.closure_diff(Path(current) if current else None, system)
+        units = plan.units_between(Path(current), system) if current else None
+        if units is None:
+            output.debug(f"{current or 'the running system'} is not on the host: the guest plans the switch")
+            try:
+                units = dry_activate(self.remote, system)
+            except DryActivateFailed as e:
+                output.debug(str(e))
+        return Plan(current, system, diff, units, diff.added_paths)
+
+    def push(self, pl: Plan, *, copy: bool) -> Pushed:
+        """Register the new paths with the activation (zero-copy: the VM
+        sees the host store), or copy them (`copy`)."""
+        if not pl.to_push:
+            return Pushed(0, 0)
+        if copy:
+            self.copy(pl.to_push)
+            return Pushed(0, len(pl.to_push))
+        return Pushed(len(pl.to_push), 0, pending=pl.to_push)
+
+    def copy(self, paths: list[str]) -> None:
+        """Copy with nix-copy-closure over the VM's SSH master, after checking
+        that the guest's store has room for what it lacks: a full disk must
+        refuse the deploy before anything changes, not fail half-way."""
+        out = ssh.run(self.remote, scripts.sh("room.sh", *paths)).stdout.split()
+        avail, missing = int(out[0]), out[1:]
+        needed = sum(nix.sizes(missing).values())
+        # Unpacked NARs take about their size; leave a margin for the database.
+        if needed + 16 * 1024 * 1024 > avail:
+            raise RehearseError(
+                f"the VM's store has {human(avail)} free; copying the {len(missing)} paths it lacks needs "
+                f"{human(needed)} (+16 MiB of margin). Nothing was changed.",
+                hint="give the VM's store more room (virtualisation.memorySize, or virtualisation.diskSize with "
+                "virtualisation.writableStoreUseTmpfs = false), or deploy without --copy so the paths are "
+                "registered from the host store the VM mounts",
+            )
+        if not missing:
+            return
+        r = nix.copy_closure(self.remote.target, missing, ssh.options(self.remote))
+        if r.returncode != 0:
+            raise RehearseError(
+                f"copying {len(missing)} paths into {self.name} failed (exit {r.returncode}); nothing was activated:\n"
+                + r.stderr.strip()[-2000:]
+            )
+
+    # verify
+
+    def sshd_check(self, current: str, system: Path) -> activation.ServerCheck | None:
+        """The check that the new system keeps the server's own SSH open
+        (server_ssh.py), or None when neither system runs the server's sshd.
+        Ports the VM does not forward yet are forwarded now (QMP
+        hostfwd_add). The server's host keys are read through the management
+        channel after the switch and pinned, so even this check never trusts
+        on first use."""
+        from rehearse import server_ssh, vm
+
+        public = self.dir.file("id_ed25519.pub").read_text()
+        old = server_ssh.read(Path(current), public) if current else server_ssh.Sshd(enabled=False)
+        new = server_ssh.read(system, public)
+        if not old.enabled and not new.enabled:
+            return None
+        if not new.enabled:
+            return lambda: (
+                "the server's own sshd is off in the new configuration (services.openssh.enable): "
+                "the real server could not be reached over SSH"
+            )
+        state = self.state
+        forwards = {guest: host for host, guest in self.tcp_forwards().items()}
+        forwards |= {int(f["guest"]): int(f["host"]) for f in state.server_ssh}
+        for port in new.ports:
+            if port not in forwards:
+                host = vm.pick_port(2200 + port % 100, taken=set(forwards.values()) | {state.ssh_port or 0})
+                vm.add_forward(self.dir.socket("qmp.sock"), vm.Forward(host, port))
+                forwards[port] = host
+                state.server_ssh.append({"host": host, "guest": port})
+                self.dir.save(state)
+                output.info(f"  the server's sshd port {port} is now forwarded from 127.0.0.1:{host}")
+        known_hosts = self.dir.file("server_known_hosts")
+        base = ssh.Remote(
+            "127.0.0.1", 0, "root", self.dir.file("id_ed25519"), known_hosts, f"rehearse-{self.name}-server"
+        )
+        keys = [f"{k}.pub" for k in server_ssh.host_keys(system)]
+        remote = self.remote
+
+        def pin() -> None:
+            shown = ssh.run(remote, scripts.sh("host-keys.sh", *keys), check=False).stdout
+            lines = [
+                f"{base.host_key_alias} {' '.join(k.split()[:2])}" for k in shown.splitlines() if len(k.split()) >= 2
+            ]
+            known_hosts.write_text("".join(f"{line}\n" for line in lines))
+            known_hosts.chmod(0o600)
+
+        def check() -> str | None:
+            # The keys pinned by an earlier check are tried first (a round trip
+            # less); read again when the server's sshd shows another.
+            pinned = known_hosts.exists() and known_hosts.stat().st_size > 0
+            if not pinned:
+                pin()
+            results = server_ssh.check(base, new, forwards, grace=SERVER_SSH_GRACE)
+            if pinned and any(not r.ok and "Host key verification failed" in r.detail for r in results):
+                pin()
+                results = server_ssh.check(base, new, forwards, grace=SERVER_SSH_GRACE)
+            bad = [r for r in results if not r.ok]
+            if not bad:
+                for r in results:
+                    output.info(f"  the server's sshd on port {r.port}: {r.detail}")
+                return None
+            why = "; ".join(f"port {r.port}: {r.detail}" for r in bad)
+            if not old.enabled:
+                output.warn(f"the server's sshd, new in this configuration, does not let anyone in: {why}")
+                return None
+            return f"the server's own SSH would lock you out ({why})"
+
+        return check
+
+    def generations(self) -> Generations:
+        return read_generations(self.remote)
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    system: str
+    date: int  # the link's mtime
+    booted: bool  # the system the machine booted
+
+
+@dataclass(frozen=True)
+class Generations:
+    generations: list[Generation]
+    current: int | None  # the profile's generation
+    running: str  # /run/current-system
+
+    def system_of(self, number: int | None) -> str | None:
+        return next((g.system for g in self.generations if g.number == number), None)
+
+
+def read_generations(remote: ssh.Remote) -> Generations:
+    """The system profile's generations over there (guest/generations.sh)."""
+    gens: list[Generation] = []
+    current = None
+    running = booted = ""
+    for line in ssh.run(remote, scripts.sh("generations.sh", PROFILE)).stdout.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        value = words[1] if len(words) > 1 else ""
+        if words[0] == "booted":
+            booted = value
+        elif words[0] == "running":
+            running = value
+        elif words[0] == "current":
+            m = re.search(r"-(\d+)-link$", value)
+            current = int(m.group(1)) if m else None
+        elif (m := re.search(r"-(\d+)-link$", words[0])) and len(words) >= 3:
+            gens.append(Generation(int(m.group(1)), words[1], int(words[2]), False))
+    gens.sort(key=lambda g: g.number)
+    return Generations([Generation(g.number, g.system, g.date, g.system == booted) for g in gens], current, running)
+
+
+# --- a real server ----------------------------------------------------------
+
+_TARGET = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?$"
+)
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where promote goes: USER@HOST[:PORT]; user and port may be left to
+    the user's ssh configuration."""
+
+    host: str
+    user: str = ""
+    port: int = 0
+
+    @classmethod
+    def parse(cls, text: str, where: str = "--to") -> Address:
+        m = _TARGET.match(text.strip())
+        if not m or m.group("host").startswith("-"):
+            raise RehearseError(
+                f"{where}: {text!r} is not a server: expected USER@HOST[:PORT], HOST or HOST:PORT",
+                hint="e.g. root@fripon.example.org or admin@203.0.113.10:2222",
+                exit_code=ExitCode.USAGE,
+            )
+        port = int(m.group("port") or 0)
+        if m.group("port") and not 1 <= port <= 65535:
+            raise RehearseError(f"{where}: port {port} is out of range (1–65535)", exit_code=ExitCode.USAGE)
+        return cls(host=m.group("host").strip("[]"), user=m.group("user") or "", port=port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (f"{self.user}@" if self.user else "") + host + (f":{self.port}" if self.port else "")
+
+    @property
+    def key(self) -> str:
+        """A file name for this server's history."""
+        return re.sub(r"[^A-Za-z0-9._@-]", "_", str(self))
+
+
+class Server:
+    """A real server, reached in the user's own SSH world (ssh.Remote.
+    own_world: their ~/.ssh/config, agent, known_hosts and NIX_SSHOPTS; its
+    host key known, or --accept-new-host-key), through a ControlMaster of
+    rehearse's own (`control_path`, in the VM's state directory)."""
+
+    def __init__(
+        self, address: Address, vmdir: VMDir, *, accept_new_host_key: bool = False, sudo: bool = False
+    ) -> None:
+        self.address = address
+        self.vmdir = vmdir
+        self.remote = ssh.Remote(
+            host=address.host,
+            port=address.port,
+            user=address.user,
+            key=None,
+            known_hosts=None,
+            host_key_alias=None,
+            control_path=vmdir.socket("promote.ctl"),
+            own_world=True,
+            extra_options=tuple(shlex.split(os.environ.get("NIX_SSHOPTS", ""))),
+            accept_new_host_key=accept_new_host_key,
+            sudo=sudo,
+        )
+
+    def describe(self) -> str:
+        return self.remote.describe()
+
+    @property
+    def history(self) -> Path:
+        return self.vmdir.file(f"promotions-{self.address.key}.json")
+
+    def close(self) -> None:
+        ssh.close_master(self.remote)
+
+    def reach(self) -> str:
+        """Connect (the host key known, or refused) and return the system it runs."""
+        lines = ssh.run(self.remote, scripts.sh("reach.sh")).stdout.split()
+        if "nix" not in lines:
+            raise RehearseError(f"{self.describe()} has no nix-store on its PATH: is it a NixOS machine?")
+        return lines[0] if lines and lines[0].startswith("/nix/store/") else ""
+
+    def plan(self, current: str, system: Path) -> Plan:
+        """What the server lacks of the new closure (and its size); the
+        closure diff and the units from this machine when it has the
+        server's running system, else the units come from the server's
+        dry-activate once the new system is there."""
+        closure = nix.closure(system)
+        lacks = ssh.run(
+            self.remote,
+            ["xargs", "-r", "nix-store", "--check-validity", "--print-invalid"],
+            input="\n".join(closure) + "\n",
+        ).stdout.split()
+        local = Path(current) if current and Path(current).exists() else None
+        diff = plan.closure_diff(local, system) if local else None
+        units = plan.units_between(local, system) if local else None
+        return Plan(current, system, diff, units, lacks, sum(nix.sizes(lacks).values()))
+
+    def push(self, pl: Plan, *, use_substitutes: bool) -> Pushed:
+        """nix-copy-closure over rehearse's master connection, compressed,
+        with the user's NIX_SSHOPTS (in the Remote's options); the server's
+        own substituters first with `use_substitutes`."""
+        if not pl.to_push:
+            return Pushed(0, 0)
+        output.step(f"copying {len(pl.to_push)} paths ({human(pl.push_bytes or 0)}) to {self.describe()}")
+        r = nix.copy_closure(
+            self.remote.target,
+            [str(pl.system)],
+            ssh.options(self.remote),
+            gzip=True,
+            use_substitutes=use_substitutes,
+            on_line=lambda line: output.info(f"  {line}"),
+        )
+        if r.returncode != 0:
+            raise RehearseError(
+                f"copying {store_name(str(pl.system))} to {self.describe()} failed (exit {r.returncode}); "
+                "nothing was activated.",
+                hint="the server needs a Nix that the remote user may use (with --sudo: a trusted user "
+                "of its nix-daemon)",
+            )
+        return Pushed(0, len(pl.to_push))
+
+    def checks(self, checks: tuple[Check, ...], forwards: dict[int, int]) -> list[Check]:
+        """The VM's checks made the server's (`forwards`: the VM's, host port
+        → guest port); those that cannot be are said and left out."""
+        mapped = [c for c in (check_for_server(c, forwards, self.address.host) for c in checks) if c is not None]
+        skipped = len(checks) - len(mapped)
+        if skipped:
+            output.warn(
+                f"{skipped} check(s) of rehearse.toml name a port the VM does not forward: not run on the server"
+            )
+        return mapped
+
+
+def check_for_server(check: Check, forwards: dict[int, int], host: str) -> Check | None:
+    """A VM check made the server's: `cmd` runs there as it is; a `tcp` or
+    `http` check through a port the VM forwards goes to that guest port on
+    the server. None: it cannot be made the server's (it names no forward)."""
+    if check.kind == "cmd":
+        return check
+    if check.kind == "tcp":
+        guest = forwards.get(int(check.target))
+        return Check("tcp", f"{host}:{guest}") if guest else None
+    m = re.match(r"^(https?://)(?:127\.0\.0\.1|localhost):([0-9]+)(/.*)?$", check.target)
+    if not m or int(m.group(2)) not in forwards:
+        return None
+    return Check("http", f"{m.group(1)}{host}:{forwards[int(m.group(2))]}{m.group(3) or '/'}")
