@@ -148,9 +148,9 @@ def _promote_to(
 
     # 4. Plan.
     pl = server.plan(current, system)
-    report["store"] = {"missing": len(pl.to_push), "bytes": pl.push_bytes or 0}
+    report["store"] = {"missing": len(pl.to_push), "bytes": pl.push_bytes}
     report["plan"] = deploy.show_plan(f"{where} ({req.action})", pl)
-    output.info(f"  copy: {len(pl.to_push)} paths the server lacks, {human(pl.push_bytes or 0)}")
+    output.info(f"  copy: {len(pl.to_push)} paths the server lacks, {human(pl.push_bytes)}")
     if req.dry_run:
         output.info("dry run: nothing copied, nothing activated on the server")
         return {**report, "result": "dry-run", "exit_code": ExitCode.OK}
@@ -190,6 +190,8 @@ def _promote_to(
         action=req.action,
     )
     times["activate"] = round(time.monotonic() - t, 2)
+    if outcome.after_switch is not None:
+        times["after_switch"] = outcome.after_switch
     report.update(outcome.report(), forced=rehearsal is None)
     history.record(
         server.history,

@@ -43,7 +43,11 @@ class Plan:
     diff: ClosureDiff | None  # None: the running system is not on this machine
     units: plan.Units | None  # None: not known before the new system is there (dry-activate then)
     to_push: list[str]  # store paths to make valid there
-    push_bytes: int | None = None  # their size, when it was asked (a server's copy)
+    push_sizes: dict[str, int] | None = None  # their sizes, when they were asked (a server's copy)
+
+    @property
+    def push_bytes(self) -> int:
+        return sum((self.push_sizes or {}).values())
 
     def to_json(self) -> dict[str, Any]:
         return {**(self.diff.to_json() if self.diff else {}), "units": self.units.to_json() if self.units else None}
@@ -427,7 +431,7 @@ class Server:
         local = Path(current) if current and Path(current).exists() else None
         diff = plan.closure_diff(local, system) if local else None
         units = plan.units_between(local, system) if local else None
-        return Plan(current, system, diff, units, lacks, sum(nix.sizes(lacks).values()))
+        return Plan(current, system, diff, units, lacks, nix.sizes(lacks))
 
     def push(self, pl: Plan, *, use_substitutes: bool) -> Pushed:
         """nix-copy-closure over rehearse's master connection, compressed,
@@ -435,14 +439,14 @@ class Server:
         own substituters first with `use_substitutes`."""
         if not pl.to_push:
             return Pushed(0, 0)
-        output.step(f"copying {len(pl.to_push)} paths ({human(pl.push_bytes or 0)}) to {self.describe()}")
+        output.step(f"copying {len(pl.to_push)} paths ({human(pl.push_bytes)}) to {self.describe()}")
         r = nix.copy_closure(
             self.remote.target,
             [str(pl.system)],
             ssh.options(self.remote),
             gzip=True,
             use_substitutes=use_substitutes,
-            on_line=lambda line: output.info(f"  {line}"),
+            on_line=CopyProgress(pl.push_sizes or {}).line,
         )
         if r.returncode != 0:
             raise RehearseError(
@@ -463,6 +467,29 @@ class Server:
                 f"{skipped} check(s) of rehearse.toml name a port the VM does not forward: not run on the server"
             )
         return mapped
+
+
+class CopyProgress:
+    """nix-copy-closure's lines, shown with how far the copy is: a line per
+    path it starts, as "[k/N] done/total name" (sizes from the plan)."""
+
+    _PATH = re.compile(r"^copying path '(/nix/store/[^']+)'")
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes = sizes
+        self.total = sum(sizes.values())
+        self.started = 0
+        self.done = 0
+
+    def line(self, line: str) -> None:
+        m = self._PATH.match(line.strip())
+        if m is None:
+            output.info(f"  {line}")
+            return
+        self.started += 1
+        self.done += self.sizes.get(m.group(1), 0)
+        n = len(self.sizes) or self.started
+        output.info(f"  [{self.started}/{n}] {human(self.done)} of {human(self.total)}: {store_name(m.group(1))}")
 
 
 def check_for_server(check: Check, forwards: dict[int, int], host: str) -> Check | None:

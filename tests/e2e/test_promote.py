@@ -155,3 +155,25 @@ def test_a_promotion_that_cuts_ssh_is_rolled_back_with_its_boot_entry(
     newest = max((e for f in history for e in json.loads(f.read_text())), key=lambda e: e["time"])
     assert newest["forced"] is True and newest["result"].startswith("rolled-back")
     assert os.path.exists(server.identity)
+
+
+def test_the_servers_generations_and_rollback(rehearse: Rehearse, vm: Config, server: Server) -> None:
+    """`generations --server` lists the server's own generations with what
+    rehearse promoted; `rollback --server` switches it back, boot entry too."""
+    home = rehearse.state.parent / "home"
+    env = rehearse.env(HOME=str(home), NIX_SSHOPTS=f"-i {server.identity} -o UserKnownHostsFile={server.known_hosts}")
+    where = f"root@{server.host}:{server.port}"
+    promoted = server.ssh("readlink /run/current-system")
+    r = rehearse("generations", NAME, "--server", where, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    gens = json.loads(r.stdout)
+    [current] = [g for g in gens if g["current"]]
+    assert current["system"] == promoted and len(gens) >= 2
+    r = rehearse("rollback", NAME, "--server", where, "--yes", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    earlier = max(g["generation"] for g in gens if g["generation"] < current["generation"])
+    assert report["result"] == "confirmed" and report["generation"] == earlier
+    system = next(g["system"] for g in gens if g["generation"] == earlier)
+    assert server.ssh("readlink /run/current-system") == system != promoted
+    assert server.ssh("cat /boot/rig/default") == system  # rolled back with `switch`: the boot entry too
