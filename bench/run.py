@@ -211,27 +211,12 @@ class Bench:
         self.record("lockout (SSH port closed) rolled back", times, None, note)
 
     def big_change(self, runs: int) -> None:
-        def big(tag: str) -> str:
-            return (
-                f'  environment.systemPackages = [ (pkgs.runCommand "big-{tag}" {{ }} '
-                f'"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob") ];'
-            )
-
+        big = big_body
         stamp = int(time.time())
         tags = {kind: [f"{kind}{i}-{stamp}" for i in range(runs + 1)] for kind in ("r", "s", "c")}
         # Build the 200 MB paths first: what is measured is getting them into the VM.
         for tag in [t for ts in tags.values() for t in ts]:
-            sh(
-                [
-                    "nix-build",
-                    "--no-out-link",
-                    "-I",
-                    f"nixpkgs={MINI}",
-                    "-E",
-                    f'(import <nixpkgs> {{}}).runCommand "big-{tag}" {{ }} '
-                    '"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob"',
-                ]
-            )
+            build_big(tag)
         mine = self.series("rehearse", [big(t) for t in tags["r"]])
         seed = self.series("seed", [big(t) for t in tags["s"]])
         copy = self.series("rehearse", [big(t) for t in tags["c"]], "--copy")
@@ -300,23 +285,46 @@ class Bench:
         lines = [
             "# Benchmark results",
             "",
-            f"Machine: {platform.node()}, {platform.platform()}, {os.cpu_count()} cores, QEMU under TCG "
-            "(KVM unusable here). Date: " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + ".",
-            f"VMs: the mini nixpkgs `{MINI.relative_to(REPO)}` (NixOS {release()}, the store over {share()}); "
-            f"host: {first_line(['nix', '--version'])}, {first_line(['qemu-system-x86_64', '--version'])}.",
+            *machine_lines(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
             "Medians of the runs listed; ratio = rehearse / seed script (lower is better). Produced by `bench/run.py`.",
             "",
-            "| measurement | rehearse (s) | seed script / baseline (s) | ratio | runs |",
-            "|---|---:|---:|---:|---|",
+            *table(self.results, "seed script / baseline"),
         ]
-        for what, mine, seed, note in self.results:
-            m = statistics.median(mine)
-            s = f"{statistics.median(seed):.2f}" if seed else "–"
-            r = f"{m / statistics.median(seed):.2f}" if seed else "–"
-            runs = ", ".join(f"{x:.2f}" for x in mine) + (" / " + ", ".join(f"{x:.2f}" for x in seed) if seed else "")
-            lines.append(f"| {what}{' — ' + note if note else ''} | {m:.2f} | {s} | {r} | {runs} |")
         name = "RESULTS.md" if MINI == REPO / "rig" / "nixpkgs" else f"RESULTS-{release()}.md"
         (REPO / "bench" / name).write_text("\n".join(lines) + "\n")
+
+
+def machine_lines(date: str) -> list[str]:
+    return [
+        f"Machine: {platform.node()}, {platform.platform()}, {os.cpu_count()} cores, QEMU under TCG "
+        f"(KVM unusable here). Date: {date}.",
+        f"VMs: the mini nixpkgs `{MINI.relative_to(REPO)}` (NixOS {release()}, the store over {share()}); "
+        f"host: {first_line(['nix', '--version'])}, {first_line(['qemu-system-x86_64', '--version'])}.",
+    ]
+
+
+def table(results: list[tuple[str, list[float], list[float] | None, str]], baseline: str) -> list[str]:
+    lines = [f"| measurement | rehearse (s) | {baseline} (s) | ratio | runs |", "|---|---:|---:|---:|---|"]
+    for what, mine, seed, note in results:
+        m = statistics.median(mine)
+        s = f"{statistics.median(seed):.2f}" if seed else "–"
+        r = f"{m / statistics.median(seed):.2f}" if seed else "–"
+        runs = ", ".join(f"{x:.2f}" for x in mine) + (" / " + ", ".join(f"{x:.2f}" for x in seed) if seed else "")
+        lines.append(f"| {what}{' — ' + note if note else ''} | {m:.2f} | {s} | {r} | {runs} |")
+    return lines
+
+
+# A new 200 MB store path, incompressible: as a module's line, and built alone.
+BIG = '"mkdir -p $out/share; head -c 200M /dev/urandom > $out/share/blob"'
+
+
+def big_body(tag: str) -> str:
+    return f'  environment.systemPackages = [ (pkgs.runCommand "big-{tag}" {{ }} {BIG}) ];'
+
+
+def build_big(tag: str) -> None:
+    expr = f'(import <nixpkgs> {{}}).runCommand "big-{tag}" {{ }} {BIG}'
+    sh(["nix-build", "--no-out-link", "-I", f"nixpkgs={MINI}", "-E", expr])
 
 
 def first_line(argv: list[str]) -> str:
