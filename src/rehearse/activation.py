@@ -245,9 +245,14 @@ def settle(remote: ssh.Remote, timeout: float) -> Settled:
     is rolled back), and ask what runs — the system to plan against. One
     round trip when nothing is pending."""
     out = ssh.run(remote, scripts.sh("settle.sh", RUN_DIR, str(math.ceil(timeout))), timeout=timeout + 60)
+    return parse_settled(out.stdout)
+
+
+def parse_settled(text: str) -> Settled:
+    """settle.sh's lines ("settled ID VERDICT", "current SYSTEM")."""
     current = ""
     settled = []
-    for line in out.stdout.splitlines():
+    for line in text.splitlines():
         word, _, rest = line.partition(" ")
         if word == "settled":
             run_id, _, verdict = rest.partition(" ")

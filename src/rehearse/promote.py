@@ -18,6 +18,7 @@ known (or --accept-new-host-key), never skipped.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,14 +112,20 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
             report={**report, "result": "not-rehearsed"},
         )
 
-    # 2. Build the server's system (locally, or on --build-host through Nix's remote builds).
-    system = nix.build_server(source, vmdir.file("promote-next"), build_host=req.build_host)
-    times["build"] = round(time.monotonic() - t, 2)
-    report["new_system"] = str(system)
-
+    # 2. Build the server's system (locally, or on --build-host through
+    # Nix's remote builds); meanwhile, reach the server (its host key known,
+    # or refused), settle what an interrupted promote left pending there and
+    # read what it runs.
     server = Server(req.to, vmdir, accept_new_host_key=req.accept_new_host_key, sudo=req.sudo)
     try:
-        return _promote_to(req, server, state.forwards, system, report, rehearsal)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            output.step(f"building the server's system; connecting to {server.describe()}")
+            reaching = pool.submit(server.reach, req.activation_timeout)
+            system = nix.build_server(source, vmdir.file("promote-next"), build_host=req.build_host)
+            settled = reaching.result()
+        times["build"] = round(time.monotonic() - t, 2)
+        report["new_system"] = str(system)
+        return _promote_to(req, server, settled, state.forwards, system, report, rehearsal)
     finally:
         server.close()
 
@@ -126,6 +133,7 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
 def _promote_to(
     req: PromoteRequest,
     server: Server,
+    settled: activation.Settled,
     vm_forwards: list[dict[str, Any]],
     system: Path,
     report: dict[str, Any],
@@ -134,11 +142,7 @@ def _promote_to(
     times = report["durations"]
     where = server.describe()
 
-    # 3. Reach the server (its host key known, or refused); settle what an
-    # interrupted promote left pending there; read what it runs.
-    output.step(f"connecting to {where}")
-    server.reach()
-    settled = activation.settle(server.remote, req.activation_timeout)
+    # 3. What it runs.
     settled.say()
     current = settled.current
     report["old_system"] = current or None

@@ -14,6 +14,7 @@ server (`promote`). The pipeline (deploy.py: plan → push → activate → veri
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -410,12 +411,15 @@ class Server:
     def close(self) -> None:
         ssh.close_master(self.remote)
 
-    def reach(self) -> str:
-        """Connect (the host key known, or refused) and return the system it runs."""
-        lines = ssh.run(self.remote, scripts.sh("reach.sh")).stdout.split()
-        if "nix" not in lines:
+    def reach(self, timeout: float) -> activation.Settled:
+        """Connect (the host key known, or refused), settle what an
+        interrupted promote left pending there (it is rolled back, as it
+        would be at its timeout), and say what it runs: one round trip."""
+        argv = scripts.sh("reach.sh", activation.RUN_DIR, str(math.ceil(timeout)), scripts.guest("settle.sh"))
+        out = ssh.run(self.remote, argv, timeout=timeout + 60).stdout
+        if "nix" not in out.split():
             raise RehearseError(f"{self.describe()} has no nix-store on its PATH: is it a NixOS machine?")
-        return lines[0] if lines and lines[0].startswith("/nix/store/") else ""
+        return activation.parse_settled(out)
 
     def plan(self, current: str, system: Path) -> Plan:
         """What the server lacks of the new closure (and its size); the

@@ -177,3 +177,24 @@ def test_the_servers_generations_and_rollback(rehearse: Rehearse, vm: Config, se
     system = next(g["system"] for g in gens if g["generation"] == earlier)
     assert server.ssh("readlink /run/current-system") == system != promoted
     assert server.ssh("cat /boot/rig/default") == system  # rolled back with `switch`: the boot entry too
+
+
+def test_build_host_builds_the_system_on_a_nix_remote_builder(rehearse: Rehearse, vm: Config, server: Server) -> None:
+    """--build-host: Nix's own remote builds (ssh-ng) build the server's
+    system there, reached with the user's NIX_SSHOPTS; here the builder is
+    the stand-in itself, and --dry-run copies nothing to it as a target, so
+    the new system in its store can only come from the build."""
+    vm.set(SERVER + '  environment.etc."promoted".text = "built on the build host";')
+    assert rehearse("deploy", NAME, "--yes").returncode == 0
+    opts = f"-i {server.identity} -o UserKnownHostsFile={server.known_hosts} -p {server.port}"
+    env = rehearse.env(NIX_SSHOPTS=opts)
+    r = rehearse(
+        "promote", NAME, "--to", f"root@{server.host}:{server.port}", "--build-host", f"root@{server.host}",
+        "--dry-run", "--yes", "--json", env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["result"] == "dry-run"
+    system = report["new_system"]
+    assert server.ssh(f"test -e {system} && echo built-there") == "built-there"
+    assert server.ssh("readlink /run/current-system") != system

@@ -4,6 +4,7 @@ nixos-rebuild-ng's tests do."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,11 +109,13 @@ def test_the_server_plan_asks_what_it_lacks(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_a_server_without_nix_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: Processes) -> None:
-    procs.answer("sh", stdout=f"{CURRENT}\n")
+    procs.answer("sh", stdout=f"current {CURRENT}\n")
     with pytest.raises(RehearseError, match="no nix-store on its PATH"):
-        server(tmp_path, monkeypatch).reach()
-    procs.answer("sh", stdout=f"{CURRENT}\nnix\n")
-    assert server(tmp_path, monkeypatch).reach() == CURRENT
+        server(tmp_path, monkeypatch).reach(60)
+    procs.answer("sh", stdout=f"settled 20261127-1 rolled-back superseded 0\ncurrent {CURRENT}\nnix\n")
+    settled = server(tmp_path, monkeypatch).reach(60)
+    assert settled.current == CURRENT and "20261127-1" in settled.messages[0]
+    assert procs.argvs[-1][-1].endswith(f"reach /run/rehearse 60 {shlex.quote(scripts.guest('settle.sh'))}")
 
 
 def vm(tmp_path: Path) -> target.VM:
