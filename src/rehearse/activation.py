@@ -339,7 +339,7 @@ def verify_and_confirm(
     if line is not None and line.send("confirm\n"):
         return Verdict(None, None)  # the verdict follows in the log
     if waits:
-        confirmed = ssh.run(remote, ["sh", "-c", confirm, "confirm", d], check=False).stdout.strip()
+        confirmed = ssh.run(remote, scripts.sh("confirm.sh", d), check=False).stdout.strip()
         known = confirmed[len("healthy") :].strip() or None
     return Verdict(None, known)
 
