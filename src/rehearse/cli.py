@@ -164,7 +164,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="trust the server's host key on this first connection (ssh's accept-new; a changed key is refused)",
     )
-    pr.add_argument("--sudo", action="store_true", help="run rehearse's commands on the server through sudo -n")
+    pr.add_argument(
+        "--sudo",
+        action="store_true",
+        help="a non-root user: run rehearse's commands on the server through sudo -n (the copy runs as the user, "
+        "who must be one of the server's nix.settings.trusted-users)",
+    )
+    pr.add_argument(
+        "--ask-sudo-password",
+        action="store_true",
+        help="--sudo with a password: ask for it once on the terminal, then give it to each sudo on its stdin "
+        "(sudo --prompt= --stdin, as nixos-rebuild-ng)",
+    )
     pr.add_argument(
         "--use-substitutes", action="store_true", help="let the server fetch what it can from its own caches"
     )
@@ -274,16 +285,23 @@ def dispatch(args: argparse.Namespace) -> int:
                     hint=f'--to USER@HOST[:PORT], or in rehearse.toml: [promote] {args.name} = "root@HOST"',
                     exit_code=ExitCode.USAGE,
                 )
+            target = promote.Target.parse(to, "--to" if args.to else f"rehearse.toml: promote.{args.name}")
+            password = None
+            if args.ask_sudo_password:
+                from rehearse import ssh
+
+                password = ssh.ask_sudo_password(str(target))
             promoted = promote.run_promote(
                 promote.PromoteRequest(
                     name=args.name,
-                    to=promote.Target.parse(to, "--to" if args.to else f"rehearse.toml: promote.{args.name}"),
+                    to=target,
                     action=args.action,
                     dry_run=args.dry_run,
                     yes=args.yes,
                     force=args.force,
                     accept_new_host_key=args.accept_new_host_key,
-                    sudo=args.sudo,
+                    sudo=args.sudo or args.ask_sudo_password,
+                    sudo_password=password,
                     use_substitutes=args.use_substitutes,
                     build_host=args.build_host,
                     confirm_timeout=_confirm_timeout(args, settings),

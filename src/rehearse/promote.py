@@ -22,7 +22,7 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class PromoteRequest:
     force: bool = False
     accept_new_host_key: bool = False
     sudo: bool = False
+    sudo_password: str | None = field(default=None, repr=False, compare=False)  # --ask-sudo-password's
     use_substitutes: bool = False
     build_host: str | None = None
     confirm_timeout: float = 60.0
@@ -131,6 +132,7 @@ def server_remote(req: PromoteRequest, control_path: Path) -> ssh.Remote:
         extra_options=tuple(shlex.split(os.environ.get("NIX_SSHOPTS", ""))),
         accept_new_host_key=req.accept_new_host_key,
         sudo=req.sudo,
+        sudo_password=req.sudo_password,
     )
 
 
@@ -146,7 +148,8 @@ def copy_closure(remote: ssh.Remote, system: Path, use_substitutes: bool) -> Non
         raise RehearseError(
             f"copying {deploy.store_name(str(system))} to {remote.describe()} failed (exit {result.returncode}); "
             "nothing was activated.",
-            hint="the server needs a Nix that the remote user may run (with --sudo, root's)",
+            hint="the server needs a Nix that the remote user may run; the copy runs as that user, also with --sudo: "
+            "a user other than root must be one of its nix.settings.trusted-users, or its Nix refuses unsigned paths",
         )
 
 
@@ -232,6 +235,7 @@ def _promote_to(
 ) -> dict[str, Any]:
     times = report["durations"]
     output.step(f"connecting to {remote.describe()}")
+    ssh.check_sudo(remote)
     reached = ssh.run(remote, ["sh", "-c", "readlink /run/current-system; command -v nix-store >/dev/null && echo nix"])
     lines = reached.stdout.split()
     current = lines[0] if lines and lines[0].startswith("/nix/store/") else ""
