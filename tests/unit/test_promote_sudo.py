@@ -6,17 +6,15 @@ or an error. The server end to end: tests/e2e/test_promote_sudo.py."""
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rehearse import promote, ssh
 from rehearse.errors import ExitCode, RehearseError
+from tests.conftest import on_a_terminal
 
 PASSWORD = "s3cret pass\\word"  # a space and a backslash: read as they are
 
@@ -144,45 +142,9 @@ def test_without_a_terminal_nothing_is_asked_nor_sent(tmp_path: Path) -> None:
     assert "asks for the password on a terminal" in r.stderr and "nothing was sent" in r.stderr
 
 
-def on_a_terminal(code: str, answer: bytes) -> tuple[int, str, bytes]:
-    """Run `code` with a new pseudo-terminal as its controlling terminal
-    (stdin stays /dev/null); type `answer` once it asks. Its exit code,
-    stdout, and what the terminal showed."""
-    master, slave = pty.openpty()
-    name = os.ttyname(slave)
-
-    def controlling_terminal() -> None:
-        os.close(os.open(name, os.O_RDWR))  # a session leader's first terminal becomes its own
-
-    p = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=controlling_terminal,
-    )
-    shown = b""
-    deadline = time.monotonic() + 30
-    try:
-        while b"password for" not in shown and time.monotonic() < deadline:
-            if select.select([master], [], [], 1)[0]:
-                shown += os.read(master, 1024)
-        os.write(master, answer)
-        out, _ = p.communicate(timeout=30)
-        while select.select([master], [], [], 0.2)[0]:
-            shown += os.read(master, 1024)
-    finally:
-        os.close(master)
-        os.close(slave)
-        if p.poll() is None:
-            p.kill()
-    return p.returncode, out.decode(), shown
-
-
 def test_the_password_is_asked_once_on_the_terminal_unechoed() -> None:
     code = "from rehearse import ssh; print(repr(ssh.ask_sudo_password('admin@srv')))"
-    rc, out, shown = on_a_terminal(code, PASSWORD.encode() + b"\n")
+    rc, out, _, shown = on_a_terminal([sys.executable, "-c", code], PASSWORD.encode() + b"\n", timeout=30)
     assert rc == 0
     assert out.strip() == repr(PASSWORD)
     assert shown.startswith(b"[sudo] password for admin@srv: ")  # nixos-rebuild-ng's prompt
