@@ -286,7 +286,8 @@ def dispatch(args: argparse.Namespace) -> int:
                     exit_code=ExitCode.USAGE,
                 )
             target = promote.Target.parse(to, "--to" if args.to else f"rehearse.toml: promote.{args.name}")
-            password = None
+            confirm, activation = _confirm_timeout(args, settings), _activation_timeout(args, settings)
+            password = None  # asked once every argument is known good
             if args.ask_sudo_password:
                 from rehearse import ssh
 
@@ -304,8 +305,8 @@ def dispatch(args: argparse.Namespace) -> int:
                     sudo_password=password,
                     use_substitutes=args.use_substitutes,
                     build_host=args.build_host,
-                    confirm_timeout=_confirm_timeout(args, settings),
-                    activation_timeout=_activation_timeout(args, settings),
+                    confirm_timeout=confirm,
+                    activation_timeout=activation,
                     checks=settings.checks,
                 )
             )

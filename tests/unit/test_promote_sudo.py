@@ -126,10 +126,10 @@ def rehearse_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "rehearse", "promote", "fripon", "--to", "admin@srv", *args]
 
 
-def test_without_a_terminal_nothing_is_asked_nor_sent(tmp_path: Path) -> None:
+def run_without_a_terminal(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # A session of its own: no controlling terminal. The password is never read from stdin.
-    r = subprocess.run(
-        rehearse_argv("--ask-sudo-password"),
+    return subprocess.run(
+        rehearse_argv(*args),
         input="password on stdin\n",
         capture_output=True,
         text=True,
@@ -138,8 +138,18 @@ def test_without_a_terminal_nothing_is_asked_nor_sent(tmp_path: Path) -> None:
         start_new_session=True,
         check=False,
     )
+
+
+def test_without_a_terminal_nothing_is_asked_nor_sent(tmp_path: Path) -> None:
+    r = run_without_a_terminal(tmp_path, "--ask-sudo-password")
     assert r.returncode == ExitCode.USAGE, r.stderr
     assert "asks for the password on a terminal" in r.stderr and "nothing was sent" in r.stderr
+
+
+def test_bad_arguments_are_said_before_the_password_is_asked(tmp_path: Path) -> None:
+    r = run_without_a_terminal(tmp_path, "--ask-sudo-password", "--confirm-timeout", "1")
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert "--confirm-timeout" in r.stderr and "terminal" not in r.stderr
 
 
 def test_the_password_is_asked_once_on_the_terminal_unechoed() -> None:
