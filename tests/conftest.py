@@ -4,8 +4,12 @@ rig's guest image (built once per run, cached by its recipe's hash)."""
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +63,45 @@ def fixed_fripon(tmp: Path, extra: str = "") -> Path:
     text = text.replace("./hardware-configuration.nix", "./hardware-configuration.nix\n    ./extra.nix")
     (tmp / "configuration.nix").write_text(text)
     return tmp / "configuration.nix"
+
+
+def on_a_terminal(
+    argv: list[str], answer: bytes, *, prompt: bytes = b"password for", timeout: float = 600, **popen: Any
+) -> tuple[int, str, str, bytes]:
+    """Run `argv` in a session of its own whose controlling terminal is a new
+    pseudo-terminal (its stdin stays /dev/null: what it reads there, it reads
+    from /dev/tty), type `answer` once the terminal shows `prompt`. Returns
+    its exit code, stdout, stderr and what the terminal showed."""
+    master, slave = pty.openpty()
+    name = os.ttyname(slave)
+
+    def controlling_terminal() -> None:
+        os.close(os.open(name, os.O_RDWR))  # a session leader's first terminal becomes its own
+
+    shown = b""
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=controlling_terminal,
+        **popen,
+    ) as p:
+        try:
+            deadline = time.monotonic() + 60
+            while prompt not in shown and time.monotonic() < deadline and p.poll() is None:
+                if select.select([master], [], [], 0.5)[0]:
+                    shown += os.read(master, 4096)
+            if prompt in shown:
+                os.write(master, answer)
+            out, err = p.communicate(timeout=timeout)
+            while select.select([master], [], [], 0.2)[0]:
+                shown += os.read(master, 4096)
+        finally:
+            os.close(master)
+            os.close(slave)
+            if p.poll() is None:
+                p.kill()
+    return p.returncode, out, err, shown

@@ -150,7 +150,8 @@ def activate(
         *(register or []),
     )  # fmt: skip
     missing: list[str] = []
-    with process.stream(ssh.argv(remote, argv), input=script + registration, keep_stdin=True) as stream:
+    stdin = ssh.stdin(remote, script + registration)  # a sudo password's line first (ssh.py)
+    with process.stream(ssh.argv(remote, argv), input=stdin, keep_stdin=True) as stream:
         for line in stream:
             if line.startswith(f"@@rehearse-{st.nonce} missing "):
                 missing.append(line.split(" ", 2)[2])

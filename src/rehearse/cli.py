@@ -65,7 +65,18 @@ def _server_ssh_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trust the server's host key on this first connection (ssh's accept-new; a changed key is refused)",
     )
-    p.add_argument("--sudo", action="store_true", help="run rehearse's commands on the server through sudo -n")
+    p.add_argument(
+        "--sudo",
+        action="store_true",
+        help="a non-root user: run rehearse's commands on the server through sudo -n (the copy runs as the user, "
+        "who must be one of the server's nix.settings.trusted-users)",
+    )
+    p.add_argument(
+        "--ask-sudo-password",
+        action="store_true",
+        help="--sudo with a password: ask for it once on the terminal, then give it to each sudo on its stdin "
+        "(sudo --prompt= --stdin, as nixos-rebuild-ng)",
+    )
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -287,20 +298,24 @@ def dispatch(args: argparse.Namespace) -> int:
             from rehearse import config, promote
 
             settings = config.load_settings()
+            target = _address(args.name, args.to, settings, "--to")
+            confirm, activation = _confirm_timeout(args, settings), _activation_timeout(args, settings)
+            password = _sudo_password(args, target)  # asked once every argument is known good
             promoted = promote.run_promote(
                 promote.PromoteRequest(
                     name=args.name,
-                    to=_address(args.name, args.to, settings, "--to"),
+                    to=target,
                     action=args.action,
                     dry_run=args.dry_run,
                     yes=args.yes,
                     force=args.force,
                     accept_new_host_key=args.accept_new_host_key,
-                    sudo=args.sudo,
+                    sudo=args.sudo or args.ask_sudo_password,
+                    sudo_password=password,
                     use_substitutes=args.use_substitutes,
                     build_host=args.build_host,
-                    confirm_timeout=_confirm_timeout(args, settings),
-                    activation_timeout=_activation_timeout(args, settings),
+                    confirm_timeout=confirm,
+                    activation_timeout=activation,
                     checks=settings.checks,
                 )
             )
@@ -367,7 +382,22 @@ def _server(args: argparse.Namespace, settings: Settings) -> Server | None:
     if args.server is None:
         return None
     address = _address(args.name, args.server or None, settings, "--server")
-    return Server(address, VMDir(args.name), accept_new_host_key=args.accept_new_host_key, sudo=args.sudo)
+    return Server(
+        address,
+        VMDir(args.name),
+        accept_new_host_key=args.accept_new_host_key,
+        sudo=args.sudo or args.ask_sudo_password,
+        sudo_password=_sudo_password(args, address),
+    )
+
+
+def _sudo_password(args: argparse.Namespace, address: Address) -> str | None:
+    """--ask-sudo-password's, asked on the terminal; else None."""
+    if not args.ask_sudo_password:
+        return None
+    from rehearse import ssh
+
+    return ssh.ask_sudo_password(str(address))
 
 
 # Every duration flag goes through config.seconds, with rehearse.toml's value

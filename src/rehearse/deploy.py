@@ -346,6 +346,7 @@ def rollback(req: RollbackRequest) -> Report:
             return _rollback(req, vm.remote, req.name, gens, vm.history, "test", vm)
         vmdir.check()
         try:
+            ssh.check_sudo(req.server.remote)
             settled = activation.settle(req.server.remote, req.activation_timeout)
             settled.say()
             gens = read_generations(req.server.remote)

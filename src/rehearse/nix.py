@@ -8,6 +8,7 @@ nix-build the log format it reads progress from.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -122,15 +123,17 @@ class ServerEval:
     drv_path: str | None
 
 
-def server_eval(source: Source) -> ServerEval:
+def server_eval(source: Source, *, instantiate: bool = False) -> ServerEval:
     """The failed assertions of the server's own system (not the VM's: its
     variant may satisfy what the server does not, e.g. a root file system),
-    and its derivation. An evaluation that fails otherwise is not reported
-    here: the build says."""
+    and its derivation (`instantiate`: written to the store, for build_server
+    to build it without evaluating again). An evaluation that fails
+    otherwise is not reported here: the build says."""
     result = process.run(
         [
             "nix-instantiate",
             "--eval",
+            *(["--read-write-mode"] if instantiate else []),
             "--strict",
             "--json",
             _eval_file(),
@@ -146,12 +149,18 @@ def server_eval(source: Source) -> ServerEval:
     return ServerEval([str(m) for m in data.get("failedAssertions", [])], data.get("drvPath"))
 
 
-def build_server(source: Source, out_link: Path, build_host: str | None = None) -> Path:
+def build_server(source: Source, out_link: Path, build_host: str | None = None, drv_path: str | None = None) -> Path:
     """Build the server's own system (the configuration itself, not its VM
-    variant), for `promote`; out_link is its GC root. With `build_host`, Nix
-    builds it there (its own remote builds: ssh-ng, no local build jobs)."""
-    ensure_flake_lock(source)
+    variant), for `promote`; out_link is its GC root. With `drv_path` (from
+    server_eval, instantiated) its derivation is built as it is, without a
+    second evaluation. With `build_host`, Nix builds it there (its own
+    remote builds: ssh-ng, no local build jobs)."""
     remote = ["--builders", f"ssh-ng://{build_host}", "--max-jobs", "0"] if build_host else []
+    if drv_path is not None and Path(drv_path).exists():
+        argv = ["nix-store", *JSON_LOG, "--realise", drv_path, "--add-root", str(out_link), *remote]
+        _run_build(argv, source)  # prints the root, not the path
+        return Path(os.readlink(out_link))
+    ensure_flake_lock(source)
     [system] = build(source, None, ["serverToplevel"], out_link, extra=remote)
     return system
 
@@ -164,24 +173,22 @@ def build(
     rehearse's module is only the VM's); out_link (and out_link-2 …) are GC roots. Nix's progress is
     shown as it comes (progress_view), read from its JSON log format."""
     selectors = [w for a in attrs for w in ("-A", a)]
+    argv = ["nix-build", *JSON_LOG, _eval_file(), *selectors, "--out-link", str(out_link)]
+    stdout = _run_build([*argv, *(extra or []), *_args(source, settings)], source)
+    paths = [Path(line) for line in stdout.split()]
+    if len(paths) != len(attrs):
+        raise RehearseError(f"nix-build printed {stdout!r} for {attrs}")
+    return paths
+
+
+def _run_build(argv: list[str], source: Source) -> str:
+    """Run a build with Nix's progress shown as it comes (progress_view),
+    read from its JSON log format; its stdout."""
     from rehearse.progress_view import Renderer  # lazy: commands that build nothing start faster
 
     progress = Renderer()
     try:
-        result = process.run(
-            [
-                "nix-build",
-                *JSON_LOG,
-                _eval_file(),
-                *selectors,
-                "--out-link",
-                str(out_link),
-                *(extra or []),
-                *_args(source, settings),
-            ],
-            check=False,
-            on_stderr=progress,
-        )
+        result = process.run(argv, check=False, on_stderr=progress)
     finally:
         progress.close()
     if result.returncode != 0:
@@ -189,10 +196,7 @@ def build(
         # evaluation_error knows (stderr itself is all `@nix` lines).
         raise evaluation_error(progress.tracker.plain_text(), source)
     progress.summary()
-    paths = [Path(line) for line in result.stdout.split()]
-    if len(paths) != len(attrs):
-        raise RehearseError(f"nix-build printed {result.stdout!r} for {attrs}")
-    return paths
+    return result.stdout
 
 
 def closure(path: Path) -> list[str]:

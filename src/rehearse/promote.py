@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class PromoteRequest:
     force: bool = False
     accept_new_host_key: bool = False
     sudo: bool = False
+    sudo_password: str | None = field(default=None, repr=False, compare=False)  # --ask-sudo-password's
     use_substitutes: bool = False
     build_host: str | None = None
     confirm_timeout: float = 60.0
@@ -88,7 +89,7 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
     # 1. The guard: this revision must be one the VM ran and confirmed.
     t = time.monotonic()
     output.step(f"evaluating {source.describe()} (the server's own system)")
-    ev = nix.server_eval(source)
+    ev = nix.server_eval(source, instantiate=True)
     if ev.failed_assertions:
         raise RehearseError(
             "the server's own system does not build: Failed assertions:\n"
@@ -116,12 +117,20 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
     # Nix's remote builds); meanwhile, reach the server (its host key known,
     # or refused), settle what an interrupted promote left pending there and
     # read what it runs.
-    server = Server(req.to, vmdir, accept_new_host_key=req.accept_new_host_key, sudo=req.sudo)
+    server = Server(
+        req.to,
+        vmdir,
+        accept_new_host_key=req.accept_new_host_key,
+        sudo=req.sudo,
+        sudo_password=req.sudo_password,
+    )
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             output.step(f"building the server's system; connecting to {server.describe()}")
             reaching = pool.submit(server.reach, req.activation_timeout)
-            system = nix.build_server(source, vmdir.file("promote-next"), build_host=req.build_host)
+            system = nix.build_server(
+                source, vmdir.file("promote-next"), build_host=req.build_host, drv_path=ev.drv_path
+            )
             settled = reaching.result()
         times["build"] = round(time.monotonic() - t, 2)
         report["new_system"] = str(system)

@@ -14,18 +14,28 @@ One ControlMaster per VM carries the commands of a session.
 No ssh configuration is read (`-F none`: neither ~/.ssh/config nor
 /etc/ssh/ssh_config): a user's ForwardAgent, ProxyJump, LocalForward … are
 for their servers, not for a VM rehearse made. No agent either.
+
+Through sudo (a real server's non-root user, `promote --sudo`): each
+command rehearse runs there goes through `sudo -n`, or, with a password
+(`--ask-sudo-password`), through `sudo --prompt= --stdin` as nixos-rebuild-ng
+runs it, the password being the first line of the command's stdin — never a
+word of a command line. See check_sudo and stdin.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
+import os
 import re
+import secrets
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rehearse import process
-from rehearse.errors import RehearseError
+from rehearse import output, process
+from rehearse.errors import ExitCode, RehearseError
 
 # What ssh says when the server's host key is not the pinned one.
 _HOST_KEY_REFUSED = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED")
@@ -41,11 +51,14 @@ class Remote:
     host_key_alias: str | None
     control_path: Path | None = None
     # A real server, in the user's own SSH world (see the top); NIX_SSHOPTS's
-    # words; the host key policy; `sudo -n` before each command rehearse runs.
+    # words; the host key policy; sudo before each command rehearse runs
+    # (`sudo -n`, or with sudo_password `sudo --prompt= --stdin`; the
+    # password is kept out of repr, hence out of tracebacks and logs).
     own_world: bool = False
     extra_options: tuple[str, ...] = ()
     accept_new_host_key: bool = False
     sudo: bool = False
+    sudo_password: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def target(self) -> str:
@@ -150,7 +163,7 @@ def argv(
     words.append(remote.target)
     if command:
         if remote.sudo:
-            command = ["sudo", "-n", *command]
+            command = [*_sudo_words(remote), *command]
         words += ["--", " ".join(shlex.quote(c) for c in command)]
     elif shell_command:
         words += ["--", shell_command]
@@ -170,7 +183,7 @@ def run(
     result = process.run(
         argv(remote, command, master=master, connect_timeout=connect_timeout),
         check=False,
-        input=input,
+        input=stdin(remote, input),
         timeout=timeout,
     )
     if result.returncode == 255 and remote.own_world and _HOST_KEY_UNKNOWN.search(result.stderr):
@@ -236,3 +249,101 @@ def write_known_hosts(path: Path, alias: str, public_key_file: Path) -> None:
     key_type, key_data = public_key_file.read_text().split()[:2]
     path.write_text(f"{alias} {key_type} {key_data}\n")
     path.chmod(0o600)
+
+
+# --- sudo (a real server's non-root user) -------------------------------------
+
+# With a password, what runs under sudo first reads the password's line and
+# the marker's line after it: whichever of the two sudo left. sudo reads the
+# password only when it wants one (not under a NOPASSWD rule, nor with
+# credentials it cached), a byte at a time, so the rest of stdin (an
+# activation's script, which guest/start.sh counts in bytes) reaches the
+# command as rehearse wrote it, and the password never does. The marker is
+# one per rehearse process, and no secret.
+_SUDO_MARK = "rehearse-sudo-" + secrets.token_hex(8)
+_SUDO_STDIN = (
+    'IFS= read -r l && { [ "$l" = "$0" ] || { IFS= read -r l && [ "$l" = "$0" ]; }; } '
+    '|| { echo "rehearse: the input after sudo is out of step" >&2; exit 97; }; unset l; exec "$@"'
+)
+
+
+def _sudo_words(remote: Remote) -> list[str]:
+    if remote.sudo_password is None:
+        return ["sudo", "-n"]
+    return ["sudo", "--prompt=", "--stdin", "sh", "-c", _SUDO_STDIN, _SUDO_MARK]
+
+
+def stdin(remote: Remote, text: str | None) -> str | None:
+    """What a command run over `argv(remote, …)` gets on stdin: `text`, and
+    with a sudo password that password's line and the marker's first."""
+    if remote.sudo and remote.sudo_password is not None:
+        return f"{remote.sudo_password}\n{_SUDO_MARK}\n{text or ''}"
+    return text
+
+
+def ask_sudo_password(where: str) -> str:
+    """The server's sudo password, asked once on the controlling terminal as
+    nixos-rebuild-ng asks it ("[sudo] password for HOST: ", not echoed);
+    never read from stdin, a file or the environment."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        raise RehearseError(
+            "--ask-sudo-password asks for the password on a terminal, and rehearse runs without one: nothing was sent.",
+            hint="run it from a terminal; without one, the server's user needs sudo without a password (--sudo)",
+            exit_code=ExitCode.USAGE,
+        ) from None
+    output.live_end()
+    try:
+        return getpass.getpass(f"[sudo] password for {where}: ")
+    except EOFError:
+        raise RehearseError("no sudo password was given: nothing was sent.", exit_code=ExitCode.USAGE) from None
+
+
+# sudo's words, in the C locale (check_sudo asks for it).
+_SUDO_WANTS_PASSWORD = re.compile(r"a password is required")
+_SUDO_WRONG_PASSWORD = re.compile(r"incorrect password attempt|no password was provided")
+_SUDO_NOT_ALLOWED = re.compile(r"is not in the sudoers file|is not allowed to (?:execute|run sudo)|may not run sudo")
+
+
+def check_sudo(remote: Remote) -> None:
+    """Before anything is copied or activated: may the server's user run
+    commands through sudo as `remote` does (`sudo -n`; or with its password,
+    which `sudo -k` checks even if sudo cached credentials)? One round trip,
+    as that user. A password that sudo does not want there now (a NOPASSWD
+    rule) is kept all the same: the new system may want it."""
+    if not remote.sudo:
+        return
+    plain = dataclasses.replace(remote, sudo=False, sudo_password=None)
+    asked = remote.sudo_password is not None
+    script = "LC_ALL=C exec sudo " + ("-k --prompt= --stdin true" if asked else "-n true")
+    r = run(plain, ["sh", "-c", script], check=False, input=f"{remote.sudo_password}\n" if asked else None)
+    where = remote.describe()
+    err = r.stderr.strip()
+    if r.returncode == 0:
+        return
+    nothing = "nothing was copied or activated."
+    if r.returncode == 255:
+        raise RehearseError(f"could not reach {where} over SSH: {err}")
+    if r.returncode == 127:
+        raise RehearseError(
+            f"{where} has no sudo: {nothing}", hint="install it (NixOS: security.sudo.enable), or promote as root"
+        )
+    if _SUDO_NOT_ALLOWED.search(err):
+        raise RehearseError(
+            f"{where}: the user may not use sudo there: {nothing}\n{err}",
+            hint='on NixOS: users.users.USER.extraGroups = [ "wheel" ], or a rule in security.sudo.extraRules',
+        )
+    if not asked and _SUDO_WANTS_PASSWORD.search(err):
+        raise RehearseError(
+            f"sudo on {where} wants a password, and --sudo runs `sudo -n`, which never asks: {nothing}",
+            hint="run again with --ask-sudo-password, or let the user use sudo without one "
+            "(NixOS: security.sudo.wheelNeedsPassword = false)",
+            exit_code=ExitCode.USAGE,
+        )
+    if asked and _SUDO_WRONG_PASSWORD.search(err):
+        raise RehearseError(
+            f"sudo on {where} refused the password: {nothing}",
+            hint="run again, with the password of that user on the server",
+        )
+    raise RehearseError(f"sudo on {where} failed (exit {r.returncode}): {nothing}\n{err}")

@@ -383,7 +383,13 @@ class Server:
     rehearse's own (`control_path`, in the VM's state directory)."""
 
     def __init__(
-        self, address: Address, vmdir: VMDir, *, accept_new_host_key: bool = False, sudo: bool = False
+        self,
+        address: Address,
+        vmdir: VMDir,
+        *,
+        accept_new_host_key: bool = False,
+        sudo: bool = False,
+        sudo_password: str | None = None,
     ) -> None:
         self.address = address
         self.vmdir = vmdir
@@ -399,6 +405,7 @@ class Server:
             extra_options=tuple(shlex.split(os.environ.get("NIX_SSHOPTS", ""))),
             accept_new_host_key=accept_new_host_key,
             sudo=sudo,
+            sudo_password=sudo_password,
         )
 
     def describe(self) -> str:
@@ -415,6 +422,7 @@ class Server:
         """Connect (the host key known, or refused), settle what an
         interrupted promote left pending there (it is rolled back, as it
         would be at its timeout), and say what it runs: one round trip."""
+        ssh.check_sudo(self.remote)  # may the user use sudo as asked? Before anything else
         argv = scripts.sh("reach.sh", activation.RUN_DIR, str(math.ceil(timeout)), scripts.guest("settle.sh"))
         out = ssh.run(self.remote, argv, timeout=timeout + 60).stdout
         if "nix" not in out.split():
@@ -455,9 +463,10 @@ class Server:
         if r.returncode != 0:
             raise RehearseError(
                 f"copying {store_name(str(pl.system))} to {self.describe()} failed (exit {r.returncode}); "
-                "nothing was activated.",
-                hint="the server needs a Nix that the remote user may use (with --sudo: a trusted user "
-                "of its nix-daemon)",
+                f"nothing was activated:\n{r.stderr.strip()[-2000:]}",
+                hint="the server needs a Nix that the remote user may run; the copy runs as that user, also with "
+                "--sudo: a user other than root must be one of its nix.settings.trusted-users, or its Nix refuses "
+                "unsigned paths",
             )
         return Pushed(0, len(pl.to_push))
 

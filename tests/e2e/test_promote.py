@@ -44,8 +44,9 @@ class Server:
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
-    def start(self, config: Path | None = None) -> None:
+    def start(self, config: Path | None = None, image: Path | None = None) -> None:
         argv = [str(REPO / "rig" / "server" / "start"), "--nixpkgs", str(MINI_NIXPKGS)]
+        argv += ["--image", str(image)] if image else []
         r = subprocess.run(
             [*argv, str(config or "-"), str(self.dir)], capture_output=True, text=True, timeout=600, check=False
         )

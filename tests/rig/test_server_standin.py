@@ -1,7 +1,12 @@
 """rig/server: the stand-in for a real NixOS server. It boots from its own disk through its
 (emulated) boot loader, with a Nix store of its own (no host share); a new system reaches it
 as it reaches a server (nix-copy-closure, switch-to-configuration), and the boot menu decides
-what the next boot runs. One stand-in is booted for the module (and booted again once)."""
+what the next boot runs. One stand-in is booted for the module (and booted again once).
+
+As on a real NixOS server, a user other than root reaches the store through the Nix daemon
+(nix.settings.trusted-users decides who may copy unsigned paths) and root through sudo
+(security.sudo): `deploy` is in wheel, trusted, and uses sudo without a password;
+`intern` is neither trusted nor in wheel, and may use sudo with its password."""
 
 from __future__ import annotations
 
@@ -53,10 +58,34 @@ class Server:
         return result.stdout.strip()
 
 
+INTERN_PASSWORD = "intern's password"
+
+
+def users(key: Path) -> str:
+    """Two users besides root, logging in with `key`: see the top."""
+    return f"""
+  users.users.deploy = {{ isNormalUser = true; extraGroups = [ "wheel" ]; initialPassword = "deploy's password";
+    openssh.authorizedKeys.keyFiles = [ {key}.pub ]; }};
+  users.users.intern = {{ isNormalUser = true; initialPassword = "{INTERN_PASSWORD}";
+    openssh.authorizedKeys.keyFiles = [ {key}.pub ]; }};
+  nix.settings.trusted-users = [ "@wheel" ];
+  security.sudo.wheelNeedsPassword = false;
+  security.sudo.extraRules = [ {{ users = [ "intern" ]; commands = [ "ALL" ]; }} ];
+"""
+
+
+def deployer_key(tmp: Path) -> Path:
+    """The key of deploy and intern (made once per module)."""
+    key = tmp / "deployer"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
 def server_config(d: Path, extra: str = "") -> Path:
     """fripon as a VPS: its root file system is the disk labelled nixos (the rig image's),
-    GRUB on /dev/vda (fripon's own setting)."""
-    conf = fixed_fripon(d, extra=extra)
+    GRUB on /dev/vda (fripon's own setting); its users (`users`)."""
+    conf = fixed_fripon(d, extra=users(deployer_key(d.parent)) + extra)
     hardware = d / "hardware-configuration.nix"
     text = re.sub(r"/dev/disk/by-uuid/[0-9a-f-]+", "/dev/disk/by-label/nixos", hardware.read_text())
     assert "/dev/disk/by-label/nixos" in text
@@ -213,6 +242,51 @@ def test_boot_installs_without_activating(server: Server) -> None:
     assert default_entry(server) == str(d)
     assert current(server) == running
     assert server.out("cat", "/etc/rig-probe") == "c"
+
+
+def as_user(server: Server, user: str, *command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`command` as `user`, logged in with the deployer key."""
+    opts = [*server.ssh_opts(), "-i", str(deployer_key(server.tmp))]
+    return run(["ssh", *opts, f"{user}@{server.conn['host']}", "--", *command], input=input)
+
+
+def copy_as(server: Server, user: str, system: Path) -> subprocess.CompletedProcess[str]:
+    opts = " ".join([*server.ssh_opts(), "-i", str(deployer_key(server.tmp))])
+    return run(["nix-copy-closure", "--to", f"{user}@{server.conn['host']}", str(system)],
+               env={**os.environ, "NIX_SSHOPTS": opts})  # fmt: skip
+
+
+def test_a_trusted_user_copies_through_the_daemon_and_sudo_needs_no_password(server: Server) -> None:
+    assert server.out("systemctl", "is-active", "nix-daemon.socket") == "active"
+    assert "trusted-users = root @wheel" in server.out("cat", "/etc/nix/nix.conf").splitlines()
+    # deploy may not write the store: its Nix goes through the daemon (root).
+    assert as_user(server, "deploy", "test", "-w", "/nix/var/nix/db").returncode != 0
+    e = probe_system(server, "e")
+    result = copy_as(server, "deploy", e)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert server.ssh("nix-store", "--check-validity", str(e)).returncode == 0
+    assert server.out("stat", "-c", "%U", str(e)) == "root"  # written by the daemon
+    result = as_user(server, "deploy", "sudo", "-n", "id", "-u")
+    assert (result.returncode, result.stdout.strip()) == (0, "0"), result.stderr
+
+
+def test_an_untrusted_user_is_refused_unsigned_paths(server: Server) -> None:
+    f = probe_system(server, "f")
+    result = copy_as(server, "intern", f)
+    assert result.returncode != 0
+    assert "lacks a valid signature" in result.stderr, result.stderr[-3000:]
+    assert server.ssh("nix-store", "--check-validity", str(f)).returncode != 0
+
+
+def test_sudo_with_a_password_leaves_the_rest_of_stdin_to_the_command(server: Server) -> None:
+    result = as_user(server, "intern", "sudo", "-n", "true")
+    assert result.returncode == 1 and "a password is required" in result.stderr
+    # As nixos-rebuild-ng's --ask-sudo-password: the password is the first line of stdin;
+    # sudo reads that line, no more.
+    result = as_user(server, "intern", "sudo", "--prompt=", "--stdin", "cat", input=f"{INTERN_PASSWORD}\nthe rest")
+    assert (result.returncode, result.stdout) == (0, "the rest"), result.stderr
+    result = as_user(server, "intern", "sudo", "-k", "--prompt=", "--stdin", "true", input="wrong\n")
+    assert result.returncode == 1 and "incorrect password attempt" in result.stderr
 
 
 def test_stop_then_start_boots_the_promoted_system(server: Server) -> None:

@@ -113,7 +113,9 @@ def vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> VMDir:
 
 def test_an_unrehearsed_revision_is_refused_and_nothing_is_sent(vm: VMDir, monkeypatch: pytest.MonkeyPatch) -> None:
     promote.record_rehearsal(vm, "/nix/store/aaa-nixos-system-fripon.drv", "/nix/store/v-vm", "deploy", ["x"])
-    monkeypatch.setattr(nix, "server_eval", lambda source: nix.ServerEval([], "/nix/store/bbb-nixos-system-fripon.drv"))
+    monkeypatch.setattr(
+        nix, "server_eval", lambda source, **kw: nix.ServerEval([], "/nix/store/bbb-nixos-system-fripon.drv")
+    )
 
     def nothing(*a: object, **kw: object) -> None:
         raise AssertionError("nothing may be built or sent")

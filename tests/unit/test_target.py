@@ -84,7 +84,8 @@ def test_a_failed_copy_activates_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     procs.answer("nix-copy-closure", rc=1, stderr="error: cannot add path: not a trusted user")
     with pytest.raises(RehearseError) as e:
         server(tmp_path, monkeypatch).push(Plan(CURRENT, SYSTEM, None, None, [A]), use_substitutes=False)
-    assert "nothing was activated" in e.value.message and "trusted user" in (e.value.hint or "")
+    assert "nothing was activated" in e.value.message and "not a trusted user" in e.value.message
+    assert "trusted-users" in (e.value.hint or "")
 
 
 def test_the_server_plan_asks_what_it_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: Processes) -> None:

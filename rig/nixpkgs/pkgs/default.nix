@@ -169,7 +169,8 @@ let
     };
     nix = wrapExisting {
       pname = "nix"; version = "2.8.0";
-      programs = { nix-store = "/usr/bin/nix-store"; nix-env = "/usr/bin/nix-env"; nix-build = "/usr/bin/nix-build"; nix = "/usr/bin/nix"; };
+      programs = { nix-store = "/usr/bin/nix-store"; nix-env = "/usr/bin/nix-env"; nix-build = "/usr/bin/nix-build"; nix = "/usr/bin/nix";
+        nix-copy-closure = "/usr/bin/nix-copy-closure"; nix-daemon = "/usr/bin/nix-daemon"; };
     };
     systemd = wrapExisting {
       pname = "systemd"; version = "252";

@@ -10,6 +10,7 @@
   ./config/users-groups.nix
   ./config/system-path.nix
   ./config/nix.nix
+  ./services/system/nix-daemon.nix
   ./system/boot/kernel.nix
   ./system/boot/grub.nix
   ./system/boot/filesystems.nix

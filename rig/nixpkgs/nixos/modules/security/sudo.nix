@@ -1,6 +1,7 @@
-# security.sudo: the options of NixOS's nixos/modules/security/sudo.nix and
-# its /etc/sudoers (mode 0440).  The rig's guest image has no sudo installed,
-# so only the file is made; NixOS would also install sudo setuid.
+# security.sudo: the options of NixOS's nixos/modules/security/sudo.nix, its
+# /etc/sudoers (mode 0440) and its PAM service.  The program is the rig
+# guest image's (Debian's sudo, setuid root, /usr/bin/sudo), which reads
+# these; NixOS installs its own as the setuid wrapper /run/wrappers/bin/sudo.
 { config, lib, ... }:
 let
   inherit (lib) mkOption types;
