@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,8 @@ def test_build_host_builds_the_system_on_a_nix_remote_builder(rehearse: Rehearse
     system there, reached with the user's NIX_SSHOPTS; here the builder is
     the stand-in itself, and --dry-run copies nothing to it as a target, so
     the new system in its store can only come from the build."""
-    vm.set(SERVER + '  environment.etc."promoted".text = "built on the build host";')
+    # A text no earlier run built: the system cannot be in this machine's store yet.
+    vm.set(SERVER + f'  environment.etc."promoted".text = "built on the build host {uuid.uuid4().hex}";')
     assert rehearse("deploy", NAME, "--yes").returncode == 0
     opts = f"-i {server.identity} -o UserKnownHostsFile={server.known_hosts} -p {server.port}"
     env = rehearse.env(NIX_SSHOPTS=opts)
