@@ -83,10 +83,11 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
-def closure_diff(old: Path | None, new: Path) -> ClosureDiff:
+def closure_diff(old: Path | None, new: Path, new_closure: list[str] | None = None) -> ClosureDiff:
     """What changes between two system closures, by package name and version
-    (the way nvd and `nix store diff-closures` present it)."""
-    new_c = nix.closure(new)
+    (the way nvd and `nix store diff-closures` present it); `new_closure`:
+    the new one's, when the caller has already asked Nix for it."""
+    new_c = new_closure if new_closure is not None else nix.closure(new)
     old_c = nix.closure(old) if old is not None and old.exists() else []
     added_paths = sorted(set(new_c) - set(old_c))
     removed_paths = sorted(set(old_c) - set(new_c))

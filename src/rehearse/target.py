@@ -441,7 +441,7 @@ class Server:
             input="\n".join(closure) + "\n",
         ).stdout.split()
         local = Path(current) if current and Path(current).exists() else None
-        diff = plan.closure_diff(local, system) if local else None
+        diff = plan.closure_diff(local, system, closure) if local else None
         units = plan.units_between(local, system) if local else None
         return Plan(current, system, diff, units, lacks, nix.sizes(lacks))
 
