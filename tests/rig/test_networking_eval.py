@@ -129,3 +129,101 @@ def test_firewall_disabled_has_no_unit(tmp_path: Path) -> None:
     code, system, err = build_system(tmp_path, "networking.firewall.enable = false;")
     assert code == 0, err
     assert not (system / "etc" / "systemd" / "system" / "firewall.service").exists()
+
+
+# --- /etc/hosts and the VM's test-network options (NixOS's config/networking.nix,
+# virtualisation/guest-networking-options.nix, lib/qemu-common.nix) ---
+
+
+def test_hosts_file_is_nixos_one(tmp_path: Path) -> None:
+    code, system, err = build_system(
+        tmp_path,
+        'networking.hosts."192.168.1.5" = [ "five" "cinq" ];\n'
+        'networking.hosts."10.0.0.9" = [ ];\n'  # an address without names: no line
+        'networking.extraHosts = "192.168.1.6 six";',
+    )
+    assert code == 0, err
+    # localhost first, then networking.hosts by address (with the machine's
+    # names on 127.0.0.2 and ::1; fripon's domain is "", so its FQDN is
+    # "fripon." as in NixOS), then extraHosts verbatim.
+    assert (system / "etc" / "hosts").read_text() == (
+        "127.0.0.1 localhost\n::1 localhost\n"
+        "127.0.0.2 fripon. fripon\n192.168.1.5 five cinq\n::1 fripon. fripon\n"
+        "192.168.1.6 six"
+    )
+
+
+def test_localhost_elsewhere_fails_like_nixos(tmp_path: Path) -> None:
+    code, _, err = build_system(tmp_path, 'networking.hosts."10.0.0.1" = [ "localhost" ];')
+    assert code != 0
+    assert '`networking.hosts` maps "localhost" to something other than "127.0.0.1"' in err
+
+
+def test_vm_vlans_default_and_named_interfaces(tmp_path: Path) -> None:
+    attr = "virtualisation.vmVariant.virtualisation"
+    expr = "{ inherit (config.virtualisation.vmVariant.virtualisation) vlans allInterfaces; }"
+    code, value, err = evaluate(tmp_path / "a", "", f"{attr}.vlans")
+    assert code == 0, err
+    assert value == [1]  # as in NixOS: [ 1 ] while interfaces is empty
+    code, value, err = evaluate(tmp_path / "b", "", f"{attr}.allInterfaces")
+    assert code == 0, err
+    assert value == {"eth1": {"name": "eth1", "vlan": 1, "assignIP": True}}
+    conf = fixed_fripon(tmp_path / "c", extra="virtualisation.vmVariant.virtualisation.interfaces.enp7s0.vlan = 2;")
+    result = run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E",
+         f"let config = (import <nixpkgs/nixos> {{ configuration = {conf}; }}).config; in {expr}"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "vlans": [],  # [ ] as soon as an interface is named
+        "allInterfaces": {"enp7s0": {"name": "enp7s0", "vlan": 2, "assignIP": False}},
+    }
+
+
+def test_vlans_and_interfaces_conflict_like_nixos(tmp_path: Path) -> None:
+    code, _, err = build_system(
+        tmp_path, "virtualisation.vmVariant.virtualisation = { vlans = [ 1 ]; interfaces.eth1.vlan = 2; };"
+    )
+    assert code != 0
+    assert "`virtualisation.vlans` and `virtualisation.interfaces` have conflicting keys: eth1" in err
+
+
+def test_the_vlan_options_alone_add_no_nic(tmp_path: Path) -> None:
+    # As in NixOS: qemu-vm.nix declares them; the NICs come from whoever runs
+    # the VMs together (qemu-common.nix's qemuNICFlags).
+    code, value, err = evaluate(tmp_path, "", "virtualisation.vmVariant.virtualisation.qemu.options")
+    assert code == 0, err
+    assert isinstance(value, list)
+    assert not any("vde" in o for o in value)
+
+
+def test_qemu_nic_flags_are_nixos_ones() -> None:
+    expr = (
+        "let q = import <nixpkgs/nixos/lib/qemu-common.nix> { lib = import <nixpkgs/lib>; pkgs = null; }; in"
+        " { flags = q.qemuNICFlags 2 1 10; mac = q.qemuNicMac 17 255; }"
+    )
+    result = run(["nix-instantiate", "--eval", "--strict", "--json", "-I", f"nixpkgs={MINI_NIXPKGS}", "-E", expr])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "flags": [
+            "-device virtio-net-pci,netdev=vlan2,mac=52:54:00:12:01:0A",
+            '-netdev vde,id=vlan2,sock="$QEMU_VDE_SOCKET_1"',
+        ],
+        "mac": "52:54:00:12:11:FF",
+    }
+
+
+def test_udev_naming_rules_rename_at_activation(tmp_path: Path) -> None:
+    code, system, err = build_system(
+        tmp_path,
+        "virtualisation.vmVariant.boot.initrd.services.udev.rules = ''\n"
+        '  SUBSYSTEM=="net",ACTION=="add",ATTR{address}=="52:54:00:12:01:0A",NAME="enp7s0"\n'
+        '  SUBSYSTEM=="block",ATTR{size}=="0",NAME="ignored"\n'
+        "'';",
+    )
+    assert code == 0, err
+    activate = (system / "activate").read_text()
+    assert "ifaceOf 52:54:00:12:01:0a" in activate  # sysfs shows MACs in lower case
+    assert "enp7s0" in activate and "ignored" not in activate
+    # before the network is set up
+    assert activate.index("snippet udev-net-names") < activate.index("snippet network-setup")

@@ -99,6 +99,16 @@ let
     '';
   symlinkJoin = { name, paths, ... }: buildEnv { inherit name paths; };
 
+  # trivial-builders' concatTextFile / concatText: the files, concatenated.
+  concatTextFile = { name, files, executable ? false, destination ? "" }:
+    runCommand name { inherit files executable destination; } ''
+      file=$out$destination
+      mkdir -p "$(dirname "$file")"
+      cat $files > "$file"
+      if [ -n "$executable" ]; then chmod +x "$file"; fi
+    '';
+  concatText = name: files: concatTextFile { inherit name files; };
+
   # Registration data for `nix-store --load-db`, as nixpkgs' closureInfo
   # makes it: `registration` (path, narHash, narSize, deriver, references)
   # and `store-paths`.  The closure comes from exportReferencesGraph.
@@ -141,7 +151,7 @@ let
   self = {
     inherit lib system runCommand writeTextFile writeText writeTextDir writeScript
       writeScriptBin writeShellScript writeShellScriptBin writeShellApplication runtimeShell buildEnv
-      symlinkJoin closureInfo standIn;
+      symlinkJoin closureInfo standIn concatTextFile concatText;
     runCommandLocal = runCommand;
     stdenv = {
       hostPlatform = { inherit system; isLinux = true; isx86 = true; isx86_64 = true; isAarch = false; is32bit = false; };

@@ -23,5 +23,6 @@
   ./security/sudo.nix
   ./services/sshd.nix
   ./services/timesyncd.nix
+  ./services/hardware/udev.nix
   ./virtualisation/build-vm.nix
 ]

@@ -269,7 +269,8 @@ in
     # no file matches any more loses its addresses, as an interface does
     # when dhcpcd stops on NixOS; links networkd never managed are left alone.
     system.activationScripts.network-setup = {
-      deps = [ "etc" ];
+      # udev-net-names (services/hardware/udev.nix): NICs get their names first.
+      deps = [ "etc" "udev-net-names" ];
       text = ''
         sum=$(cat /etc/systemd/network/* 2>/dev/null | sha256sum | cut -d' ' -f1)
         mkdir -p /run/rig

@@ -159,6 +159,10 @@ let
   '';
 in
 {
+  # virtualisation.{vlans,interfaces,allInterfaces}: options only, as in
+  # NixOS (the NICs are added by whoever runs the VMs together).
+  imports = [ ./guest-networking-options.nix ];
+
   options = {
     virtualisation.memorySize = mkOption { type = types.ints.positive; default = 1024; description = "Memory of the VM in MiB."; };
     virtualisation.cores = mkOption { type = types.ints.positive; default = 1; description = "Number of virtual CPUs."; };
