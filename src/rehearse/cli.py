@@ -126,12 +126,19 @@ def parser() -> argparse.ArgumentParser:
     up = add("up", "build a configuration's VM and boot it, or restart a VM by name")
     up.add_argument(
         "target",
-        nargs="?",
+        nargs="*",
         metavar="CONFIGURATION|NAME",
-        help="the server's configuration.nix (a path), or the name of an existing VM to start again "
-        "(write ./NAME for a path that looks like a name)",
+        help="the server's configuration.nix (a path), the name of an existing VM to start again "
+        "(write ./NAME for a path that looks like a name), or a machine of rehearse.toml's [machines]; "
+        "several: a fleet, on one private LAN (none: every machine of [machines], if there are any)",
     )
-    up.add_argument("--flake", metavar="REF#NAME", help="build the flake's nixosConfigurations.NAME")
+    up.add_argument(
+        "--flake",
+        action="append",
+        default=[],
+        metavar="REF#NAME",
+        help="build the flake's nixosConfigurations.NAME (repeatable: a fleet)",
+    )
     up.add_argument("-I", dest="include", action="append", default=[], metavar="PATH", help=INCLUDE_HELP)
     up.add_argument("--name", help="the VM's name (default: its networking.hostName)")
     up.add_argument(
@@ -150,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     dp = add("deploy", "build a configuration and switch the running VM to it")
-    dp.add_argument("name", help="the VM to deploy to")
+    dp.add_argument("name", nargs="?", help="the VM to deploy to (or --on, --all)")
     dp.add_argument(
         "configuration", nargs="?", help="another configuration.nix (default: the one the VM was made from)"
     )
@@ -162,6 +169,23 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PATH",
         help=INCLUDE_HELP + "; without a configuration, the VM's own configuration is built with it",
+    )
+    which = dp.add_mutually_exclusive_group()
+    which.add_argument(
+        "--on",
+        metavar="NAMES",
+        help="deploy to several VMs, each its own configuration: names and @tags of rehearse.toml's machines, "
+        "separated by commas (--on web,db, --on @front); one that fails is rolled back alone",
+    )
+    which.add_argument(
+        "--all", action="store_true", help="deploy to every machine of rehearse.toml's [machines] (else every VM)"
+    )
+    dp.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --on or --all: deploy to N machines at once (default 10, as colmena)",
     )
     dp.add_argument("--dry-run", action="store_true", help="build and show the plan; activate nothing")
     dp.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
@@ -232,7 +256,8 @@ def parser() -> argparse.ArgumentParser:
         ("destroy", "power a VM off and delete its disk and state"),
     ):
         d = add(verb, text)
-        d.add_argument("name", help="the VM")
+        d.add_argument("name", nargs="?", help="the VM")
+        d.add_argument("--all", action="store_true", help="every VM")
         d.add_argument(
             "--timeout",
             type=_number,
@@ -267,14 +292,27 @@ def dispatch(args: argparse.Namespace) -> int:
 
     match args.command:
         case "up":
-            from rehearse import config
+            from rehearse import config, fleet
 
             settings = config.load_settings()
-            lifecycle.up(config.up_request(args, settings))
+            request = config.up_request(args, settings)
+            if isinstance(request, fleet.UpRequest):
+                return fleet.up(request)
+            lifecycle.up(request)
         case "deploy":
             from rehearse import config, deploy
 
             settings = config.load_settings()
+            if args.on is not None or args.all:
+                return _fleet_deploy(args, settings)
+            if args.parallel is not None:
+                raise RehearseError("--parallel goes with --on or --all.", exit_code=ExitCode.USAGE)
+            if args.name is None:
+                raise RehearseError(
+                    "which VM? Give its name, or --on NAMES, or --all.",
+                    hint="rehearse deploy web; rehearse deploy --on web,db; rehearse deploy --all",
+                    exit_code=ExitCode.USAGE,
+                )
             other: Source | None = None
             if args.configuration is not None or args.flake is not None:
                 other = config.resolve_source(args.configuration, args.flake, args.include, settings)
@@ -288,7 +326,7 @@ def dispatch(args: argparse.Namespace) -> int:
                     force_copy=args.copy,
                     confirm_timeout=_confirm_timeout(args, settings),
                     activation_timeout=_activation_timeout(args, settings),
-                    checks=settings.checks,
+                    checks=settings.checks_of(args.name),
                     verbose=args.verbose,
                     ssh_check=args.ssh_check,
                 )
@@ -316,7 +354,7 @@ def dispatch(args: argparse.Namespace) -> int:
                     build_host=args.build_host,
                     confirm_timeout=confirm,
                     activation_timeout=activation,
-                    checks=settings.checks,
+                    checks=settings.checks_of(args.name),
                 )
             )
             return _report(args, promoted)
@@ -346,10 +384,20 @@ def dispatch(args: argparse.Namespace) -> int:
             lifecycle.status(args.json)
         case "console":
             lifecycle.console(args.name, args.follow)
-        case "down":
-            lifecycle.down(args.name, _power_off_timeout(args))
-        case "destroy":
-            lifecycle.destroy(args.name, _power_off_timeout(args))
+        case "down" | "destroy":
+            timeout = _power_off_timeout(args)
+            work = lifecycle.down if args.command == "down" else lifecycle.destroy
+            if args.all:
+                if args.name is not None:
+                    raise RehearseError("give a VM's name or --all, not both.", exit_code=ExitCode.USAGE)
+                from rehearse import fleet
+
+                return fleet.every_vm(args.command, lambda name: work(name, timeout))
+            if args.name is None:
+                raise RehearseError(
+                    "which VM? Give its name, or --all.", hint="`rehearse status` lists them", exit_code=ExitCode.USAGE
+                )
+            work(args.name, timeout)
         case "completion":
             from rehearse import completion
 
@@ -357,6 +405,36 @@ def dispatch(args: argparse.Namespace) -> int:
         case _:
             raise AssertionError(args.command)
     return 0
+
+
+def _fleet_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    """deploy --on NAMES / --all: each machine's recorded configuration."""
+    from rehearse import deploy, fleet
+
+    if args.name is not None or args.configuration is not None or args.flake is not None:
+        raise RehearseError(
+            "--on and --all deploy each VM's own configuration: give no VM name or configuration with them.",
+            hint="rehearse deploy --on web,db (or: rehearse deploy web ./other.nix for one VM)",
+            exit_code=ExitCode.USAGE,
+        )
+    parallel = fleet.DEFAULT_PARALLEL if args.parallel is None else args.parallel
+    if parallel < 1:
+        raise RehearseError(f"--parallel {parallel}: expected 1 or more machines at once.", exit_code=ExitCode.USAGE)
+    names = fleet.select(args.on, args.all, settings.machines, "deploy to")
+    template = deploy.DeployRequest(
+        name="",
+        source=None,
+        include=tuple(args.include),
+        dry_run=args.dry_run,
+        yes=args.yes,
+        force_copy=args.copy,
+        confirm_timeout=_confirm_timeout(args, settings),
+        activation_timeout=_activation_timeout(args, settings),
+        checks=(),
+        verbose=args.verbose,
+        ssh_check=args.ssh_check,
+    )
+    return fleet.deploy(names, parallel, template, settings.checks_of, args.json)
 
 
 def _address(name: str, given: str | None, settings: Settings, flag: str) -> Address:
@@ -443,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             traceback.print_exc()
         if getattr(args, "json", False) and args.command in ("deploy", "rollback", "promote"):
-            output.result(json.dumps(e_report(e), indent=2))
+            output.result(json.dumps(e.as_report(), indent=2))
         output.error(e.message, e.hint)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
@@ -459,10 +537,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         sys.exit(ExitCode.FAILED)
     sys.exit(code)
-
-
-def e_report(e: RehearseError) -> dict[str, Any]:
-    """The --json document of a deploy or rollback that ended in an error."""
-    report = dict(e.report or {})
-    report.update(result=report.get("result", "error"), error=e.message, hint=e.hint, exit_code=int(e.exit_code))
-    return report

@@ -11,6 +11,14 @@ rehearse.toml is looked up in the current directory:
     activation_timeout = 600       # seconds switch-to-configuration may take
     checks = [ { cmd = "systemctl is-active nginx" }, { tcp = 8080 }, { http = "http://127.0.0.1:8080/" } ]
 
+    # A fleet: VMs brought up together, on one private LAN (lan.py).
+    [machines.web]
+    configuration = "./web/configuration.nix"   # or flake = ".#web"
+    tags = ["front"]               # `deploy --on @front`
+    forward = ["8080:80"]          # this machine's forwards, beside the top-level ones
+    checks = [ { tcp = 8080 } ]    # this machine's checks (default: the top-level ones)
+    lan_interface = "ens4"         # its LAN interface (default: see lan.py)
+
 The whole file is checked when it is read, before anything is built or
 changed: a wrong value is a usage error (exit 2) that names the file, the
 key, what was found and what was expected, never a traceback later.
@@ -38,6 +46,7 @@ from rehearse.vm import Forward
 if TYPE_CHECKING:
     import argparse
 
+    from rehearse.fleet import UpRequest as FleetUpRequest
     from rehearse.lifecycle import UpRequest
 
 FILE_NAME = "rehearse.toml"
@@ -273,6 +282,19 @@ def unique_forwards(forwards: Iterable[Forward]) -> list[Forward]:
 
 
 @dataclass(frozen=True)
+class Machine:
+    """A machine of the fleet in rehearse.toml's [machines.NAME]."""
+
+    name: str
+    configuration: Path | None = None
+    flake: str | None = None
+    tags: tuple[str, ...] = ()
+    forward: tuple[Forward, ...] = ()
+    checks: tuple[Check, ...] | None = None  # None: the top-level checks
+    lan_interface: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     nixpkgs: str | None = None
     configuration: Path | None = None
@@ -283,6 +305,15 @@ class Settings:
     activation_timeout: float = ACTIVATION_TIMEOUT
     checks: tuple[Check, ...] = ()
     promote: tuple[tuple[str, str], ...] = ()  # VM name → the server `promote` goes to
+    machines: tuple[Machine, ...] = ()
+
+    def machine(self, name: str) -> Machine | None:
+        return next((m for m in self.machines if m.name == name), None)
+
+    def checks_of(self, name: str) -> tuple[Check, ...]:
+        """The checks run after a deploy to VM `name`: its machine's, else the top-level ones."""
+        m = self.machine(name)
+        return m.checks if m is not None and m.checks is not None else self.checks
 
 
 def _absolute(path: Path) -> Path:
@@ -441,6 +472,60 @@ def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ..
     return tuple(pairs)
 
 
+_MACHINE_KEYS = ("configuration", "flake", "tags", "forward", "checks", "lan_interface")
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # a Linux interface name: at most 15 bytes
+
+
+def _machines(where: str, value: object, base: Path) -> tuple[Machine, ...]:
+    """[machines.NAME] tables: each with a configuration or a flake."""
+    from rehearse.state import check_name
+
+    example = '[machines.web] configuration = "./web/configuration.nix"'
+    if not isinstance(value, dict):
+        raise _expected(where, "a table of machines", value, hint=f"write {example}")
+    machines = []
+    for name, table in value.items():
+        at = f"{where}.{show_key(name)}"
+        try:
+            check_name(name)
+        except RehearseError as e:
+            raise RehearseError(f"{at}: {e.message}", hint=e.hint, exit_code=ExitCode.USAGE) from None
+        if not isinstance(table, dict):
+            raise _expected(at, "a table with configuration or flake", table, hint=f"write {example}")
+        unknown = [k for k in table if k not in _MACHINE_KEYS]
+        if unknown:
+            raise RehearseError(
+                f"{at}: unknown key {', '.join(show_key(k) for k in unknown)}",
+                hint=f"a machine has {', '.join(_MACHINE_KEYS)}",
+                exit_code=ExitCode.USAGE,
+            )
+        if ("configuration" in table) == ("flake" in table):
+            raise RehearseError(
+                f"{at}: expected one of configuration or flake", hint=f"write {example}", exit_code=ExitCode.USAGE
+            )
+        tags = table.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.fullmatch(t) for t in tags):
+            raise _expected(f"{at}.tags", 'a list of tags (letters, digits, "-", "_", "."), e.g. ["front"]', tags)
+        interface = table.get("lan_interface")
+        if interface is not None and not (isinstance(interface, str) and _INTERFACE.fullmatch(interface)):
+            raise _expected(f"{at}.lan_interface", 'an interface name, e.g. "ens4"', interface)
+        machines.append(
+            Machine(
+                name=name,
+                configuration=_configuration(f"{at}.configuration", table["configuration"], base)
+                if "configuration" in table
+                else None,
+                flake=_flake(f"{at}.flake", table["flake"], base) if "flake" in table else None,
+                tags=tuple(tags),
+                forward=_forward(f"{at}.forward", table["forward"], base) if "forward" in table else (),
+                checks=_checks(f"{at}.checks", table["checks"], base) if "checks" in table else None,
+                lan_interface=interface,
+            )
+        )
+    return tuple(machines)
+
+
 _PARSERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "nixpkgs": _nixpkgs,
     "configuration": _configuration,
@@ -451,6 +536,7 @@ _PARSERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "activation_timeout": _duration(ACTIVATION_TIMEOUT, ACTIVATION),
     "checks": _checks,
     "promote": _promote,
+    "machines": _machines,
 }
 
 
@@ -527,10 +613,14 @@ def looks_like_path(target: str) -> bool:
     return "/" in target or target.endswith(".nix") or target in (".", "..")
 
 
-def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest:
+def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | FleetUpRequest:
     """`up CONFIGURATION`, `up --flake REF#NAME`, or `up NAME` (a VM that
     exists: started again with what it last ran). A bare word names a VM
-    when one exists by that name; ./NAME always means a path."""
+    when one exists by that name; ./NAME always means a path.
+
+    A fleet: several configurations or flakes, machines of rehearse.toml's
+    [machines] (by name), or none of them when rehearse.toml has machines
+    (all of them)."""
     from rehearse import lifecycle
     from rehearse.state import VMDir, check_name
 
@@ -538,10 +628,20 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest:
     # not "no name" (which would fall back to the host name).
     if args.name is not None:
         check_name(args.name)
-    target = nonempty(args.target, "the configuration or VM name")
+    targets = [nonempty(t, "the configuration or VM name") or "" for t in args.target]
+    flakes = [nonempty(f, "--flake") or "" for f in args.flake]
     forwards = tuple(unique_forwards([*settings.forward, *(parse_forward(f) for f in args.forward)]))
     timeout = seconds(args.timeout, settings.ssh_timeout, "--timeout", SSH_WAIT)
-    if target is not None and not args.flake and not looks_like_path(target):
+    named = [t for t in targets if not looks_like_path(t) and settings.machine(t) is not None]
+    fleet = len(targets) + len(flakes) > 1 or bool(named)
+    if not targets and not flakes and settings.machines:
+        fleet, named = True, [m.name for m in settings.machines]
+        targets = named
+    if fleet:
+        return _fleet_request(args, settings, targets, flakes, forwards, timeout)
+    target = targets[0] if targets else None
+    flake = flakes[0] if flakes else None
+    if target is not None and not flake and not looks_like_path(target):
         if VMDir.named(target) is not None:
             if args.name is not None and args.name != target:
                 raise RehearseError(
@@ -563,10 +663,46 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest:
                 exit_code=ExitCode.USAGE,
             )
     return lifecycle.UpRequest(
-        source=resolve_source(target, args.flake, args.include, settings),
+        source=resolve_source(target, flake, args.include, settings),
         name=args.name,
         forwards=forwards,
         gui=args.gui,
         ssh_timeout=timeout,
         rebuild=args.rebuild,
     )
+
+
+def _fleet_request(
+    args: argparse.Namespace,
+    settings: Settings,
+    targets: list[str],
+    flakes: list[str],
+    forwards: tuple[Forward, ...],
+    timeout: float,
+) -> FleetUpRequest:
+    """The machines of a fleet's `up`: rehearse.toml's by name, others by path or flake."""
+    from rehearse import fleet
+
+    if args.name is not None:
+        raise RehearseError(
+            "--name names one VM; a fleet's machines are named by their host names, or by rehearse.toml's "
+            "[machines.NAME].",
+            exit_code=ExitCode.USAGE,
+        )
+    machines: list[fleet.Machine] = []
+    for target in targets:
+        m = settings.machine(target) if not looks_like_path(target) else None
+        if m is not None:
+            source = resolve_source(str(m.configuration) if m.configuration else None, m.flake, args.include, settings)
+            machines.append(fleet.Machine(source, m.name, m.forward, m.lan_interface))
+        elif not looks_like_path(target) and _stat(Path(target)) is None:
+            known = ", ".join(m.name for m in settings.machines)
+            raise RehearseError(
+                f"no machine named {target!r} in rehearse.toml, and no file {target!r}.",
+                hint=f"machines: {known}" if known else "give a configuration as a path (./configuration.nix)",
+                exit_code=ExitCode.USAGE,
+            )
+        else:
+            machines.append(fleet.Machine(resolve_source(target, None, args.include, settings)))
+    machines += [fleet.Machine(resolve_source(None, f, args.include, settings)) for f in flakes]
+    return fleet.UpRequest(tuple(machines), forwards, gui=args.gui, ssh_timeout=timeout, rebuild=args.rebuild)

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     BUSY = 7  # another rehearse command holds the VM
     REBOOT_REQUIRED = 8  # switch-to-configuration exited 100: the new system takes effect after a restart
     NOT_REHEARSED = 9  # promote: the VM never ran and confirmed this revision of the configuration
+    PARTIAL = 10  # a fleet command failed on some machines and succeeded on the others
     INTERRUPTED = 130  # Ctrl-C
 
     @property
@@ -37,6 +38,8 @@ _MEANINGS = {
     ExitCode.BUSY: "another rehearse command is working on the VM",
     ExitCode.REBOOT_REQUIRED: "the new system needs a restart of the VM (switch-to-configuration exited 100)",
     ExitCode.NOT_REHEARSED: "promote: the VM never ran and confirmed this revision; nothing was sent to the server",
+    ExitCode.PARTIAL: "a command over several machines failed on some of them (its summary names them) "
+    "and succeeded on the others",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -61,6 +64,14 @@ class RehearseError(Exception):
         self.hint = hint
         self.exit_code = exit_code
         self.report = report  # what a deploy/rollback had done when it failed, for --json
+
+    def as_report(self) -> dict[str, Any]:
+        """The --json document of a command that ended in this error."""
+        report = dict(self.report or {})
+        report.update(
+            result=report.get("result", "error"), error=self.message, hint=self.hint, exit_code=int(self.exit_code)
+        )
+        return report
 
     def __str__(self) -> str:
         if self.hint:

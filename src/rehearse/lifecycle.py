@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shlex
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import nix, output, ssh, vm
+from rehearse import lan, nix, output, ssh, vm
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.nix import Source
 from rehearse.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
@@ -69,11 +71,21 @@ def share_host_key(vmdir: VMDir) -> None:
         create_private(shared / name, vmdir.file(name).read_bytes())
 
 
-def write_settings(vmdir: VMDir) -> Path:
+def write_settings(vmdir: VMDir, lan_settings: dict[str, Any] | None = None) -> Path:
+    """The settings of rehearse's module (nix/vm-module.nix), which every
+    build of the VM reads. The `lan` entry of a fleet's VM is kept until a
+    fleet `up` gives a new one."""
     path = vmdir.file("settings.json")
-    path.write_text(
-        json.dumps({"publicKey": vmdir.file("id_ed25519.pub").read_text().strip(), "managementPort": MANAGEMENT_PORT})
-    )
+    data: dict[str, Any] = {
+        "publicKey": vmdir.file("id_ed25519.pub").read_text().strip(),
+        "managementPort": MANAGEMENT_PORT,
+    }
+    if lan_settings is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            lan_settings = json.loads(path.read_text()).get("lan")
+    if lan_settings is not None:
+        data["lan"] = lan_settings
+    path.write_text(json.dumps(data))
     path.chmod(0o600)
     return path
 
@@ -96,12 +108,23 @@ def up(req: UpRequest) -> None:
         _restart(req, VMDir(req.name))
         return
     info = nix.vm_info(req.source)
-    name = req.name or info.name
-    vmdir = VMDir(name)
+    start_vm(req, req.source, info, VMDir(req.name or info.name))
+
+
+def start_vm(
+    req: UpRequest,
+    source: Source,
+    info: nix.VMInfo,
+    vmdir: VMDir,
+    place: LanPlace | None = None,
+    overrides: list[str] | None = None,
+) -> None:
+    """Build (unless it has a runner to restart with) and boot VM `vmdir`
+    from `source`, evaluated as `info`; with `place`, on the fleet's LAN."""
     with vmdir.locked("rehearse up", create=True):
         fresh = not vmdir.exists
         try:
-            _up(req, req.source, info.forward_ports, vmdir, info.overrides)
+            _up(req, source, info.forward_ports, vmdir, info.overrides if overrides is None else overrides, place)
         except BaseException:
             # A VM that never came to be leaves nothing behind: no keys, no state.
             # (The lock file goes too: removing it while held is harmless.)
@@ -128,12 +151,30 @@ def _restart(req: UpRequest, vmdir: VMDir) -> None:
         _up(dataclasses.replace(req, rebuild=True), source, info.forward_ports, vmdir, info.overrides)
 
 
+# A fleet's `up` runs one thread per machine: the KVM probe runs once, and
+# builds run no more at once than memory allows (fleet.py sets the slots).
+_KVM = threading.Lock()
+BUILDS = threading.BoundedSemaphore(64)
+_PORTS = threading.Lock()
+_CLAIMED: set[int] = set()  # host ports picked by this process: a VM started meanwhile may not listen yet
+
+
+@dataclass(frozen=True)
+class LanPlace:
+    """A fleet machine's place on the LAN, from fleet.py: what its state
+    records and what its module's settings say."""
+
+    state: dict[str, Any]
+    settings: dict[str, Any]
+
+
 def _up(
     req: UpRequest,
     source: Source,
     config_forwards: list[dict[str, Any]] | None,
     vmdir: VMDir,
     overrides: list[str] | None = None,
+    place: LanPlace | None = None,
 ) -> None:
     name = vmdir.name
     if vmdir.exists:
@@ -149,7 +190,9 @@ def _up(
         state = VMState(name=name)
     vmdir.create()
     ensure_keys(vmdir)
-    settings = write_settings(vmdir)
+    settings = write_settings(vmdir, place.settings if place else None)
+    if place is not None:
+        state.lan = place.state
 
     t0 = time.monotonic()
     built = False
@@ -164,7 +207,8 @@ def _up(
     else:
         output.step(f"building the VM of {source.describe()}")
         built = True
-        [runner_out] = nix.build(source, settings, ["vm"], vmdir.file("vm"))
+        with BUILDS:
+            [runner_out] = nix.build(source, settings, ["vm"], vmdir.file("vm"))
         output.debug(f"built {runner_out} in {time.monotonic() - t0:.1f} s")
         state.source = source.to_json()
     runner = next((runner_out / "bin").glob("run-*-vm"))
@@ -175,18 +219,23 @@ def _up(
         forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
     else:
         forwards = plan_forwards(config_forwards, req.forwards)
-    ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards})
-    server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port})
+    with _PORTS:  # the machines of a fleet pick theirs one at a time, each apart from the others'
+        ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards} | _CLAIMED)
+        server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port} | _CLAIMED)
+        _CLAIMED.update([ssh_port, *(f.host_port for f in server_ssh)])
     all_forwards = [vm.Forward(ssh_port, MANAGEMENT_PORT), *server_ssh, *forwards]
 
     kernel = runner_out / "system" / "kernel"
-    tcg = not vm.kvm_works(kernel, ensure_root(vmdir.path.parent))
+    with _KVM:
+        tcg = not vm.kvm_works(kernel, ensure_root(vmdir.path.parent))
     if tcg and os.path.exists("/dev/kvm"):
         output.warn(
             "KVM does not work on this machine (/dev/kvm did not run a guest); "
             "using software emulation (TCG), which is slower"
         )
     env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
+    if state.lan is not None:
+        env[lan.SOCKET_ENV] = str(lan.ensure_hub(vmdir.path.parent))
     # An SSH master left from an earlier run of this VM talks to nothing.
     if state.ssh_port is not None:
         ssh.close_master(remote_for(vmdir, state.ssh_port))
@@ -225,6 +274,8 @@ def _up(
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
     )
+    if state.lan is not None:
+        output.info(f"  on the fleet's LAN: {state.lan['address']} ({state.lan['interface']})")
     for f in server_ssh:
         output.info(f"  the server's own sshd (port {f.guest_port}) on 127.0.0.1:{f.host_port}")
     for o in state.overrides:
@@ -322,6 +373,7 @@ def status(as_json: bool) -> None:
                 "uptime": round(now - state.started) if alive and state.started else None,
                 "server_ssh": state.server_ssh if alive else [],
                 "overrides": state.overrides,
+                "lan": {k: state.lan.get(k) for k in ("address", "interface", "number")} if state.lan else None,
             }
         )
     if as_json:
@@ -338,6 +390,8 @@ def status(as_json: bool) -> None:
         output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
         for f in r["server_ssh"]:
             output.result(f"{'':<16} the server's own sshd (port {f['guest']}) on 127.0.0.1:{f['host']}")
+        if r["lan"]:
+            output.result(f"{'':<16} on the fleet's LAN: {r['lan']['address']} ({r['lan']['interface']})")
         for o in r["overrides"]:
             output.result(f"{'':<16} overridden for the VM: {o}")
 
@@ -354,6 +408,7 @@ _NOTHING: dict[str, Any] = {
     "uptime": None,
     "server_ssh": [],
     "overrides": [],
+    "lan": None,
 }
 
 
@@ -428,6 +483,8 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
     _reap(state)
     state.pid = None
     vmdir.save(state)
+    if state.lan is not None:
+        lan.release_hub(vmdir.path.parent)
     return how
 
 

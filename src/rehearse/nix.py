@@ -65,6 +65,9 @@ class VMInfo:
     modern: bool
     forward_ports: list[dict[str, Any]]
     overrides: list[str]  # the server's settings the VM overrides (nix/vm-module.nix)
+    domain: str | None = None
+    memory_size: int | None = None  # MiB, virtualisation.memorySize
+    lan_candidates: list[dict[str, str]] = field(default_factory=list)  # {name, address}: interfaces with an address
 
 
 def _eval_file() -> str:
@@ -109,7 +112,16 @@ def vm_info(source: Source) -> VMInfo:
     if result.returncode != 0:
         raise evaluation_error(result.stderr, source)
     data = json.loads(result.stdout)
-    return VMInfo(data["name"], data["hostName"], data["modern"], data["forwardPorts"], data.get("overrides", []))
+    return VMInfo(
+        data["name"],
+        data["hostName"],
+        data["modern"],
+        data["forwardPorts"],
+        data.get("overrides", []),
+        domain=data.get("domain"),
+        memory_size=data.get("memorySize"),
+        lan_candidates=data.get("lanCandidates", []),
+    )
 
 
 @dataclass(frozen=True)

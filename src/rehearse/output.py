@@ -9,16 +9,44 @@ every command rehearse runs is shown, as a shell line one can paste.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Final, TextIO
 
 _CODES: Final = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34", "cyan": "36"}
 
 _debug = False
 _live: str | None = None  # the status line now shown at the bottom of a terminal
+
+# A fleet command runs one thread per machine: each prints its lines under
+# the machine's name, and has its own live line (all are shown at the
+# bottom, one per machine). One lock orders the writes.
+_lock = threading.RLock()
+_local = threading.local()
+_lives: dict[str, str] = {}  # machine → its live line
+_shown = 0  # how many live lines are on the screen
+
+
+@contextlib.contextmanager
+def machine(name: str) -> Iterator[None]:
+    """What this thread prints is machine `name`'s."""
+    _local.machine = name
+    try:
+        yield
+    finally:
+        _local.machine = None
+        with _lock:
+            if _lives.pop(name, None) is not None:
+                _render()
+
+
+def _machine() -> str | None:
+    return getattr(_local, "machine", None)
 
 
 def configure(*, debug: bool) -> None:
@@ -50,15 +78,49 @@ def style(text: str, *styles: str, stream: TextIO | None = None) -> str:
     return f"\033[{codes}m{text}\033[0m"
 
 
+def _lines() -> list[str]:
+    """The live lines to show: the command's, or one per machine."""
+    if _lives:
+        return [f"{name}: {text}" for name, text in _lives.items()]
+    return [_live] if _live is not None else []
+
+
+def _clear() -> None:
+    """Remove the live lines shown (one: the line; several: up to the first)."""
+    global _shown
+    if _shown == 1:
+        sys.stderr.write("\r\033[K")
+    elif _shown > 1:
+        sys.stderr.write("\r" + "\033[F" * (_shown - 1) + "\033[J")
+    _shown = 0
+
+
+def _render() -> None:
+    """Show the live lines at the bottom of the terminal, in place of the ones shown."""
+    global _shown
+    lines = _lines()
+    if _shown == 0 and lines:
+        sys.stderr.write("\r\033[K")
+    _clear()
+    sys.stderr.write("\n".join(_fit(line) for line in lines))
+    _shown = len(lines)
+    sys.stderr.flush()
+
+
 def _write(text: str) -> None:
-    """A line on stderr, above the live status line if there is one."""
-    err = sys.stderr
-    if _live is not None:
-        err.write("\r\033[K")
-    err.write(text + "\n")
-    if _live is not None:
-        err.write(_fit(_live))
-    err.flush()
+    """A line on stderr (with the machine's name first, in a fleet command),
+    above the live status lines if there are any."""
+    name = _machine()
+    if name is not None:
+        tag = style(f"{name}:", "cyan")
+        text = "\n".join(f"{tag} {line}" for line in text.split("\n"))
+    with _lock:
+        err = sys.stderr
+        _clear()
+        err.write(text + "\n")
+        if _lines():
+            _render()
+        err.flush()
 
 
 def info(message: str) -> None:
@@ -126,20 +188,31 @@ def _fit(text: str) -> str:
 
 
 def live(text: str) -> None:
-    """Show (or replace) the status line at the bottom of a terminal; does
-    nothing when stderr is not a terminal (callers print plain lines then)."""
+    """Show (or replace) the status line at the bottom of a terminal (in a
+    fleet command, the machine's own line); does nothing when stderr is not
+    a terminal (callers print plain lines then)."""
     global _live
     if not is_terminal():
         return
-    _live = text
-    sys.stderr.write("\r\033[K" + _fit(text))
-    sys.stderr.flush()
+    with _lock:
+        name = _machine()
+        if name is not None:
+            _lives[name] = text
+        else:
+            _live = text
+        _render()
 
 
 def live_end() -> None:
-    """Remove the status line."""
+    """Remove the status line (in a fleet command, the machine's own)."""
     global _live
-    if _live is not None:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
-        _live = None
+    with _lock:
+        name = _machine()
+        if name is not None:
+            if _lives.pop(name, None) is None:
+                return
+        elif _live is None:
+            return
+        else:
+            _live = None
+        _render()

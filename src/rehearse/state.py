@@ -130,6 +130,7 @@ class VMState:
     started: float | None = None
     server_ssh: list[dict[str, Any]] = field(default_factory=list)  # the server's sshd ports: {host, guest}
     overrides: list[str] = field(default_factory=list)  # the server's settings the VM overrides
+    lan: dict[str, Any] | None = None  # on a fleet's LAN (lan.py): {number, interface, address}
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.pid_start)
@@ -174,6 +175,13 @@ def _valid(key: str, v: object) -> bool:
         case "server_ssh":
             return isinstance(v, list) and all(
                 isinstance(f, dict) and _is_int(f.get("host")) and _is_int(f.get("guest")) for f in v
+            )
+        case "lan":
+            return v is None or (
+                isinstance(v, dict)
+                and _is_int(v.get("number"))
+                and isinstance(v.get("interface"), str)
+                and isinstance(v.get("address"), str)
             )
         case "runners":
             return isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())

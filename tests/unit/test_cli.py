@@ -194,7 +194,7 @@ def test_durations_are_checked_against_their_bounds(bad: object) -> None:
 
 def test_json_document_of_a_failed_deploy() -> None:
     e = RehearseError("rolled back", exit_code=ExitCode.ROLLED_BACK, report={"name": "x", "result": "rolled-back"})
-    doc = cli.e_report(e)
+    doc = e.as_report()
     assert json.loads(json.dumps(doc)) == {
         "name": "x",
         "result": "rolled-back",
@@ -202,7 +202,7 @@ def test_json_document_of_a_failed_deploy() -> None:
         "hint": None,
         "exit_code": 4,
     }
-    assert cli.e_report(RehearseError("no VM"))["result"] == "error"
+    assert RehearseError("no VM").as_report()["result"] == "error"
 
 
 def test_children_never_read_the_users_terminal() -> None:

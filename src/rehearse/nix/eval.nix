@@ -56,6 +56,15 @@ let
      then [ "virtualisation.forwardPorts: replaced by rehearse's forwards, on 127.0.0.1 only" ]
      else [ ]);
 
+  # The server's interfaces with an IPv4 address (lo and eth0, the VM's NIC
+  # on QEMU's user network, apart): a fleet's LAN interface is one of them.
+  lanCandidates =
+    let
+      ifaces = net.interfaces or { };
+      addressed = builtins.filter (i: i != "eth0" && i != "lo" && (ifaces.${i}.ipv4.addresses or [ ]) != [ ])
+        (builtins.attrNames ifaces);
+    in map (i: { name = i; address = (builtins.head ifaces.${i}.ipv4.addresses).address; }) addressed;
+
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) (server.assertions or [ ]));
 
   vmConfig =
@@ -75,6 +84,9 @@ in
   info = {
     name = vmConfig.system.name;
     hostName = vmConfig.networking.hostName;
+    domain = vmConfig.networking.domain or null;
+    memorySize = vmConfig.virtualisation.memorySize or null;
+    lanCandidates = if modern then lanCandidates else [ ];
     inherit modern;
     overrides = if modern then overrides else [ ];
     forwardPorts = map (f: { inherit (f) from proto; host = { inherit (f.host) address port; }; guest = { inherit (f.guest) address port; }; })

@@ -26,6 +26,13 @@
 # whatever the server declares for its own interfaces (they are not in the
 # VM). `rehearse status` lists what was overridden (eval.nix).
 #
+# A fleet's LAN (settings.lan, rehearse's lan.py): a second NIC on the
+# fleet's vde hub, whose socket directory the runner reads from
+# $QEMU_VDE_SOCKET_1 (as NixOS's qemu-common.nix's NIC flags do), named by a
+# udev rule after the server's LAN interface (its own settings then apply
+# unchanged), or eth1 with an address rehearse assigns; and every machine of
+# the fleet in /etc/hosts.
+#
 # The server's own sshd stays as configured. For the check rehearse runs
 # after each deploy, rehearse's key is added to the users the server
 # already authorizes with keys (`serverUsers`), so a login through the
@@ -37,6 +44,7 @@ let
   pamName = "rehearse-sshd";
   hostKey = "/var/lib/rehearse/ssh_host_ed25519_key";
   openssh = pkgs.openssh;
+  lan = settings.lan or null;
   hasPAMServiceName = lib.versionAtLeast (lib.getVersion openssh) "9.8";
 
   # sshd re-executes itself by its argv[0], which must be absolute; a link
@@ -107,6 +115,18 @@ in
       # would listen on every interface).
       virtualisation.forwardPorts = lib.mkForce [ ];
     }
+    (lib.optionalAttrs (lan != null) {
+      virtualisation.qemu.options = [
+        "-device virtio-net-pci,netdev=rehearse-lan,mac=${lan.mac}"
+        ''-netdev vde,id=rehearse-lan,sock="$QEMU_VDE_SOCKET_1"''
+      ];
+      boot.initrd.services.udev.rules = ''
+        SUBSYSTEM=="net",ACTION=="add",ATTR{address}=="${lan.mac}",NAME="${lan.interface}"
+      '';
+      networking.interfaces.${lan.interface}.ipv4.addresses =
+        lib.mkIf (lan.address != null) [ { address = lan.address; prefixLength = 24; } ];
+      networking.extraHosts = lan.hosts;
+    })
     (lib.optionalAttrs (options.networking ? defaultGateway) {
       networking.defaultGateway = lib.mkVMOverride null;
     })

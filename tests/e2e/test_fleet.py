@@ -1,0 +1,186 @@
+"""A fleet end to end (issue 14): two VMs from two configurations, brought
+up together by `rehearse up` from rehearse.toml's [machines], on one
+private LAN; `web` reaches a TCP service of `db` by host name; a parallel
+deploy applies both changes; a deploy in which db's new configuration fails
+leaves web on its new system and db on its old one, with exit code 10 and a
+summary naming db; `down --all`/`destroy --all` end the VMs and the LAN.
+
+The fleet has a state directory of its own, so the other tests' VMs are not
+part of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MINI_NIXPKGS, fixed_fripon
+from tests.e2e.conftest import Rehearse
+
+pytestmark = pytest.mark.e2e
+
+# db's service: greets each client with the client's address. Port 8080 is
+# open in db's firewall; 8081 listens too, but is not.
+LISTENER = r"""
+  systemd.services.greeter-{port} = {{
+    wantedBy = [ "multi-user.target" ];
+    script = "exec /usr/bin/python3 ${{pkgs.writeText "greeter.py" ''
+      import socket
+      s = socket.socket()
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      s.bind(("0.0.0.0", {port}))
+      s.listen(5)
+      while True:
+          c, a = s.accept()
+          c.sendall(b"hello " + a[0].encode() + b"\n")
+          c.close()
+    ''}}";
+  }};
+"""
+
+DB_SERVICE = (
+    "  networking.firewall.allowedTCPPorts = [ 8080 ];\n" + LISTENER.format(port=8080) + LISTENER.format(port=8081)
+)
+
+# A client in web: what db:PORT answers, or the error.
+CLIENT = (
+    "python3 -c 'import socket,sys\n"
+    "try:\n"
+    " c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); print(c.recv(100).decode().strip())\n"
+    "except OSError as e:\n"
+    " print(type(e).__name__)' "
+)
+
+
+@dataclass
+class Machine:
+    name: str
+    directory: Path
+
+    def set(self, body: str) -> None:
+        """The machine's own module: its host name, a small VM, and `body`."""
+        (self.directory / "extra.nix").write_text(
+            "{ config, lib, pkgs, ... }:\n{\n"
+            f'  networking.hostName = lib.mkForce "{self.name}";\n'
+            "  virtualisation.vmVariant.virtualisation.memorySize = 512;\n" + body + "\n}\n"
+        )
+
+
+@dataclass
+class Fleet:
+    rehearse: Rehearse
+    web: Machine
+    db: Machine
+    up_seconds: float
+    up: subprocess.CompletedProcess[str]
+
+    def run(self, name: str, command: str) -> str:
+        result = self.rehearse("ssh", name, "--", command)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def current(self, name: str) -> str:
+        return self.run(name, "readlink /run/current-system")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, guest_image: Path) -> Iterator[Fleet]:
+    base = tmp_path_factory.mktemp("fleet")
+    web = Machine("web", base / "web")
+    db = Machine("db", base / "db")
+    for m in (web, db):
+        fixed_fripon(m.directory)
+    web.set("")
+    db.set(DB_SERVICE)
+    (base / "rehearse.toml").write_text(
+        f'nixpkgs = "{MINI_NIXPKGS}"\n'
+        '[machines.web]\nconfiguration = "web/configuration.nix"\ntags = ["front"]\n'
+        '[machines.db]\nconfiguration = "db/configuration.nix"\ntags = ["back"]\n'
+    )
+    r = Rehearse(state=base / "state", cwd=base)
+    t0 = time.monotonic()
+    up = r("up")
+    seconds = time.monotonic() - t0
+    print(f"\nfleet: `rehearse up` of web and db took {seconds:.1f} s")
+    yield Fleet(r, web, db, seconds, up)
+    if r.state.exists():
+        r("destroy", "--all", "--timeout", "5")
+
+
+def test_up_brings_both_machines_up_on_one_lan(fleet: Fleet) -> None:
+    assert fleet.up.returncode == 0, fleet.up.stderr[-4000:]
+    assert "web:" in fleet.up.stderr and "db:" in fleet.up.stderr  # each machine's lines under its name
+    status = {v["name"]: v for v in fleet.rehearse.status()}
+    assert {n: v["state"] for n, v in status.items()} == {"db": "running", "web": "running"}
+    lan = {n: v["lan"] for n, v in status.items()}
+    # Numbered in the order of rehearse.toml's machines, eth1, 192.168.1.<number>.
+    assert lan["web"]["address"] == "192.168.1.1" and lan["db"]["address"] == "192.168.1.2"
+    assert lan["web"]["interface"] == lan["db"]["interface"] == "eth1"
+    assert "192.168.1.1 on the LAN" in fleet.up.stdout and "192.168.1.2 on the LAN" in fleet.up.stdout
+    # The hosts lines are the VMs' only; the NIC has the test framework's MAC.
+    assert "192.168.1.2 db" in fleet.run("web", "cat /etc/hosts")
+    assert fleet.run("db", "cat /sys/class/net/eth1/address") == "52:54:00:12:01:02"
+
+
+def test_web_reaches_db_by_host_name_over_the_lan(fleet: Fleet) -> None:
+    # The greeter names the client's address: web's LAN address, not QEMU's user network.
+    assert fleet.run("web", CLIENT + "db 8080") == "hello 192.168.1.1"
+    # 8081 listens in db but its firewall drops it.
+    assert fleet.run("web", CLIENT + "db 8081") in ("TimeoutError", "timeout")
+
+
+def test_a_parallel_deploy_applies_both_changes(fleet: Fleet) -> None:
+    web_before, db_before = fleet.current("web"), fleet.current("db")
+    fleet.web.set('  environment.etc."fleet-mark".text = "web v2";')
+    fleet.db.set(DB_SERVICE + '  environment.etc."fleet-mark".text = "db v2";\n')
+    result = fleet.rehearse("deploy", "--all", "--yes", "--parallel", "2", "--json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    doc = json.loads(result.stdout)
+    assert doc["result"] == "ok" and doc["exit_code"] == 0
+    assert {n: m["result"] for n, m in doc["machines"].items()} == {"web": "confirmed", "db": "confirmed"}
+    assert fleet.run("web", "cat /etc/fleet-mark") == "web v2"
+    assert fleet.run("db", "cat /etc/fleet-mark") == "db v2"
+    assert fleet.current("web") != web_before and fleet.current("db") != db_before
+    # The summary (on stderr with --json) has a line per machine.
+    assert "MACHINE" in result.stderr and "confirmed" in result.stderr
+    # web still reaches db after both switches.
+    assert fleet.run("web", CLIENT + "db 8080") == "hello 192.168.1.1"
+
+
+def test_a_failing_machine_is_rolled_back_alone(fleet: Fleet) -> None:
+    db_before = fleet.current("db")
+    fleet.web.set('  environment.etc."fleet-mark".text = "web v3";')
+    fleet.db.set(
+        DB_SERVICE
+        + '  environment.etc."fleet-mark".text = "db v3";\n'
+        + '  systemd.services.broken = { wantedBy = [ "multi-user.target" ]; '
+        'serviceConfig = { Type = "oneshot"; RemainAfterExit = true; }; script = "exit 1"; };\n'
+    )
+    result = fleet.rehearse("deploy", "--on", "@front,db", "--yes")
+    assert result.returncode == 10, result.stderr[-4000:]  # some failed, some succeeded
+    table = result.stdout
+    assert "failed: db" in table
+    web_line = next(line for line in table.splitlines() if line.startswith("web "))
+    db_line = next(line for line in table.splitlines() if line.startswith("db "))
+    assert "confirmed" in web_line and "rolled-back" in db_line
+    assert fleet.run("web", "cat /etc/fleet-mark") == "web v3"
+    assert fleet.current("db") == db_before
+    assert fleet.run("db", "cat /etc/fleet-mark") == "db v2"
+
+
+def test_down_all_ends_the_vms_and_the_lan(fleet: Fleet) -> None:
+    hub = fleet.rehearse.state / ".lan" / "pid"
+    pid = int(hub.read_text())
+    assert Path(f"/proc/{pid}").exists()
+    result = fleet.rehearse("down", "--all", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert {v["state"] for v in fleet.rehearse.status()} == {"stopped"}
+    assert not Path(f"/proc/{pid}").exists() or b"vde_switch" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    result = fleet.rehearse("destroy", "--all", "--timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert fleet.rehearse.status() == []
