@@ -312,7 +312,7 @@ def verify_and_confirm(
         return not verify.fresh_login and verify.greets is not None and verify.greets()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        server = pool.submit(verify.server_check) if verify.server_check is not None else None
+        server = pool.submit(output.bound(verify.server_check)) if verify.server_check is not None else None
         if streaming:
             reached = (
                 greets()

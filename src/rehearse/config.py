@@ -689,19 +689,20 @@ def _fleet_request(
             "[machines.NAME].",
             exit_code=ExitCode.USAGE,
         )
-    machines: list[fleet.Machine] = []
-    for target in targets:
-        m = settings.machine(target) if not looks_like_path(target) else None
-        if m is not None:
-            source = resolve_source(str(m.configuration) if m.configuration else None, m.flake, args.include, settings)
-            machines.append(fleet.Machine(source, m.name, m.forward, m.lan_interface))
-        elif not looks_like_path(target) and _stat(Path(target)) is None:
+    for target in targets:  # every word first: a typo is named before any file is read
+        if not looks_like_path(target) and settings.machine(target) is None and _stat(Path(target)) is None:
             known = ", ".join(m.name for m in settings.machines)
             raise RehearseError(
                 f"no machine named {target!r} in rehearse.toml, and no file {target!r}.",
                 hint=f"machines: {known}" if known else "give a configuration as a path (./configuration.nix)",
                 exit_code=ExitCode.USAGE,
             )
+    machines: list[fleet.Machine] = []
+    for target in targets:
+        m = settings.machine(target) if not looks_like_path(target) else None
+        if m is not None:
+            source = resolve_source(str(m.configuration) if m.configuration else None, m.flake, args.include, settings)
+            machines.append(fleet.Machine(source, m.name, m.forward, m.lan_interface))
         else:
             machines.append(fleet.Machine(resolve_source(target, None, args.include, settings)))
     machines += [fleet.Machine(resolve_source(None, f, args.include, settings)) for f in flakes]

@@ -132,8 +132,8 @@ def run_deploy(req: DeployRequest) -> Report:
         t = time.monotonic()
         output.step(f"building {source.describe()}")
         with ThreadPoolExecutor(max_workers=2) as pool:
-            server = pool.submit(nix.server_eval, source)
-            settling = pool.submit(vm.settle, req.activation_timeout)
+            server = pool.submit(output.bound(nix.server_eval), source)
+            settling = pool.submit(output.bound(vm.settle), req.activation_timeout)
             system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
             server_eval = server.result()
             settled = settling.result()

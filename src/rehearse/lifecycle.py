@@ -155,6 +155,7 @@ def _restart(req: UpRequest, vmdir: VMDir) -> None:
 # builds run no more at once than memory allows (fleet.py sets the slots).
 _KVM = threading.Lock()
 BUILDS = threading.BoundedSemaphore(64)
+_WARNED: set[str] = set()  # warnings a fleet's `up` gives once, not once per machine
 _PORTS = threading.Lock()
 _CLAIMED: set[int] = set()  # host ports picked by this process: a VM started meanwhile may not listen yet
 
@@ -228,7 +229,9 @@ def _up(
     kernel = runner_out / "system" / "kernel"
     with _KVM:
         tcg = not vm.kvm_works(kernel, ensure_root(vmdir.path.parent))
-    if tcg and os.path.exists("/dev/kvm"):
+        warn = tcg and os.path.exists("/dev/kvm") and not _WARNED
+        _WARNED.add("kvm")
+    if warn:
         output.warn(
             "KVM does not work on this machine (/dev/kvm did not run a guest); "
             "using software emulation (TCG), which is slower"
@@ -263,7 +266,7 @@ def _up(
     with ThreadPoolExecutor(max_workers=1) as pool:
         # A VM built from the configuration and booted rehearses it (for
         # `promote`'s guard): the server's own system, evaluated meanwhile.
-        server = pool.submit(nix.server_eval, source) if built else None
+        server = pool.submit(output.bound(nix.server_eval), source) if built else None
         vm.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
         if server is not None:
             from rehearse import history

@@ -15,8 +15,11 @@ import re
 import shutil
 import sys
 import threading
-from collections.abc import Iterator
-from typing import Final, TextIO
+from collections.abc import Callable, Iterator
+from typing import Final, ParamSpec, TextIO, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _CODES: Final = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34", "cyan": "36"}
 
@@ -49,6 +52,23 @@ def _machine() -> str | None:
     return getattr(_local, "machine", None)
 
 
+def bound(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn`, printing under this thread's machine from whichever thread runs
+    it (a reader of a process's output, a pool's worker)."""
+    name = _machine()
+    if name is None:
+        return fn
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        _local.machine = name
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _local.machine = None
+
+    return run
+
+
 def configure(*, debug: bool) -> None:
     global _debug
     _debug = debug
@@ -76,6 +96,14 @@ def style(text: str, *styles: str, stream: TextIO | None = None) -> str:
         return text
     codes = ";".join(_CODES[s] for s in styles)
     return f"\033[{codes}m{text}\033[0m"
+
+
+_STYLE = re.compile(r"\033\[[0-9;]*m")
+
+
+def _names(line: str, name: str) -> bool:
+    """Whether a line begins with the machine's name already ("db is up …")."""
+    return re.match(re.escape(name) + r"[: ]", _STYLE.sub("", line)) is not None
 
 
 def _lines() -> list[str]:
@@ -113,7 +141,7 @@ def _write(text: str) -> None:
     name = _machine()
     if name is not None:
         tag = style(f"{name}:", "cyan")
-        text = "\n".join(f"{tag} {line}" for line in text.split("\n"))
+        text = "\n".join(line if _names(line, name) else f"{tag} {line}" for line in text.split("\n"))
     with _lock:
         err = sys.stderr
         _clear()

@@ -176,7 +176,7 @@ def _communicate_streaming(
     assert proc.stderr is not None and proc.stdout is not None
     threads = [
         threading.Thread(target=pump, args=(proc.stdout, "out", None), daemon=True),
-        threading.Thread(target=pump, args=(proc.stderr, "err", on_stderr), daemon=True),
+        threading.Thread(target=output.bound(pump), args=(proc.stderr, "err", on_stderr), daemon=True),
     ]
     for t in threads:
         t.start()

@@ -43,7 +43,10 @@ LISTENER = r"""
   }};
 """
 
+# db declares its LAN interface and address, as a server on a private
+# network does; web declares none, and gets eth1 with its machine number.
 DB_SERVICE = (
+    '  networking.interfaces.enp7s0.ipv4.addresses = [ { address = "192.168.1.10"; prefixLength = 24; } ];\n'
     "  networking.firewall.allowedTCPPorts = [ 8080 ];\n" + LISTENER.format(port=8080) + LISTENER.format(port=8081)
 )
 
@@ -84,6 +87,16 @@ class Fleet:
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
+    def wait_for(self, name: str, command: str, expected: str, timeout: float = 60) -> str:
+        """The output of `command` once it holds `expected` (the LAN's
+        addresses are set by units that may still run when SSH answers)."""
+        end = time.monotonic() + timeout
+        while True:
+            text = self.run(name, command)
+            if expected in text or time.monotonic() > end:
+                return text
+            time.sleep(1)
+
     def current(self, name: str) -> str:
         return self.run(name, "readlink /run/current-system")
 
@@ -118,13 +131,19 @@ def test_up_brings_both_machines_up_on_one_lan(fleet: Fleet) -> None:
     status = {v["name"]: v for v in fleet.rehearse.status()}
     assert {n: v["state"] for n, v in status.items()} == {"db": "running", "web": "running"}
     lan = {n: v["lan"] for n, v in status.items()}
-    # Numbered in the order of rehearse.toml's machines, eth1, 192.168.1.<number>.
-    assert lan["web"]["address"] == "192.168.1.1" and lan["db"]["address"] == "192.168.1.2"
-    assert lan["web"]["interface"] == lan["db"]["interface"] == "eth1"
-    assert "192.168.1.1 on the LAN" in fleet.up.stdout and "192.168.1.2 on the LAN" in fleet.up.stdout
-    # The hosts lines are the VMs' only; the NIC has the test framework's MAC.
-    assert "192.168.1.2 db" in fleet.run("web", "cat /etc/hosts")
-    assert fleet.run("db", "cat /sys/class/net/eth1/address") == "52:54:00:12:01:02"
+    # Numbered in the order of rehearse.toml's machines: web has eth1 and
+    # 192.168.1.<its number>; db its own interface and address.
+    assert (lan["web"]["interface"], lan["web"]["address"], lan["web"]["number"]) == ("eth1", "192.168.1.1", 1)
+    assert (lan["db"]["interface"], lan["db"]["address"], lan["db"]["number"]) == ("enp7s0", "192.168.1.10", 2)
+    assert "192.168.1.1 on the LAN" in fleet.up.stdout and "192.168.1.10 on the LAN" in fleet.up.stdout
+    # db's interface is in the VM now: not listed as overridden.
+    assert not any("enp7s0" in o for o in status["db"]["overrides"])
+    # Every machine in every hosts file; the NIC has the test framework's MAC, and db's its own name.
+    assert "192.168.1.10 db" in fleet.run("web", "cat /etc/hosts")
+    assert "192.168.1.1 web" in fleet.run("db", "cat /etc/hosts")
+    assert fleet.run("db", "cat /sys/class/net/enp7s0/address") == "52:54:00:12:01:02"
+    assert "192.168.1.10/24" in fleet.wait_for("db", "ip -4 -o addr show enp7s0", "192.168.1.10/24")
+    assert "192.168.1.1/24" in fleet.wait_for("web", "ip -4 -o addr show eth1", "192.168.1.1/24")
 
 
 def test_web_reaches_db_by_host_name_over_the_lan(fleet: Fleet) -> None:
