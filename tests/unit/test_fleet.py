@@ -295,3 +295,22 @@ def test_a_fleet_that_cannot_come_up_builds_and_starts_nothing(
     assert message in result.stderr
     assert not (state / "web").exists() and not (state / "db").exists()
     assert not (state / ".lan" / "pid").exists()  # no hub was started
+
+
+@pytest.mark.nix
+def test_two_configurations_with_one_host_name_are_refused(tmp_path: Path) -> None:
+    for d in ("a", "b"):
+        fixed_fripon(tmp_path / d)  # both fripon
+    result = rehearse(
+        "up",
+        "a/configuration.nix",
+        "b/configuration.nix",
+        "-I",
+        f"nixpkgs={MINI_NIXPKGS}",
+        state=tmp_path / "state",
+        cwd=tmp_path,
+        NIX_CONFIG="substituters =",
+    )
+    assert result.returncode == ExitCode.USAGE, result.stderr[-3000:]
+    assert "two machines are named 'fripon'" in result.stderr
+    assert not (tmp_path / "state" / "fripon").exists()
