@@ -6,7 +6,7 @@ leaves web on its new system and db on its old one, with exit code 10 and a
 summary naming db; `down --all`/`destroy --all` end the VMs and the LAN.
 
 The fleet has a state directory of its own, so the other tests' VMs are not
-part of it."""
+part of it. Marked `generations`: ./run runs it on NixOS 26.11 VMs too."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import MINI_NIXPKGS, fixed_fripon
 from tests.e2e.conftest import Rehearse
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.generations]
 
 # db's service: greets each client with the client's address. Port 8080 is
 # open in db's firewall; 8081 listens too, but is not.

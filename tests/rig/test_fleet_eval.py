@@ -1,6 +1,11 @@
 """tests/rig/fleet.nix evaluated with real Nix (no VM): what each machine of a
 fleet gets, as NixOS's test framework (nixos/lib/testing/network.nix) gives
-it, with the one policy of rehearse's fleets: a declared LAN address wins."""
+it, with the one policy of rehearse's fleets: a declared LAN address wins.
+
+The mini nixpkgs' side of several VMs on one LAN (virtualisation.vlans and
+interfaces, qemu-common.nix's NIC flags and MACs, udev names, hosts lines).
+rehearse's own fleets (lan.py, nix/vm-module.nix) are proven end to end in
+tests/e2e/test_fleet.py, on both generations of NixOS VMs."""
 
 from __future__ import annotations
 
@@ -8,7 +13,66 @@ import json
 from pathlib import Path
 
 from tests.conftest import MINI_NIXPKGS, run
-from tests.rig.test_fleet_network import COMMON, DB, FLEET, WEB
+
+FLEET = Path(__file__).resolve().parent / "fleet.nix"
+
+# A TCP server on a port: it greets with the peer's address.
+LISTENER = """
+  systemd.services.rig-listener-{port} = {{
+    wantedBy = [ "multi-user.target" ];
+    script = "exec /usr/bin/python3 ${{pkgs.writeText "rig-listener.py" ''
+      import socket
+      s = socket.socket()
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      s.bind(("0.0.0.0", {port}))
+      s.listen(5)
+      while True:
+          c, a = s.accept()
+          c.sendall(b"hello " + a[0].encode() + b"\\n")
+          c.close()
+    ''}}";
+  }};
+"""
+
+COMMON = """{{ lib, pkgs, ... }}:
+{{
+  boot.loader.grub.device = "/dev/vda";
+  fileSystems."/" = {{ device = "/dev/vda"; fsType = "ext4"; }};
+  services.openssh.enable = true;
+  users.users.root.openssh.authorizedKeys.keys = [ "{key}" ];
+  system.stateVersion = "25.11";
+  virtualisation.vmVariant = {{
+    virtualisation.memorySize = {memory};
+    # The test made each VM's host key, in the VM's shared directory.
+    services.openssh.hostKeys = lib.mkForce [ {{ type = "ed25519"; path = "/tmp/shared/host_key"; }} ];
+  }};
+}}
+"""
+
+# db: a server whose configuration names its LAN interface and address;
+# the VM puts that interface on VLAN 1. 8080 is open in its firewall, 8081
+# listens but is not.
+DB = (
+    """{ lib, pkgs, ... }:
+{
+  imports = [ ./common.nix ];
+  networking.hostName = "db";
+  networking.interfaces.enp7s0.ipv4.addresses = [ { address = "192.168.1.10"; prefixLength = 24; } ];
+  networking.firewall.allowedTCPPorts = [ 8080 ];
+  virtualisation.vmVariant.virtualisation.interfaces.enp7s0.vlan = 1;
+"""
+    + LISTENER.format(port=8080)
+    + LISTENER.format(port=8081)
+    + "}\n"
+)
+
+# web: nothing about the LAN; virtualisation.vlans' default [ 1 ] puts eth1 on it.
+WEB = """{ lib, pkgs, ... }:
+{
+  imports = [ ./common.nix ];
+  networking.hostName = "web";
+}
+"""
 
 
 def fleet(tmp: Path, **machines: str) -> dict[str, dict[str, object]]:
