@@ -157,8 +157,11 @@ def info(message: str) -> None:
 
 
 def step(message: str) -> None:
-    """The start of a step of a command (build, plan, activate …), in bold."""
+    """The start of a step of a command (build, plan, activate …), in bold;
+    in a fleet command, also the machine's live line until the next."""
     _write(style(message, "bold"))
+    if _machine() is not None:
+        live(message)
 
 
 def success(message: str) -> None:
