@@ -235,6 +235,23 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("-y", "--yes", action="store_true", help="do not ask before rolling a server back")
     _activation_options(rb, "undoing the rollback")
 
+    sn = add("snapshot", "save a VM's disk, system and state under a tag (the VM may run), or delete one")
+    sn.add_argument("name", help="the VM")
+    sn.add_argument("tag", nargs="?", help="the snapshot's tag (default: the date and time)")
+    sn.add_argument("--delete", action="store_true", help="delete the snapshot TAG")
+    sl = add("snapshots", "list a VM's snapshots: tag, time, disk, system")
+    sl.add_argument("name", help="the VM")
+    sl.add_argument("--json", action="store_true", help="print them as JSON on stdout")
+    rs = add("restore", "bring a VM back to a snapshot (disk, system, state) and boot the saved system")
+    rs.add_argument("name", help="the VM")
+    rs.add_argument("tag", help="the snapshot")
+    rs.add_argument(
+        "--timeout",
+        type=_number,
+        default=None,
+        help="seconds to wait for a running VM's power-off before making QEMU quit (default 60)",
+    )
+
     s = add("ssh", "log into a VM, or run a command in it (as ssh HOST COMMAND does)")
     s.add_argument("name", help="the VM")
     s.add_argument(
@@ -377,6 +394,28 @@ def dispatch(args: argparse.Namespace) -> int:
                 )
             )
             return _report(args, report)
+        case "snapshot":
+            from rehearse import snapshot
+
+            if args.delete:
+                if args.tag is None:
+                    raise RehearseError(
+                        "which snapshot? `--delete` needs its tag.",
+                        hint=f"`rehearse snapshots {args.name}` lists them",
+                        exit_code=ExitCode.USAGE,
+                    )
+                snapshot.delete(args.name, args.tag)
+            else:
+                snapshot.take(args.name, args.tag)
+        case "snapshots":
+            from rehearse import snapshot
+
+            snapshot.listing(args.name, args.json)
+        case "restore":
+            from rehearse import config, snapshot
+
+            settings = config.load_settings()
+            snapshot.restore(args.name, args.tag, _power_off_timeout(args), settings.ssh_timeout)
         case "ssh":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             return lifecycle.ssh_command(args.name, cmd)

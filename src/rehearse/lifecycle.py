@@ -377,6 +377,7 @@ def status(as_json: bool) -> None:
                 "server_ssh": state.server_ssh if alive else [],
                 "overrides": state.overrides,
                 "lan": {k: state.lan.get(k) for k in ("address", "interface", "number")} if state.lan else None,
+                "snapshots": _snapshots(vmdir),
             }
         )
     if as_json:
@@ -393,6 +394,8 @@ def status(as_json: bool) -> None:
         output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
         for f in r["server_ssh"]:
             output.result(f"{'':<16} the server's own sshd (port {f['guest']}) on 127.0.0.1:{f['host']}")
+        if r["snapshots"]:
+            output.result(f"{'':<16} {r['snapshots']} snapshot(s): `rehearse snapshots {r['name']}`")
         if r["lan"]:
             output.result(f"{'':<16} on the fleet's LAN: {r['lan']['address']} ({r['lan']['interface']})")
         for o in r["overrides"]:
@@ -412,7 +415,14 @@ _NOTHING: dict[str, Any] = {
     "server_ssh": [],
     "overrides": [],
     "lan": None,
+    "snapshots": 0,
 }
+
+
+def _snapshots(vmdir: VMDir) -> int:
+    from rehearse import snapshot  # lazy: `status` starts fast
+
+    return snapshot.count(vmdir)
 
 
 def console(name: str, follow: bool) -> None:
@@ -496,6 +506,16 @@ def _reap(state: VMState) -> None:
     left = vm.reap(state.pid, state.pid_start)
     if left:
         output.info(f"  ended {len(left)} process(es) the VM's runner had left: pid {', '.join(map(str, left))}")
+
+
+def power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
+    """Power the VM off (the caller holds its lock); how it went."""
+    return _power_off(vmdir, state, timeout)
+
+
+def boot(req: UpRequest, source: Source, vmdir: VMDir) -> None:
+    """Start a stopped VM with its recorded runner (the caller holds its lock)."""
+    _up(req, source, None, vmdir)
 
 
 def restart(vmdir: VMDir, timeout: float = 60.0) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rehearse import output, process, ssh
 from rehearse.errors import ExitCode, RehearseError
@@ -273,6 +273,22 @@ def qmp_command(sock: Path, command: str) -> None:
         qmp.cmd(command)
     finally:
         qmp.close()
+
+
+def qmp(sock: Path, command: str, **arguments: object) -> Any:
+    """One QMP command to the running VM; its return value. A QMP error is
+    a RehearseError naming the command."""
+    from qemu.qmp import ExecuteError
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    monitor = QEMUMonitorProtocol(str(sock))
+    try:
+        monitor.connect()
+        return monitor.cmd(command, **arguments)
+    except ExecuteError as e:
+        raise RehearseError(f"QEMU refused {command}: {e}") from None
+    finally:
+        monitor.close()
 
 
 def add_forward(sock: Path, forward: Forward) -> None:
