@@ -69,7 +69,7 @@ def test_restore_brings_back_the_disk_and_the_saved_system(rehearse: Rehearse, v
     deployed = rehearse("deploy", NAME, "--yes")
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     new = run(rehearse, "readlink /run/current-system")
-    assert new != saved and len(generations(rehearse)) == len(gens) + 1
+    assert new != saved and len(generations(rehearse)) > len(gens)
 
     result = rehearse("restore", NAME, "before", "--timeout", "30")
     assert result.returncode == 0, result.stderr[-3000:]
