@@ -187,6 +187,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --on or --all: deploy to N machines at once (default 10, as colmena)",
     )
+    dp.add_argument(
+        "--watch",
+        action="store_true",
+        help="deploy again on every save of the configuration's files, a line per deploy, until Ctrl-C "
+        "(which lets a deploy in progress finish or roll back first)",
+    )
     dp.add_argument("--dry-run", action="store_true", help="build and show the plan; activate nothing")
     dp.add_argument("-y", "--yes", action="store_true", help="do not ask before activating")
     dp.add_argument("--copy", action="store_true", help="copy the closure even when the VM sees the host store")
@@ -330,25 +336,31 @@ def dispatch(args: argparse.Namespace) -> int:
                     hint="rehearse deploy web; rehearse deploy --on web,db; rehearse deploy --all",
                     exit_code=ExitCode.USAGE,
                 )
+            if args.watch and (args.dry_run or args.json):
+                raise RehearseError(
+                    "--watch deploys every change: not with --dry-run or --json.", exit_code=ExitCode.USAGE
+                )
             other: Source | None = None
             if args.configuration is not None or args.flake is not None:
                 other = config.resolve_source(args.configuration, args.flake, args.include, settings)
-            report = deploy.run_deploy(
-                deploy.DeployRequest(
-                    name=args.name,
-                    source=other,
-                    include=tuple(args.include),
-                    dry_run=args.dry_run,
-                    yes=args.yes,
-                    force_copy=args.copy,
-                    confirm_timeout=_confirm_timeout(args, settings),
-                    activation_timeout=_activation_timeout(args, settings),
-                    checks=settings.checks_of(args.name),
-                    verbose=args.verbose,
-                    ssh_check=args.ssh_check,
-                )
+            deploying = deploy.DeployRequest(
+                name=args.name,
+                source=other,
+                include=tuple(args.include),
+                dry_run=args.dry_run,
+                yes=args.yes,
+                force_copy=args.copy,
+                confirm_timeout=_confirm_timeout(args, settings),
+                activation_timeout=_activation_timeout(args, settings),
+                checks=settings.checks_of(args.name),
+                verbose=args.verbose,
+                ssh_check=args.ssh_check,
             )
-            return _report(args, report)
+            if args.watch:
+                from rehearse import watch
+
+                return watch.watch(deploying)
+            return _report(args, deploy.run_deploy(deploying))
         case "promote":
             from rehearse import config, promote
 
@@ -450,6 +462,8 @@ def _fleet_deploy(args: argparse.Namespace, settings: Settings) -> int:
     """deploy --on NAMES / --all: each machine's recorded configuration."""
     from rehearse import deploy, fleet
 
+    if args.watch:
+        raise RehearseError("--watch watches one VM's configuration: not with --on or --all.", exit_code=ExitCode.USAGE)
     if args.name is not None or args.configuration is not None or args.flake is not None:
         raise RehearseError(
             "--on and --all deploy each VM's own configuration: give no VM name or configuration with them.",

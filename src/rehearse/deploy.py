@@ -48,6 +48,7 @@ class DeployRequest:
     verbose: bool = False
     activation_timeout: float = ACTIVATION_TIMEOUT  # seconds switch-to-configuration may take in the guest
     ssh_check: bool = True  # check the server's own sshd after the switch (server_ssh.py)
+    evaluated: set[str] | None = None  # gets the files the build evaluated (deploy --watch)
 
 
 class Report(TypedDict, total=False):
@@ -134,7 +135,9 @@ def run_deploy(req: DeployRequest) -> Report:
         with ThreadPoolExecutor(max_workers=2) as pool:
             server = pool.submit(output.bound(nix.server_eval), source)
             settling = pool.submit(output.bound(vm.settle), req.activation_timeout)
-            system, runner = nix.build(source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"))
+            system, runner = nix.build(
+                source, vmdir.file("settings.json"), ["toplevel", "vm"], vmdir.file("next"), files=req.evaluated
+            )
             server_eval = server.result()
             settled = settling.result()
         times["build"] = round(time.monotonic() - t, 2)

@@ -178,7 +178,12 @@ def build_server(source: Source, out_link: Path, build_host: str | None = None, 
 
 
 def build(
-    source: Source, settings: Path | None, attrs: list[str], out_link: Path, extra: list[str] | None = None
+    source: Source,
+    settings: Path | None,
+    attrs: list[str],
+    out_link: Path,
+    extra: list[str] | None = None,
+    files: set[str] | None = None,
 ) -> list[Path]:
     """Build attributes (`vm`, `toplevel`) of the VM's configuration in one
     evaluation (`serverToplevel`: the server's own system, with no settings:
@@ -186,16 +191,17 @@ def build(
     shown as it comes (progress_view), read from its JSON log format."""
     selectors = [w for a in attrs for w in ("-A", a)]
     argv = ["nix-build", *JSON_LOG, _eval_file(), *selectors, "--out-link", str(out_link)]
-    stdout = _run_build([*argv, *(extra or []), *_args(source, settings)], source)
+    stdout = _run_build([*argv, *(extra or []), *_args(source, settings)], source, files)
     paths = [Path(line) for line in stdout.split()]
     if len(paths) != len(attrs):
         raise RehearseError(f"nix-build printed {stdout!r} for {attrs}")
     return paths
 
 
-def _run_build(argv: list[str], source: Source) -> str:
+def _run_build(argv: list[str], source: Source, files: set[str] | None = None) -> str:
     """Run a build with Nix's progress shown as it comes (progress_view),
-    read from its JSON log format; its stdout."""
+    read from its JSON log format; its stdout. `files` gets the files Nix
+    evaluated (also when it fails: what a fix will be made in)."""
     from rehearse.progress_view import Renderer  # lazy: commands that build nothing start faster
 
     progress = Renderer()
@@ -203,6 +209,8 @@ def _run_build(argv: list[str], source: Source) -> str:
         result = process.run(argv, check=False, on_stderr=progress)
     finally:
         progress.close()
+        if files is not None:
+            files.update(progress.tracker.files)
     if result.returncode != 0:
         # Nix's messages as it prints them without JSON, for the patterns
         # evaluation_error knows (stderr itself is all `@nix` lines).

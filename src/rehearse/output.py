@@ -29,6 +29,7 @@ _live: str | None = None  # the status line now shown at the bottom of a termina
 # A fleet command runs one thread per machine: each prints its lines under
 # the machine's name, and has its own live line (all are shown at the
 # bottom, one per machine). One lock orders the writes.
+_quiet = False  # progress is not shown (deploy --watch prints a line per deploy)
 _lock = threading.RLock()
 _local = threading.local()
 _lives: dict[str, str] = {}  # machine → its live line
@@ -151,21 +152,42 @@ def _write(text: str) -> None:
         err.flush()
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Progress (info, steps, successes, live lines) is not shown; warnings
+    and errors are."""
+    global _quiet
+    _quiet = True
+    try:
+        yield
+    finally:
+        _quiet = False
+
+
 def info(message: str) -> None:
     """Progress: what rehearse is doing, on stderr."""
-    _write(message)
+    if not _quiet:
+        _write(message)
 
 
 def step(message: str) -> None:
     """The start of a step of a command (build, plan, activate …), in bold;
     in a fleet command, also the machine's live line until the next."""
+    if _quiet:
+        return
     _write(style(message, "bold"))
     if _machine() is not None:
         live(message)
 
 
 def success(message: str) -> None:
-    _write(style(message, "green", "bold"))
+    if not _quiet:
+        _write(style(message, "green", "bold"))
+
+
+def line(message: str) -> None:
+    """A line that is shown even when progress is not (deploy --watch's own)."""
+    _write(message)
 
 
 def warn(message: str) -> None:
@@ -223,7 +245,7 @@ def live(text: str) -> None:
     fleet command, the machine's own line); does nothing when stderr is not
     a terminal (callers print plain lines then)."""
     global _live
-    if not is_terminal():
+    if not is_terminal() or _quiet:
         return
     with _lock:
         name = _machine()

@@ -59,6 +59,12 @@ class TimedOut(RehearseError):
         self.timeout = timeout
 
 
+# Set by `deploy --watch`: every child in a process group of its own, so the
+# terminal's Ctrl-C reaches rehearse alone, which lets a deploy in progress
+# finish (or roll back) before it stops.
+shielded = False
+
+
 def run(
     argv: Sequence[str | Path],
     *,
@@ -95,7 +101,7 @@ def run(
         env=full_env,
         # Its own group only with a timeout, to kill what it started too; a
         # child without one stays in ours and gets the terminal's Ctrl-C.
-        process_group=0 if timeout is not None else None,
+        process_group=0 if timeout is not None or shielded else None,
     ) as proc:
         try:
             if on_stderr is None:

@@ -124,6 +124,7 @@ class Tracker:
         self.copy_expected = 0
         self.paths_copied = 0
         self.evaluating = ""
+        self.files: set[str] = set()  # every file Nix evaluated (as it names them)
         self.started: list[str] = []
         self.built: list[str] = []
         self.failures: list[Failed] = []
@@ -161,6 +162,7 @@ class Tracker:
             self._text.append(text)
         elif m := _EVALUATING.match(text):
             self.evaluating = m.group(1)
+            self.files.add(text[len("evaluating file '") : -1])
         events: list[Event] = [Message(level, text)]
         if level == 0 and not text.startswith("trace: "):  # builtins.trace also comes at level 0
             self.errors.append(text)
