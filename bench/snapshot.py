@@ -97,10 +97,7 @@ def main() -> None:
         "",
         "| VM | written on its disk (MiB) | runs (s) | median (s) |",
         "|---|---|---|---|",
-        *(
-            f"| {k} | {sizes[k]:.0f} | {', '.join(f'{s:.2f}' for s in v)} | {median[k]:.2f} |"
-            for k, v in times.items()
-        ),
+        *(f"| {k} | {sizes[k]:.0f} | {', '.join(f'{s:.2f}' for s in v)} | {median[k]:.2f} |" for k, v in times.items()),
         "",
         f"Ratio big / small: **{median[big] / median[small]:.2f}**.",
         "",

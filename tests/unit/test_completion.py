@@ -21,6 +21,9 @@ SUBCOMMANDS = (
     "promote",
     "generations",
     "rollback",
+    "snapshot",
+    "snapshots",
+    "restore",
     "ssh",
     "status",
     "console",
@@ -28,7 +31,19 @@ SUBCOMMANDS = (
     "destroy",
     "completion",
 )
-VM_COMMANDS = ("deploy", "promote", "generations", "rollback", "ssh", "console", "down", "destroy")
+VM_COMMANDS = (
+    "deploy",
+    "promote",
+    "generations",
+    "rollback",
+    "snapshot",
+    "snapshots",
+    "restore",
+    "ssh",
+    "console",
+    "down",
+    "destroy",
+)
 CHECK = {"bash": ["bash", "-n"], "zsh": ["zsh", "-n"], "fish": ["fish", "--no-execute"]}
 
 
@@ -232,7 +247,7 @@ def test_fish_completes_vm_names_from_the_state_dir(tmp_path: Path, home: Path) 
 def test_fish_completes_subcommands_options_and_files(tmp_path: Path, home: Path) -> None:
     script = write(tmp_path, "fish")
     assert set(fish_complete(script, home, "rehearse ")) == set(SUBCOMMANDS)
-    assert fish_complete(script, home, "rehearse --debug s") == ["ssh", "status"]
+    assert fish_complete(script, home, "rehearse --debug s") == ["snapshot", "snapshots", "ssh", "status"]
     assert fish_complete(script, home, "rehearse console --f") == ["--follow"]
     assert fish_complete(script, home, "rehearse completion ") == ["bash", "fish", "zsh"]
     files = ["configuration.nix", "machines/"]
