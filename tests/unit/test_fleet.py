@@ -314,3 +314,16 @@ def test_two_configurations_with_one_host_name_are_refused(tmp_path: Path) -> No
     assert result.returncode == ExitCode.USAGE, result.stderr[-3000:]
     assert "two machines are named 'fripon'" in result.stderr
     assert not (tmp_path / "state" / "fripon").exists()
+
+
+def test_on_and_all_with_nothing_to_pick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REHEARSE_STATE_DIR", str(tmp_path / "state"))
+    with pytest.raises(RehearseError, match="no VMs to deploy to"):
+        fleet.select(None, True, [], "deploy to")
+    with pytest.raises(RehearseError, match="--on names no machine"):
+        fleet.select(" , ", False, [], "deploy to")
+
+
+def test_down_all_with_no_vms(tmp_path: Path) -> None:
+    result = rehearse("down", "--all", state=tmp_path / "state", cwd=tmp_path)
+    assert result.returncode == 0 and "no VMs" in result.stderr

@@ -69,3 +69,26 @@ def test_bad_tags_are_usage_errors(tag: str) -> None:
 def test_a_snapshot_record_round_trips() -> None:
     s = snapshot.Snapshot("t", 1.5, "/nix/store/x-system", "/nix/store/y-vm", 4096, True)
     assert snapshot.Snapshot.from_json(s.to_json()) == s
+
+
+def test_watch_needs_a_running_vm(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from rehearse.state import VMDir, VMState
+
+    d = VMDir("fripon", tmp_path / "state")
+    d.create()
+    d.save(VMState(name="fripon", source={"configuration": "/srv/configuration.nix", "include": []}))
+    result = subprocess.run(
+        [sys.executable, "-m", "rehearse", "deploy", "fripon", "--watch"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "REHEARSE_STATE_DIR": str(tmp_path / "state")},
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert result.returncode == 6, result.stderr  # not running: nothing is watched
+    assert "is not running" in result.stderr and "watching" not in result.stderr
