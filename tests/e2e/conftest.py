@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,6 +53,10 @@ class Rehearse:
             text=True,
             stdin=subprocess.DEVNULL,
             start_new_session=new_session,
+            # Ctrl-C as a terminal gives it, whoever started the test session:
+            # a shell's background job inherits SIGINT ignored, and Python
+            # then installs no KeyboardInterrupt for it.
+            preexec_fn=_default_sigint,
         )
 
     def status(self) -> list[dict[str, Any]]:
@@ -62,6 +67,10 @@ class Rehearse:
 
     def vm(self, name: str) -> dict[str, Any]:
         return next(v for v in self.status() if v["name"] == name)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")
