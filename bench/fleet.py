@@ -25,28 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MINI = REPO / "rig" / "nixpkgs"
-
-os.environ.setdefault("NIX_CONF_DIR", str(REPO / "rig" / "nix"))
-os.environ.setdefault("NIX_USER_CONF_FILES", "")
-os.environ.setdefault("NIX_CONFIG", "substituters =")
-
-
-def machine(directory: Path, name: str) -> None:
-    """The seed's fripon, named `name`, with 1 GiB."""
-    directory.mkdir(parents=True)
-    src = REPO / "examples" / "fripon"
-    shutil.copy(src / "hardware-configuration.nix", directory)
-    text = (src / "configuration.nix").read_text()
-    text = text.replace("services.timesyncd.enable = true;", "services.timesyncd.enable = lib.mkDefault true;")
-    text = text.replace("./hardware-configuration.nix", "./hardware-configuration.nix\n    ./extra.nix")
-    (directory / "configuration.nix").write_text(text)
-    (directory / "extra.nix").write_text(
-        "{ lib, ... }:\n{\n"
-        f'  networking.hostName = lib.mkForce "{name}";\n'
-        "  virtualisation.vmVariant.virtualisation.memorySize = 1024;\n}\n"
-    )
+from common import MINI, REPO, machine
 
 
 def main() -> None:
@@ -55,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rehearse-bench-fleet-"))
     for name in ("web", "db"):
-        machine(work / name, name)
+        machine(work / name, name, memory=1024)
     (work / "rehearse.toml").write_text(
         f'nixpkgs = "{MINI}"\n'
         '[machines.web]\nconfiguration = "web/configuration.nix"\n'

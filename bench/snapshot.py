@@ -24,24 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MINI = REPO / "rig" / "nixpkgs"
-
-os.environ.setdefault("NIX_CONF_DIR", str(REPO / "rig" / "nix"))
-os.environ.setdefault("NIX_USER_CONF_FILES", "")
-os.environ.setdefault("NIX_CONFIG", "substituters =")
-
-
-def machine(directory: Path, name: str) -> Path:
-    directory.mkdir(parents=True)
-    src = REPO / "examples" / "fripon"
-    shutil.copy(src / "hardware-configuration.nix", directory)
-    text = (src / "configuration.nix").read_text()
-    text = text.replace("services.timesyncd.enable = true;", "services.timesyncd.enable = lib.mkDefault true;")
-    text = text.replace("./hardware-configuration.nix", "./hardware-configuration.nix\n    ./extra.nix")
-    (directory / "configuration.nix").write_text(text)
-    (directory / "extra.nix").write_text(f'{{ lib, ... }}:\n{{\n  networking.hostName = lib.mkForce "{name}";\n}}\n')
-    return directory / "configuration.nix"
+from common import MINI, REPO, machine
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from rehearse.errors import ExitCode, RehearseError, exit_codes_text
 
 if TYPE_CHECKING:
     from rehearse.config import Settings
+    from rehearse.deploy import DeployRequest
     from rehearse.nix import Source
     from rehearse.target import Address, Server
 
@@ -343,19 +344,7 @@ def dispatch(args: argparse.Namespace) -> int:
             other: Source | None = None
             if args.configuration is not None or args.flake is not None:
                 other = config.resolve_source(args.configuration, args.flake, args.include, settings)
-            deploying = deploy.DeployRequest(
-                name=args.name,
-                source=other,
-                include=tuple(args.include),
-                dry_run=args.dry_run,
-                yes=args.yes,
-                force_copy=args.copy,
-                confirm_timeout=_confirm_timeout(args, settings),
-                activation_timeout=_activation_timeout(args, settings),
-                checks=settings.checks_of(args.name),
-                verbose=args.verbose,
-                ssh_check=args.ssh_check,
-            )
+            deploying = _deploy_request(args, settings, args.name, other)
             if args.watch:
                 from rehearse import watch
 
@@ -458,9 +447,28 @@ def dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_request(args: argparse.Namespace, settings: Settings, name: str, source: Source | None) -> DeployRequest:
+    """`deploy`'s flags as a request for VM `name` (source None: its recorded configuration)."""
+    from rehearse import deploy
+
+    return deploy.DeployRequest(
+        name=name,
+        source=source,
+        include=tuple(args.include),
+        dry_run=args.dry_run,
+        yes=args.yes,
+        force_copy=args.copy,
+        confirm_timeout=_confirm_timeout(args, settings),
+        activation_timeout=_activation_timeout(args, settings),
+        checks=settings.checks_of(name),
+        verbose=args.verbose,
+        ssh_check=args.ssh_check,
+    )
+
+
 def _fleet_deploy(args: argparse.Namespace, settings: Settings) -> int:
     """deploy --on NAMES / --all: each machine's recorded configuration."""
-    from rehearse import deploy, fleet
+    from rehearse import fleet
 
     if args.watch:
         raise RehearseError("--watch watches one VM's configuration: not with --on or --all.", exit_code=ExitCode.USAGE)
@@ -474,19 +482,7 @@ def _fleet_deploy(args: argparse.Namespace, settings: Settings) -> int:
     if parallel < 1:
         raise RehearseError(f"--parallel {parallel}: expected 1 or more machines at once.", exit_code=ExitCode.USAGE)
     names = fleet.select(args.on, args.all, settings.machines, "deploy to")
-    template = deploy.DeployRequest(
-        name="",
-        source=None,
-        include=tuple(args.include),
-        dry_run=args.dry_run,
-        yes=args.yes,
-        force_copy=args.copy,
-        confirm_timeout=_confirm_timeout(args, settings),
-        activation_timeout=_activation_timeout(args, settings),
-        checks=(),
-        verbose=args.verbose,
-        ssh_check=args.ssh_check,
-    )
+    template = _deploy_request(args, settings, "", None)  # each machine's name and checks: fleet.deploy's
     return fleet.deploy(names, parallel, template, settings.checks_of, args.json)
 
 

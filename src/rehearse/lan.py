@@ -23,7 +23,6 @@ Nothing here leaves the host: the hub has no uplink.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -35,7 +34,7 @@ from typing import Any
 
 from rehearse import output, process
 from rehearse.errors import RehearseError
-from rehearse.state import all_vms, ensure_root, pid_alive, process_start
+from rehearse.state import all_vms, ensure_root, pid_alive, process_start, socket_path
 
 VLAN = 1
 NETWORK = "192.168.1"
@@ -146,19 +145,8 @@ def _home(root: Path) -> Path:
 
 
 def socket_dir(root: Path) -> Path:
-    """Where the hub's sockets are: QEMU_VDE_SOCKET_1. A Unix socket's path
-    has at most 108 bytes, and the hub puts its own names in it."""
-    path = _home(root) / "hub"
-    if len(str(path).encode()) <= 80:
-        return path
-    short = Path(f"/tmp/rehearse-{os.getuid()}")
-    short.mkdir(mode=0o700, exist_ok=True)
-    st = short.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise RehearseError(
-            f"{short} is not a private directory of yours.", hint="remove it, or set a shorter REHEARSE_STATE_DIR"
-        )
-    return short / f"{hashlib.sha256(str(root).encode()).hexdigest()[:16]}-hub"
+    """Where the hub's sockets are: QEMU_VDE_SOCKET_1."""
+    return socket_path(_home(root), "hub")
 
 
 def _running(root: Path) -> int | None:

@@ -203,6 +203,24 @@ def _valid(key: str, v: object) -> bool:
     return True
 
 
+def socket_path(directory: Path, name: str) -> Path:
+    """Where a Unix socket (or a directory of them) `name` of `directory`
+    lives: there, unless that path is too long for a Unix socket (108 bytes,
+    and ssh or vde_switch add their own names); then in a private directory
+    under /tmp, named by a hash of `directory`."""
+    path = directory / name
+    if len(str(path).encode()) <= 80:
+        return path
+    short = Path(f"/tmp/rehearse-{os.getuid()}")
+    short.mkdir(mode=0o700, exist_ok=True)
+    st = short.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise RehearseError(
+            f"{short} is not a private directory of yours.", hint="remove it, or set a shorter REHEARSE_STATE_DIR"
+        )
+    return short / f"{hashlib.sha256(str(directory).encode()).hexdigest()[:16]}-{name}"
+
+
 class VMDir:
     """The state directory of one VM."""
 
@@ -244,18 +262,7 @@ class VMDir:
         its directory, unless that path is too long for a Unix socket (108
         bytes, and ssh adds a suffix while it sets a master up); then in a
         private directory under /tmp, named by a hash of the VM's directory."""
-        path = self.path / name
-        if len(str(path).encode()) <= 80:
-            return path
-        short = Path(f"/tmp/rehearse-{os.getuid()}")
-        short.mkdir(mode=0o700, exist_ok=True)
-        st = short.stat()
-        if st.st_uid != os.getuid() or st.st_mode & 0o077:
-            raise RehearseError(
-                f"{short} is not a private directory of yours.", hint="remove it, or set a shorter REHEARSE_STATE_DIR"
-            )
-        digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:16]
-        return short / f"{digest}-{name}"
+        return socket_path(self.path, name)
 
     def create(self) -> None:
         """Make the VM's directory (0700), and the root if missing; what

@@ -21,27 +21,9 @@ import pytest
 
 from tests.conftest import MINI_NIXPKGS, fixed_fripon
 from tests.e2e.conftest import Rehearse
+from tests.rig.test_fleet_eval import LISTENER  # a TCP service that greets each client with its address
 
 pytestmark = [pytest.mark.e2e, pytest.mark.generations]
-
-# db's service: greets each client with the client's address. Port 8080 is
-# open in db's firewall; 8081 listens too, but is not.
-LISTENER = r"""
-  systemd.services.greeter-{port} = {{
-    wantedBy = [ "multi-user.target" ];
-    script = "exec /usr/bin/python3 ${{pkgs.writeText "greeter.py" ''
-      import socket
-      s = socket.socket()
-      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-      s.bind(("0.0.0.0", {port}))
-      s.listen(5)
-      while True:
-          c, a = s.accept()
-          c.sendall(b"hello " + a[0].encode() + b"\n")
-          c.close()
-    ''}}";
-  }};
-"""
 
 # db declares its LAN interface and address, as a server on a private
 # network does; web declares none, and gets eth1 with its machine number.

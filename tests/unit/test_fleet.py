@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,20 +16,7 @@ from rehearse import config, fleet, lan, output
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import VMDir, VMState
 from tests.conftest import MINI_NIXPKGS, fixed_fripon
-
-
-def rehearse(*args: str, state: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rehearse", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-        env={**os.environ, "REHEARSE_STATE_DIR": str(state), **env},
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
-
+from tests.unit.test_cli import rehearse
 
 # --- the LAN ---------------------------------------------------------------------
 
