@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rehearse import nix, output, process, scripts, ssh
+from rehearse import answers, nix, output, process, scripts, ssh
+from rehearse.answers import Settled
 from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.errors import RehearseError
 
@@ -68,6 +69,7 @@ class Activation:
     nonce (guest/activate.sh): output of the switch cannot pass for one."""
 
     nonce: str
+    who: str = "the other side"  # for answers' errors
     rc: int | None = None
     result: str | None = None
     generation: int | None = None
@@ -82,19 +84,19 @@ class Activation:
         self.seen += 1
         prefix = f"@@rehearse-{self.nonce} "
         if not line.startswith(prefix):
-            self.lines.append(line)
-            output.info(output.printable(line))
+            self.lines.append(answers.text(line))
+            output.info(self.lines[-1])
             return None
         key, _, value = line[len(prefix) :].partition("=")
         if key == "rc":
-            self.rc = int(value)
+            self.rc = answers.marker_number(self.who, value, signed=True)
             self.switched_at = time.monotonic()
         elif key == "generation":
-            self.generation = int(value or 0) or None
+            self.generation = answers.marker_number(self.who, value) or None if value else None
         elif key == "failed":
-            self.failed = value.split()
+            self.failed = answers.failed_units(self.who, value)
         elif key == "result":
-            self.result = value
+            self.result = answers.result(self.who, value)
         return key
 
 
@@ -139,7 +141,7 @@ def activate(
     If the session drops, reconnect and carry on from the log."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
-    st = Activation(nonce=secrets.token_hex(8))
+    st = Activation(nonce=secrets.token_hex(8), who=remote.describe())
     script = scripts.guest("activate.sh")
     registration = nix.dump_db(register) if register else ""
     args = [d, st.nonce, system, str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout)), action]
@@ -154,7 +156,7 @@ def activate(
     with process.stream(ssh.argv(remote, argv), input=stdin, keep_stdin=True) as stream:
         for line in stream:
             if line.startswith(f"@@rehearse-{st.nonce} missing "):
-                missing.append(line.split(" ", 2)[2])
+                missing.append(answers.store_path(st.who, line.split(" ", 2)[2], among=set(register or ())))
                 continue
             key = st.feed(line)
             if (key == "rc" and _switched(remote, d, st, verify, confirm_timeout, stream)) or st.result is not None:
@@ -231,44 +233,19 @@ def _recover(
     )
 
 
-@dataclass(frozen=True)
-class Settled:
-    current: str  # the system that runs, "" if none
-    messages: list[str]  # a line per activation settled
-
-    def say(self) -> None:
-        for line in self.messages:
-            output.warn(line)
-
-
 def settle(remote: ssh.Remote, timeout: float) -> Settled:
     """Settle what an interrupted deploy left pending (guest/settle.sh: it
     is rolled back), and ask what runs — the system to plan against. One
     round trip when nothing is pending."""
     out = ssh.run(remote, scripts.sh("settle.sh", RUN_DIR, str(math.ceil(timeout))), timeout=timeout + 60)
-    return parse_settled(out.stdout)
-
-
-def parse_settled(text: str) -> Settled:
-    """settle.sh's lines ("settled ID VERDICT", "current SYSTEM")."""
-    current = ""
-    settled = []
-    for line in text.splitlines():
-        word, _, rest = line.partition(" ")
-        if word == "settled":
-            run_id, _, verdict = rest.partition(" ")
-            settled.append(
-                f"an earlier activation ({run_id}) still waited for its verdict: its deployer was interrupted. "
-                f"It was rolled back first ({verdict})."
-            )
-        elif word == "current":
-            current = rest.strip()
-    return Settled(current, settled)
+    return answers.settled(remote.describe(), out.stdout)
 
 
 def _failed_units(text: str) -> list[str]:
+    """The units switch-to-configuration said failed (its free output: what
+    is not a unit's name is left out)."""
     m = re.search(r"the following units failed: (.+)", text)
-    return [u.strip() for u in m.group(1).split(",")] if m else []
+    return [u.strip() for u in m.group(1).split(",") if answers.UNIT.fullmatch(u.strip())] if m else []
 
 
 # --- verify -----------------------------------------------------------------
@@ -322,14 +299,14 @@ def verify_and_confirm(
         else:
             look = scripts.sh("look.sh", "wait" if waits else "confirm", d, confirm)
             fresh = ssh.run(remote, look, master=greets(), check=False, connect_timeout=10, timeout=60)
-            reached, out = fresh.returncode == 0, fresh.stdout.strip()
+            reached, out = fresh.returncode == 0, _look(remote.describe(), fresh.stdout.strip())
         server_verdict = server.result() if server is not None else None
     if not reached:
         output.warn(f"a new SSH connection to {remote.describe()} failed; it rolls back by itself unless confirmed")
         return Verdict(None, None)
     if not out.startswith("healthy"):
         return Verdict(out, None)
-    known = out[len("healthy") :].strip() or None
+    known = _known(remote.describe(), out)
     if server_verdict is not None:
         return Verdict(server_verdict, None)
     deadline = time.monotonic() + max(5.0, budget - 15)
@@ -340,9 +317,25 @@ def verify_and_confirm(
     if line is not None and line.send("confirm\n"):
         return Verdict(None, None)  # the verdict follows in the log
     if waits:
-        confirmed = ssh.run(remote, scripts.sh("confirm.sh", d), check=False).stdout.strip()
-        known = confirmed[len("healthy") :].strip() or None
+        known = _known(remote.describe(), ssh.run(remote, scripts.sh("confirm.sh", d), check=False).stdout.strip())
     return Verdict(None, known)
+
+
+def _look(who: str, out: str) -> str:
+    """guest/look.sh's answer: "failed units: UNIT…", or "healthy" and what
+    confirm.sh printed; anything else is shown as it is, made printable,
+    and rejects the new system."""
+    if out.startswith("failed units: "):
+        return "failed units: " + " ".join(answers.failed_units(who, out.removeprefix("failed units: ")))
+    return out if out.startswith("healthy") and "\n" not in out else answers.text(out, 300)
+
+
+def _known(who: str, out: str) -> str | None:
+    """The verdict after "healthy", when it is out."""
+    if not out.startswith("healthy"):
+        return None
+    verdict = out[len("healthy") :].strip()
+    return answers.result(who, verdict) if verdict else None
 
 
 # How long one try of a `cmd` check may take: a check is a quick probe, and a
@@ -373,7 +366,9 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
                 if (isinstance(r, process.Completed) and r.timed_out) or guest_limit:
                     last = f"`{check.target}` did not finish within {limit} s"
                 else:
-                    last = f"`{check.target}` exited {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]}"
+                    last = (
+                        f"`{check.target}` exited {r.returncode}: {answers.text((r.stderr or r.stdout).strip()[-200:])}"
+                    )
             elif check.kind == "tcp":
                 # A VM's check names a forwarded port; promote's, HOST:PORT on the server.
                 host, _, port = check.target.rpartition(":")

@@ -28,11 +28,12 @@ from typing import Any, TypedDict
 
 from rehearse import activation, history, nix, output, plan, ssh
 from rehearse.activation import Outcome, Verify
+from rehearse.answers import Generations
 from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.plan import store_name
 from rehearse.state import VMDir
-from rehearse.target import VM, Generations, Plan, Pushed, Server, read_generations
+from rehearse.target import VM, Plan, Pushed, Server, read_generations
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def _dry_activate(vm: VM, system: Path, report: Report) -> plan.Units:
     from rehearse.target import DryActivateFailed, dry_activate
 
     try:
-        return dry_activate(vm.remote, system)
+        return dry_activate(vm.remote, system, vm.name)
     except DryActivateFailed as e:
         raise RehearseError(str(e), report={**report, "result": "error"}) from None
 

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     REBOOT_REQUIRED = 8  # switch-to-configuration exited 100: the new system takes effect after a restart
     NOT_REHEARSED = 9  # promote: the VM never ran and confirmed this revision of the configuration
     PARTIAL = 10  # a fleet command failed on some machines and succeeded on the others
+    BAD_ANSWER = 11  # a VM or server answered something rehearse does not take (answers.py)
     INTERRUPTED = 130  # Ctrl-C
 
     @property
@@ -40,6 +41,8 @@ _MEANINGS = {
     ExitCode.NOT_REHEARSED: "promote: the VM never ran and confirmed this revision; nothing was sent to the server",
     ExitCode.PARTIAL: "a command over several machines failed on some of them (its summary names them) "
     "and succeeded on the others",
+    ExitCode.BAD_ANSWER: "a VM or a server answered something that is not what was asked (a store path, a "
+    "number, a unit's name …); nothing was done with it",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import lan, nix, output, ssh, vm
+from rehearse import answers, lan, nix, output, ssh, vm
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.nix import Source
 from rehearse.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
@@ -436,16 +436,25 @@ def console(name: str, follow: bool) -> None:
             f"VM {name!r} has no console log yet ({path}); the VM's next start writes it.",
             hint=f"`rehearse up {name}` starts it",
         ) from None
+    # The guest writes the console: shown as text with its colours dropped
+    # and any other escape sequence escaped (answers.console), whole lines
+    # at a time so that no sequence is cut in two.
     with f:
-        sys.stdout.buffer.write(f.read())
-        sys.stdout.flush()
-        while follow:
+        pending = b""
+        while True:
             chunk = f.read()
             if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
+                done, _, pending = (pending + chunk).rpartition(b"\n")
+                if done:
+                    sys.stdout.write(answers.console(done + b"\n"))
+                    sys.stdout.flush()
+            elif not follow:
+                break
             else:
                 time.sleep(0.3)
+        if pending:
+            sys.stdout.write(answers.console(pending) + "\n")
+            sys.stdout.flush()
 
 
 def keep_runner(vmdir: VMDir, runner: Path) -> None:
@@ -484,9 +493,14 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
     if state.ssh_port is not None:
         remote = remote_for(vmdir, state.ssh_port)
         if state.alive():
-            running_system = ssh.run(remote, ["readlink", "/run/current-system"], check=False, timeout=15)
-            if running_system.returncode == 0:
-                reconcile(vmdir, state, running_system.stdout.strip())
+            said = ssh.run(remote, ["readlink", "--", "/run/current-system"], check=False, timeout=15)
+            try:
+                running_system = answers.running_system(vmdir.name, said.stdout) if said.returncode == 0 else ""
+            except answers.BadAnswer as e:
+                # Not a reason to leave the VM running: power it off as asked.
+                output.warn(f"{e.message}; its state keeps the system rehearse recorded")
+                running_system = ""
+            reconcile(vmdir, state, running_system)
         ssh.close_master(remote)
     how = (
         vm.stop(state.pid, state.pid_start, vmdir.socket("qmp.sock"), timeout)

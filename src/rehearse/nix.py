@@ -219,22 +219,38 @@ def _run_build(argv: list[str], source: Source, files: set[str] | None = None) -
     return result.stdout
 
 
+# A store path as Nix makes them: /nix/store/, 32 characters of Nix's base32
+# (no e, o, u, t), a dash, a name of [A-Za-z0-9+-._?=] not starting with a
+# dot (nix src/libstore/path.cc checkName), at most 211 characters.
+STORE_PATH = re.compile(r"/nix/store/[0-9a-df-np-sv-z]{32}-(?!\.)[A-Za-z0-9+._?=-]{1,211}")
+
+
+def _paths(paths: list[str]) -> list[str]:
+    """`paths`, each a store path, for an argv after "--": what came from a
+    guest or a server was checked on the way in (answers.py); this is the
+    last guard before Nix sees a word that could pass for an option."""
+    for p in paths:
+        if STORE_PATH.fullmatch(p) is None:
+            raise RehearseError(f"not a store path: {p!r}; nothing was given to Nix")
+    return ["--", *paths]
+
+
 def closure(path: Path) -> list[str]:
     """The store paths `path` depends on, itself included."""
-    return process.run(["nix-store", "--query", "--requisites", str(path)]).stdout.split()
+    return process.run(["nix-store", "--query", "--requisites", *_paths([str(path)])]).stdout.split()
 
 
 def sizes(paths: list[str]) -> dict[str, int]:
     """NAR size of each path."""
     if not paths:
         return {}
-    out = process.run(["nix-store", "--query", "--size", *paths]).stdout.split()
+    out = process.run(["nix-store", "--query", "--size", *_paths(paths)]).stdout.split()
     return {p: int(n) for p, n in zip(paths, out, strict=True)}
 
 
 def dump_db(paths: list[str]) -> str:
     """Registration data of `paths` (nix-store --load-db reads it)."""
-    return process.run(["nix-store", "--dump-db", *paths]).stdout
+    return process.run(["nix-store", "--dump-db", *_paths(paths)]).stdout
 
 
 def copy_closure(
@@ -255,7 +271,7 @@ def copy_closure(
     argv += ["--gzip"] if gzip else []
     argv += ["--use-substitutes"] if use_substitutes else []
     env = {"NIX_SSHOPTS": " ".join(shlex.quote(o) for o in ssh_options)}
-    return process.run([*argv, *paths], env=env, check=False, on_stderr=on_line)
+    return process.run([*argv, *_paths(paths)], env=env, check=False, on_stderr=on_line)
 
 
 def add_root(path: Path, root: Path) -> None:

@@ -131,7 +131,7 @@ def _render() -> None:
     if _shown == 0 and lines:
         sys.stderr.write("\r\033[K")
     _clear()
-    sys.stderr.write("\n".join(_fit(line) for line in lines))
+    sys.stderr.write("\n".join(_safe(_fit(line)) for line in lines))
     _shown = len(lines)
     sys.stderr.flush()
 
@@ -146,7 +146,7 @@ def _write(text: str) -> None:
     with _lock:
         err = sys.stderr
         _clear()
-        err.write(text + "\n")
+        err.write(_safe(text) + "\n")
         if _lines():
             _render()
         err.flush()
@@ -213,6 +213,7 @@ def command(line: str) -> None:
 
 def result(text: str) -> None:
     """A result, on stdout."""
+    text = _safe(text)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
 
@@ -221,18 +222,34 @@ def ask(question: str) -> str:
     """Ask on the terminal: the question on stderr (stdout stays for
     results), the answer from stdin."""
     live_end()
-    sys.stderr.write(style(question, "bold") + " ")
+    sys.stderr.write(style(_safe(question), "bold") + " ")
     sys.stderr.flush()
     return sys.stdin.readline()
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters, and the Unicode ones that reorder or break what a
+# terminal shows (bidirectional overrides, line and paragraph separators).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# rehearse's own colours (style()), the only escape sequences it prints.
+_OWN_OR_CONTROL = re.compile(r"\033\[[0-9;]*m|" + _CONTROL.pattern)
 
 
 def printable(text: str) -> str:
-    """Text from the guest, with control characters shown as escapes: a
-    guest must not move the cursor or retitle the user's terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    """Text from a guest or a server, with control characters shown as
+    escapes (\\x1b …): it must not move the cursor, retitle or otherwise
+    drive the user's terminal."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(m: re.Match[str]) -> str:
+    return m.group().encode("unicode_escape").decode("ascii")
+
+
+def _safe(text: str) -> str:
+    """What goes to the terminal: rehearse's own colours (SGR sequences) as
+    they are, any other control character escaped, whatever a message
+    quoted (the last line of the guest's stderr …)."""
+    return _OWN_OR_CONTROL.sub(lambda m: m.group() if m.group().startswith("\033[") else _escaped(m), text)
 
 
 def _fit(text: str) -> str:

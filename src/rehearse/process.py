@@ -98,6 +98,9 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Bytes that are not UTF-8 (a guest's file name, a server's
+        # message) become \xNN text: never an exception, never a path.
+        errors="backslashreplace",
         env=full_env,
         # Its own group only with a timeout, to kill what it started too; a
         # child without one stays in ours and gets the terminal's Ctrl-C.
@@ -236,7 +239,11 @@ def stream(argv: Sequence[str | Path], *, input: str | None = None, keep_stdin: 
     output.command(shlex.join(args))
     piped = input is not None or keep_stdin
     proc = subprocess.Popen(
-        args, stdin=subprocess.PIPE if piped else subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+        args,
+        stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        errors="backslashreplace",
     )
     try:
         assert proc.stdout is not None

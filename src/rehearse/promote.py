@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse import activation, deploy, history, nix, output, plan
+from rehearse import activation, answers, deploy, history, nix, output, plan
 from rehearse.activation import Verify
 from rehearse.config import Check
 from rehearse.errors import ExitCode, RehearseError
@@ -142,7 +142,7 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
 def _promote_to(
     req: PromoteRequest,
     server: Server,
-    settled: activation.Settled,
+    settled: answers.Settled,
     vm_forwards: list[dict[str, Any]],
     system: Path,
     report: dict[str, Any],
@@ -177,7 +177,7 @@ def _promote_to(
         from rehearse.target import DryActivateFailed, dry_activate
 
         try:
-            units = dry_activate(server.remote, system)
+            units = dry_activate(server.remote, system, server.describe())
         except DryActivateFailed as e:
             raise RehearseError(
                 f"{e} (on {where}); nothing was activated.", report={**report, "result": "error"}

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import lifecycle, nix, output, process, ssh, vm
+from rehearse import answers, lifecycle, nix, output, process, ssh, vm
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.nix import Source
 from rehearse.plan import store_name
@@ -147,8 +147,8 @@ def take(name: str, tag: str | None) -> Snapshot:
         t0 = time.monotonic()
         remote = _running_remote(vmdir, state)
         if remote is not None:
-            current = ssh.run(remote, ["sh", "-c", "sync && readlink /run/current-system"], timeout=120)
-            lifecycle.reconcile(vmdir, state, current.stdout.strip())
+            current = ssh.run(remote, ["sh", "-c", "sync && readlink -- /run/current-system"], timeout=120)
+            lifecycle.reconcile(vmdir, state, answers.running_system(vmdir.name, current.stdout))
             sock = vmdir.socket("qmp.sock")
             node = _node(sock, disk)
             vm.qmp(sock, "stop")

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import activation, nix, output, plan, scripts, ssh
+from rehearse import activation, answers, nix, output, plan, scripts, ssh
+from rehearse.answers import Generations
 from rehearse.config import Check
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.plan import ClosureDiff, human, store_name
@@ -70,13 +71,13 @@ class DryActivateFailed(Exception):
         self.stderr = stderr
 
 
-def dry_activate(remote: ssh.Remote, system: Path) -> plan.Units:
+def dry_activate(remote: ssh.Remote, system: Path, who: str) -> plan.Units:
     """The units a switch to `system` would touch, from its own
     dry-activate on the other side (the new system's files must be there)."""
     r = ssh.run(remote, [f"{system}/bin/switch-to-configuration", "dry-activate"], check=False)
     if r.returncode != 0:
-        raise DryActivateFailed(r.returncode, r.stderr)
-    return plan.parse_dry_activate(r.stderr + "\n" + r.stdout)
+        raise DryActivateFailed(r.returncode, answers.text(r.stderr))
+    return answers.dry_activate(who, r.stderr + "\n" + r.stdout)
 
 
 # --- a VM ---------------------------------------------------------------------
@@ -114,7 +115,7 @@ class VM:
     def rehearsals(self) -> Path:
         return self.dir.file("rehearsals.json")
 
-    def settle(self, timeout: float) -> activation.Settled:
+    def settle(self, timeout: float) -> answers.Settled:
         return activation.settle(self.remote, timeout)
 
     # The VM's record of what it runs and what boots it.
@@ -179,7 +180,7 @@ class VM:
         if units is None:
             output.debug(f"{current or 'the running system'} is not on the host: the guest plans the switch")
             try:
-                units = dry_activate(self.remote, system)
+                units = dry_activate(self.remote, system, self.name)
             except DryActivateFailed as e:
                 output.debug(str(e))
         return Plan(current, system, diff, units, diff.added_paths)
@@ -198,8 +199,8 @@ class VM:
         """Copy with nix-copy-closure over the VM's SSH master, after checking
         that the guest's store has room for what it lacks: a full disk must
         refuse the deploy before anything changes, not fail half-way."""
-        out = ssh.run(self.remote, scripts.sh("room.sh", *paths)).stdout.split()
-        avail, missing = int(out[0]), out[1:]
+        room = answers.room(self.name, ssh.run(self.remote, scripts.sh("room.sh", *paths)).stdout, set(paths))
+        avail, missing = room.free, room.missing
         needed = sum(nix.sizes(missing).values())
         # Unpacked NARs take about their size; leave a margin for the database.
         if needed + 16 * 1024 * 1024 > avail:
@@ -260,9 +261,7 @@ class VM:
 
         def pin() -> None:
             shown = ssh.run(remote, scripts.sh("host-keys.sh", *keys), check=False).stdout
-            lines = [
-                f"{base.host_key_alias} {' '.join(k.split()[:2])}" for k in shown.splitlines() if len(k.split()) >= 2
-            ]
+            lines = [f"{base.host_key_alias} {key}" for key in answers.host_keys(self.name, shown)]
             known_hosts.write_text("".join(f"{line}\n" for line in lines))
             known_hosts.chmod(0o600)
 
@@ -293,45 +292,10 @@ class VM:
         return read_generations(self.remote)
 
 
-@dataclass(frozen=True)
-class Generation:
-    number: int
-    system: str
-    date: int  # the link's mtime
-    booted: bool  # the system the machine booted
-
-
-@dataclass(frozen=True)
-class Generations:
-    generations: list[Generation]
-    current: int | None  # the profile's generation
-    running: str  # /run/current-system
-
-    def system_of(self, number: int | None) -> str | None:
-        return next((g.system for g in self.generations if g.number == number), None)
-
-
 def read_generations(remote: ssh.Remote) -> Generations:
     """The system profile's generations over there (guest/generations.sh)."""
-    gens: list[Generation] = []
-    current = None
-    running = booted = ""
-    for line in ssh.run(remote, scripts.sh("generations.sh", PROFILE)).stdout.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        value = words[1] if len(words) > 1 else ""
-        if words[0] == "booted":
-            booted = value
-        elif words[0] == "running":
-            running = value
-        elif words[0] == "current":
-            m = re.search(r"-(\d+)-link$", value)
-            current = int(m.group(1)) if m else None
-        elif (m := re.search(r"-(\d+)-link$", words[0])) and len(words) >= 3:
-            gens.append(Generation(int(m.group(1)), words[1], int(words[2]), False))
-    gens.sort(key=lambda g: g.number)
-    return Generations([Generation(g.number, g.system, g.date, g.system == booted) for g in gens], current, running)
+    out = ssh.run(remote, scripts.sh("generations.sh", PROFILE)).stdout
+    return answers.generations(remote.describe(), out, PROFILE)
 
 
 # --- a real server ----------------------------------------------------------
@@ -418,16 +382,16 @@ class Server:
     def close(self) -> None:
         ssh.close_master(self.remote)
 
-    def reach(self, timeout: float) -> activation.Settled:
+    def reach(self, timeout: float) -> answers.Settled:
         """Connect (the host key known, or refused), settle what an
         interrupted promote left pending there (it is rolled back, as it
         would be at its timeout), and say what it runs: one round trip."""
         ssh.check_sudo(self.remote)  # may the user use sudo as asked? Before anything else
         argv = scripts.sh("reach.sh", activation.RUN_DIR, str(math.ceil(timeout)), scripts.guest("settle.sh"))
-        out = ssh.run(self.remote, argv, timeout=timeout + 60).stdout
-        if "nix" not in out.split():
+        settled = answers.settled(self.describe(), ssh.run(self.remote, argv, timeout=timeout + 60).stdout)
+        if not settled.has_nix:
             raise RehearseError(f"{self.describe()} has no nix-store on its PATH: is it a NixOS machine?")
-        return activation.parse_settled(out)
+        return settled
 
     def plan(self, current: str, system: Path) -> Plan:
         """What the server lacks of the new closure (and its size); the
@@ -435,11 +399,12 @@ class Server:
         server's running system, else the units come from the server's
         dry-activate once the new system is there."""
         closure = nix.closure(system)
-        lacks = ssh.run(
+        invalid = ssh.run(
             self.remote,
-            ["xargs", "-r", "nix-store", "--check-validity", "--print-invalid"],
+            ["xargs", "-r", "nix-store", "--check-validity", "--print-invalid", "--"],
             input="\n".join(closure) + "\n",
-        ).stdout.split()
+        ).stdout
+        lacks = answers.invalid_paths(self.describe(), invalid, set(closure))
         local = Path(current) if current and Path(current).exists() else None
         diff = plan.closure_diff(local, system, closure) if local else None
         units = plan.units_between(local, system) if local else None

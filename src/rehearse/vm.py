@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rehearse import output, process, ssh
+from rehearse import answers, output, process, ssh
 from rehearse.errors import ExitCode, RehearseError
 from rehearse.state import VMDir, pid_alive, process_start
 
@@ -199,10 +199,10 @@ def start(runner: Path, env: dict[str, str], vmdir: VMDir) -> int:
 
 def tail(path: Path, lines: int = 15) -> str:
     try:
-        text = path.read_text(errors="replace")
+        data = path.read_bytes()[-64 * 1024 :]
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return "\n".join(answers.console(data).rstrip().splitlines()[-lines:])
 
 
 def early_exit_error(vmdir: VMDir) -> RehearseError:

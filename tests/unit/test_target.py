@@ -64,7 +64,7 @@ def test_a_server_gets_the_closure_compressed_with_the_users_ssh_options(
     pushed = s.push(pl, use_substitutes=True)
     assert (pushed.registered, pushed.copied) == (0, 2)
     [argv] = procs.argvs
-    assert argv == ["nix-copy-closure", "--to", "admin@fripon.example.org", "--gzip", "--use-substitutes", str(SYSTEM)]
+    assert argv == ["nix-copy-closure", "--to", "admin@fripon.example.org", "--gzip", "--use-substitutes", "--", str(SYSTEM)]
     env = procs.kws[0]["env"]
     assert isinstance(env, dict)
     opts = env["NIX_SSHOPTS"]
@@ -104,7 +104,7 @@ def test_the_server_plan_asks_what_it_lacks(tmp_path: Path, monkeypatch: pytest.
         and pl.units is None
     )
     ask = next(a for a in procs.argvs if a[0] == "ssh")
-    assert ask[-1] == "sudo -n xargs -r nix-store --check-validity --print-invalid"
+    assert ask[-1] == "sudo -n xargs -r nix-store --check-validity --print-invalid --"
     i = procs.argvs.index(ask)
     assert procs.kws[i]["input"] == f"{SYSTEM}\n{A}\n{B}\n"
 
@@ -147,7 +147,7 @@ def test_a_vm_copy_sends_only_what_it_lacks(tmp_path: Path, procs: Processes) ->
     procs.answer("sh", stdout=f"{1 << 40}\n{B}\n")
     procs.answer("nix-store", stdout="100\n")
     vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), copy=True)
-    assert procs.argvs[-1] == ["nix-copy-closure", "--to", "root@127.0.0.1", B]
+    assert procs.argvs[-1] == ["nix-copy-closure", "--to", "root@127.0.0.1", "--", B]
 
 
 def test_generations_are_read_from_the_profile(procs: Processes, tmp_path: Path) -> None:

@@ -1,0 +1,294 @@
+"""What a VM or a server answers: the one boundary where it is read.
+
+Anything a guest or a server prints is untrusted: root in a VM, or whoever
+owns a server, controls it. It may name paths the host never asked about,
+put option-like words where a path goes, send escape sequences to the
+user's terminal or bytes that are not UTF-8. Every answer rehearse reads
+over SSH is parsed here, once, into typed values; what does not fit is
+refused with `BadAnswer` (its own exit code; nothing was done yet with it),
+and free text (a check's output, a log line, a console tail, a rollback's
+reason) is made printable before it goes anywhere.
+
+Where each answer is read, and the parser that vets it:
+
+    guest/room.sh             room()             free bytes, paths it lacks (of those asked)
+    guest/settle.sh, reach.sh settled()          "settled ID VERDICT", "current SYSTEM", "nix"
+    guest/generations.sh      generations()      "LINK SYSTEM MTIME", current/running/booted
+    readlink current-system   running_system()   down, destroy, status, snapshots
+    --print-invalid (server)  invalid_paths()    paths the server lacks (of those asked)
+    dry-activate              dry_activate()     unit names, swap devices, other lines
+    guest/look.sh, markers    failed_units()     unit names
+    guest/host-keys.sh        host_keys()        "TYPE BASE64" per key
+    activation markers        marker_number(), result()
+    log lines, check output,  text()             escaped control characters, bounded
+    console tails, stderr
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from rehearse import output
+from rehearse.errors import ExitCode, RehearseError
+from rehearse.nix import STORE_PATH
+from rehearse.plan import Units, parse_dry_activate
+
+# A systemd unit name (systemd src/basic/unit-name.c: letters, digits, ":-_.\@",
+# at most 255 characters, a type suffix).
+UNIT = re.compile(
+    r"[A-Za-z0-9:_.\\@-]{1,240}\."
+    r"(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)"
+)
+# An OpenSSH public key line's first two words.
+HOST_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,3}")
+# The longest answer taken at all, and the longest piece of free text shown.
+MAX_ANSWER = 4 * 1024 * 1024
+MAX_TEXT = 4000
+
+
+class BadAnswer(RehearseError):
+    """A VM or a server answered something rehearse does not take."""
+
+    def __init__(self, who: str, what: str, got: str) -> None:
+        super().__init__(
+            f"{who} answered something that is not {what}: {text(got, limit=120)!r}; nothing was done with it",
+            hint="its programs (df, nix-store, readlink, systemctl …) or its PATH may have been replaced; "
+            "look at it with `rehearse ssh`, or destroy it and start again",
+            exit_code=ExitCode.BAD_ANSWER,
+        )
+
+
+def text(s: str, limit: int = MAX_TEXT) -> str:
+    """Free text from the other side, fit for a terminal, a log or a state
+    file: control characters (escape sequences, carriage returns,
+    bidirectional overrides) shown as escapes, what did not decode as UTF-8
+    already shown as \\xNN (process.py), cut to `limit` characters."""
+    shown = output.printable(s)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def console(data: bytes) -> str:
+    """A VM's serial console (its log file's bytes), for a terminal:
+    colours dropped, carriage returns of its line ends dropped, any other
+    control character escaped, bytes that are not UTF-8 shown as \\xNN."""
+    decoded = data.decode("utf-8", errors="backslashreplace").replace("\r\n", "\n")
+    return output.printable(_SGR.sub("", decoded))
+
+
+def lines(s: str) -> Iterable[str]:
+    """Text's lines, each made printable (newlines and tabs stay)."""
+    return (text(line) for line in s.splitlines())
+
+
+def _bounded(who: str, out: str) -> str:
+    if len(out) > MAX_ANSWER:
+        raise BadAnswer(who, f"an answer of at most {MAX_ANSWER} characters", out[:120])
+    return out
+
+
+def store_path(who: str, word: str, *, among: Collection[str] | None = None) -> str:
+    """A store path; with `among`, one of the paths rehearse asked about."""
+    if STORE_PATH.fullmatch(word) is None:
+        raise BadAnswer(who, "a store path", word)
+    if among is not None and word not in among:
+        raise BadAnswer(who, "one of the store paths it was asked about", word)
+    return word
+
+
+def number(who: str, word: str, what: str = "a number") -> int:
+    """A non-negative decimal integer (no sign, no spaces, at most 20 digits)."""
+    if re.fullmatch(r"[0-9]{1,20}", word) is None:
+        raise BadAnswer(who, what, word)
+    return int(word)
+
+
+def running_system(who: str, out: str) -> str:
+    """`readlink /run/current-system`: a store path, or "" when it has none."""
+    word = _bounded(who, out).strip()
+    return store_path(who, word) if word else ""
+
+
+@dataclass(frozen=True)
+class Room:
+    free: int  # bytes free for the store
+    missing: list[str]  # of the paths asked about, those the store lacks
+
+
+def room(who: str, out: str, asked: Collection[str]) -> Room:
+    """guest/room.sh: the free bytes, then a line per path it lacks."""
+    words = _bounded(who, out).split("\n")
+    first = words[0].strip() if words else ""
+    free = number(who, first, "the free space of its store (a number of bytes)")
+    missing = [store_path(who, w, among=asked) for w in (line.strip() for line in words[1:]) if w]
+    return Room(free, missing)
+
+
+def invalid_paths(who: str, out: str, asked: Collection[str]) -> list[str]:
+    """`nix-store --check-validity --print-invalid`: the paths it lacks, of those asked."""
+    return [store_path(who, w, among=asked) for w in (line.strip() for line in _bounded(who, out).split("\n")) if w]
+
+
+@dataclass(frozen=True)
+class Settled:
+    current: str  # the system that runs, "" if none
+    messages: list[str]  # a line per activation settled
+    has_nix: bool = False  # reach.sh: nix-store is on its PATH
+
+    def say(self) -> None:
+        for line in self.messages:
+            output.warn(line)
+
+
+def settled(who: str, out: str) -> Settled:
+    """guest/settle.sh's lines ("settled ID VERDICT", "current SYSTEM"), and
+    reach.sh's "nix"."""
+    current = ""
+    messages = []
+    has_nix = False
+    for line in _bounded(who, out).splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "settled":
+            run_id, _, verdict = rest.partition(" ")
+            if re.fullmatch(r"[0-9A-Za-z-]{1,64}", run_id) is None:
+                raise BadAnswer(who, "an activation's ID", run_id)
+            messages.append(
+                f"an earlier activation ({run_id}) still waited for its verdict: its deployer was interrupted. "
+                f"It was rolled back first ({text(verdict, 300)})."
+            )
+        elif word == "current":
+            current = running_system(who, rest)
+        elif line == "nix":
+            has_nix = True
+    return Settled(current, messages, has_nix)
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    system: str
+    date: int  # the link's mtime
+    booted: bool  # the system the machine booted
+
+
+@dataclass(frozen=True)
+class Generations:
+    generations: list[Generation]
+    current: int | None  # the profile's generation
+    running: str  # /run/current-system
+
+    def system_of(self, number: int | None) -> str | None:
+        return next((g.system for g in self.generations if g.number == number), None)
+
+
+def _link_number(who: str, profile: str, link: str) -> int:
+    m = re.fullmatch(re.escape(profile) + r"-([0-9]{1,9})-link", link)
+    if m is None:
+        raise BadAnswer(who, f"a generation of {profile}", link)
+    return int(m.group(1))
+
+
+def _absolute(profile: str, link: str) -> str:
+    return link if link.startswith("/") else f"{profile.rsplit('/', 1)[0]}/{link}"
+
+
+def generations(who: str, out: str, profile: str) -> Generations:
+    """guest/generations.sh: "LINK SYSTEM MTIME" per generation, then
+    "current LINK", "running SYSTEM" and "booted SYSTEM"."""
+    found: list[tuple[int, str, int]] = []
+    current = None
+    running = booted = ""
+    for line in _bounded(who, out).splitlines():
+        words = line.split(" ")
+        if words == [""]:
+            continue
+        key, value = words[0], " ".join(words[1:])
+        if key == "booted":
+            booted = running_system(who, value)
+        elif key == "running":
+            running = running_system(who, value)
+        elif key == "current":
+            # The profile's link is relative ("system-3-link") or absolute.
+            link = value.strip()
+            current = None if not link else _link_number(who, profile, _absolute(profile, link))
+        elif len(words) == 3:
+            found.append(
+                (
+                    _link_number(who, profile, key),
+                    store_path(who, words[1]),
+                    number(who, words[2], "a generation's date (seconds since 1970)"),
+                )
+            )
+        else:
+            raise BadAnswer(who, "a line of generations.sh", line)
+    found.sort()
+    return Generations([Generation(n, s, d, s == booted) for n, s, d in found], current, running)
+
+
+def unit(who: str, word: str) -> str:
+    if UNIT.fullmatch(word) is None:
+        raise BadAnswer(who, "a systemd unit's name", word)
+    return word
+
+
+def units(who: str, words: Iterable[str]) -> list[str]:
+    return [unit(who, w) for w in words if w]
+
+
+def failed_units(who: str, out: str) -> list[str]:
+    """A list of unit names separated by spaces or commas."""
+    return units(who, re.split(r"[\s,]+", _bounded(who, out).strip()))
+
+
+def dry_activate(who: str, out: str) -> Units:
+    """switch-to-configuration dry-activate's lines (plan.parse_dry_activate),
+    its unit names checked and the rest made printable."""
+    u = parse_dry_activate(_bounded(who, out))
+    return dataclasses.replace(
+        u,
+        stop=tuple(units(who, u.stop)),
+        restart=tuple(units(who, u.restart)),
+        reload=tuple(units(who, u.reload)),
+        start=tuple(units(who, u.start)),
+        skip=tuple(units(who, u.skip)),
+        swap_off=tuple(text(d, 300) for d in u.swap_off),
+        other=tuple(text(line, 300) for line in u.other),
+    )
+
+
+def host_keys(who: str, out: str) -> list[str]:
+    """guest/host-keys.sh: public keys, "TYPE BASE64 [COMMENT]" a line;
+    their first two words (the comment is not kept)."""
+    keys = []
+    for line in _bounded(who, out).splitlines():
+        if not line.strip():
+            continue
+        key = " ".join(line.split()[:2])
+        if HOST_KEY.fullmatch(key) is None:
+            raise BadAnswer(who, "an SSH public host key", line)
+        keys.append(key)
+    return keys
+
+
+def marker_number(who: str, word: str, *, signed: bool = False) -> int:
+    """A number in an activation's marker (an exit code may be negative)."""
+    if signed and word.startswith("-"):
+        return -number(who, word[1:], "an exit code")
+    return number(who, word, "a number in the activation's markers")
+
+
+_RESULT = re.compile(r"(confirmed|rolled-back|reboot-required)( .*)?")
+
+
+def result(who: str, value: str) -> str:
+    """The activation's verdict: "confirmed", "rolled-back REASON RC" or
+    "reboot-required …"; its free text made printable."""
+    m = _RESULT.fullmatch(value)
+    if m is None:
+        raise BadAnswer(who, "an activation's verdict", value)
+    return m.group(1) + text(m.group(2) or "", 500)
