@@ -141,7 +141,7 @@ def activate(
     If the session drops, reconnect and carry on from the log."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
-    st = Activation(nonce=secrets.token_hex(8), who=remote.describe())
+    st = Activation(nonce=secrets.token_hex(8), who=remote.who)
     script = scripts.guest("activate.sh")
     registration = nix.dump_db(register) if register else ""
     args = [d, st.nonce, system, str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout)), action]
@@ -238,7 +238,7 @@ def settle(remote: ssh.Remote, timeout: float) -> Settled:
     is rolled back), and ask what runs — the system to plan against. One
     round trip when nothing is pending."""
     out = ssh.run(remote, scripts.sh("settle.sh", RUN_DIR, str(math.ceil(timeout))), timeout=timeout + 60)
-    return answers.settled(remote.describe(), out.stdout)
+    return answers.settled(remote.who, out.stdout)
 
 
 def _failed_units(text: str) -> list[str]:
@@ -299,14 +299,14 @@ def verify_and_confirm(
         else:
             look = scripts.sh("look.sh", "wait" if waits else "confirm", d, confirm)
             fresh = ssh.run(remote, look, master=greets(), check=False, connect_timeout=10, timeout=60)
-            reached, out = fresh.returncode == 0, _look(remote.describe(), fresh.stdout.strip())
+            reached, out = fresh.returncode == 0, _look(remote.who, fresh.stdout.strip())
         server_verdict = server.result() if server is not None else None
     if not reached:
         output.warn(f"a new SSH connection to {remote.describe()} failed; it rolls back by itself unless confirmed")
         return Verdict(None, None)
     if not out.startswith("healthy"):
         return Verdict(out, None)
-    known = _known(remote.describe(), out)
+    known = _known(remote.who, out)
     if server_verdict is not None:
         return Verdict(server_verdict, None)
     deadline = time.monotonic() + max(5.0, budget - 15)
@@ -317,7 +317,7 @@ def verify_and_confirm(
     if line is not None and line.send("confirm\n"):
         return Verdict(None, None)  # the verdict follows in the log
     if waits:
-        known = _known(remote.describe(), ssh.run(remote, scripts.sh("confirm.sh", d), check=False).stdout.strip())
+        known = _known(remote.who, ssh.run(remote, scripts.sh("confirm.sh", d), check=False).stdout.strip())
     return Verdict(None, known)
 
 

@@ -225,7 +225,7 @@ def _dry_activate(vm: VM, system: Path, report: Report) -> plan.Units:
     from rehearse.target import DryActivateFailed, dry_activate
 
     try:
-        return dry_activate(vm.remote, system, vm.name)
+        return dry_activate(vm.remote, system, vm.remote.who)
     except DryActivateFailed as e:
         raise RehearseError(str(e), report={**report, "result": "error"}) from None
 

@@ -495,7 +495,7 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
         if state.alive():
             said = ssh.run(remote, ["readlink", "--", "/run/current-system"], check=False, timeout=15)
             try:
-                running_system = answers.running_system(vmdir.name, said.stdout) if said.returncode == 0 else ""
+                running_system = answers.running_system(remote.who, said.stdout) if said.returncode == 0 else ""
             except answers.BadAnswer as e:
                 # Not a reason to leave the VM running: power it off as asked.
                 output.warn(f"{e.message}; its state keeps the system rehearse recorded")

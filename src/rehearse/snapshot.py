@@ -148,7 +148,7 @@ def take(name: str, tag: str | None) -> Snapshot:
         remote = _running_remote(vmdir, state)
         if remote is not None:
             current = ssh.run(remote, ["sh", "-c", "sync && readlink -- /run/current-system"], timeout=120)
-            lifecycle.reconcile(vmdir, state, answers.running_system(vmdir.name, current.stdout))
+            lifecycle.reconcile(vmdir, state, answers.running_system(remote.who, current.stdout))
             sock = vmdir.socket("qmp.sock")
             node = _node(sock, disk)
             vm.qmp(sock, "stop")

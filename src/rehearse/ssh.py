@@ -67,6 +67,14 @@ class Remote:
     def describe(self) -> str:
         return self.target + (f":{self.port}" if self.port else "")
 
+    @property
+    def who(self) -> str:
+        """The other side, as messages about its answers name it: "the VM
+        NAME", or the server's address."""
+        if self.host_key_alias and not self.own_world:
+            return f"the VM {self.host_key_alias.removeprefix('rehearse-')}"
+        return self.describe()
+
 
 # The options of every ssh rehearse runs, also `ssh -O exit`: no
 # configuration file, no agent, nothing forwarded, and the pinned

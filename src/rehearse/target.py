@@ -108,6 +108,11 @@ class VM:
         return self.name
 
     @property
+    def who(self) -> str:
+        """How messages about its answers name it (answers.py)."""
+        return f"the VM {self.name}"
+
+    @property
     def history(self) -> Path:
         return self.dir.file("deploys.json")
 
@@ -180,7 +185,7 @@ class VM:
         if units is None:
             output.debug(f"{current or 'the running system'} is not on the host: the guest plans the switch")
             try:
-                units = dry_activate(self.remote, system, self.name)
+                units = dry_activate(self.remote, system, self.who)
             except DryActivateFailed as e:
                 output.debug(str(e))
         return Plan(current, system, diff, units, diff.added_paths)
@@ -199,7 +204,7 @@ class VM:
         """Copy with nix-copy-closure over the VM's SSH master, after checking
         that the guest's store has room for what it lacks: a full disk must
         refuse the deploy before anything changes, not fail half-way."""
-        room = answers.room(self.name, ssh.run(self.remote, scripts.sh("room.sh", *paths)).stdout, set(paths))
+        room = answers.room(self.who, ssh.run(self.remote, scripts.sh("room.sh", *paths)).stdout, set(paths))
         avail, missing = room.free, room.missing
         needed = sum(nix.sizes(missing).values())
         # Unpacked NARs take about their size; leave a margin for the database.
@@ -261,7 +266,7 @@ class VM:
 
         def pin() -> None:
             shown = ssh.run(remote, scripts.sh("host-keys.sh", *keys), check=False).stdout
-            lines = [f"{base.host_key_alias} {key}" for key in answers.host_keys(self.name, shown)]
+            lines = [f"{base.host_key_alias} {key}" for key in answers.host_keys(self.who, shown)]
             known_hosts.write_text("".join(f"{line}\n" for line in lines))
             known_hosts.chmod(0o600)
 
@@ -295,7 +300,7 @@ class VM:
 def read_generations(remote: ssh.Remote) -> Generations:
     """The system profile's generations over there (guest/generations.sh)."""
     out = ssh.run(remote, scripts.sh("generations.sh", PROFILE)).stdout
-    return answers.generations(remote.describe(), out, PROFILE)
+    return answers.generations(remote.who, out, PROFILE)
 
 
 # --- a real server ----------------------------------------------------------

@@ -64,7 +64,15 @@ def test_a_server_gets_the_closure_compressed_with_the_users_ssh_options(
     pushed = s.push(pl, use_substitutes=True)
     assert (pushed.registered, pushed.copied) == (0, 2)
     [argv] = procs.argvs
-    assert argv == ["nix-copy-closure", "--to", "admin@fripon.example.org", "--gzip", "--use-substitutes", "--", str(SYSTEM)]
+    assert argv == [
+        "nix-copy-closure",
+        "--to",
+        "admin@fripon.example.org",
+        "--gzip",
+        "--use-substitutes",
+        "--",
+        str(SYSTEM),
+    ]
     env = procs.kws[0]["env"]
     assert isinstance(env, dict)
     opts = env["NIX_SSHOPTS"]

@@ -8,8 +8,8 @@
 profile=$1
 for l in "$profile"-*-link; do
   [ -e "$l" ] || continue
-  echo "$l $(readlink -f "$l") $(stat -c %Y "$l")"
+  echo "$l $(readlink -f -- "$l") $(stat -c %Y -- "$l")"
 done
-echo "current $(readlink "$profile")"
-echo "running $(readlink /run/current-system)"
-echo "booted $(readlink /run/booted-system)"
+echo "current $(readlink -- "$profile")"
+echo "running $(readlink -- /run/current-system)"
+echo "booted $(readlink -- /run/booted-system)"

@@ -28,4 +28,4 @@ for p in "$runs"/*/pid; do
   done
   echo "settled ${d##*/} $(cat "$d/result" 2>/dev/null || echo unknown)"
 done
-echo "current $(readlink /run/current-system)"
+echo "current $(readlink -- /run/current-system)"
