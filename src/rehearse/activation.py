@@ -153,18 +153,24 @@ def activate(
     )  # fmt: skip
     missing: list[str] = []
     stdin = ssh.stdin(remote, script + registration)  # a sudo password's line first (ssh.py)
-    with process.stream(ssh.argv(remote, argv), input=stdin, keep_stdin=True) as stream:
-        for line in stream:
-            if line.startswith(f"@@rehearse-{st.nonce} missing "):
-                missing.append(answers.store_path(st.who, line.split(" ", 2)[2], among=set(register or ())))
-                continue
-            key = st.feed(line)
-            if (key == "rc" and _switched(remote, d, st, verify, confirm_timeout, stream)) or st.result is not None:
-                break
-    if missing:
-        raise NotVisible(missing)
-    if st.result is None:
-        _recover(remote, d, st, verify, confirm_timeout, activation_timeout)
+    try:
+        with process.stream(ssh.argv(remote, argv), input=stdin, keep_stdin=True) as stream:
+            for line in stream:
+                if line.startswith(f"@@rehearse-{st.nonce} missing "):
+                    missing.append(answers.store_path(st.who, line.split(" ", 2)[2], among=set(register or ())))
+                    continue
+                key = st.feed(line)
+                if (key == "rc" and _switched(remote, d, st, verify, confirm_timeout, stream)) or st.result is not None:
+                    break
+        if missing:
+            raise NotVisible(missing)
+        if st.result is None:
+            _recover(remote, d, st, verify, confirm_timeout, activation_timeout)
+    except answers.BadAnswer:
+        # An answer that does not fit proves nothing good of the new system:
+        # it rolls back now rather than at its timeout.
+        ssh.run(remote, scripts.sh("reject.sh", d, "rehearse refused an answer of the guest"), check=False)
+        raise
     assert st.result is not None
     return Outcome(
         ok=st.result == "confirmed",

@@ -54,7 +54,7 @@ class BadAnswer(RehearseError):
 
     def __init__(self, who: str, what: str, got: str) -> None:
         super().__init__(
-            f"{who} answered something that is not {what}: {text(got, limit=120)!r}; nothing was done with it",
+            f"{who} answered something that is not {what}: '{text(got, limit=120)}'; nothing was done with it",
             hint="its programs (df, nix-store, readlink, systemctl …) or its PATH may have been replaced; "
             "look at it with `rehearse ssh`, or destroy it and start again",
             exit_code=ExitCode.BAD_ANSWER,

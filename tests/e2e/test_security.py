@@ -4,9 +4,11 @@ send rehearse's connections elsewhere."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +20,13 @@ from tests.e2e.conftest import Rehearse, include
 pytestmark = pytest.mark.e2e
 
 NAME = "secvm"
+CONF: list[Path] = []
 
 
 @pytest.fixture(scope="module")
 def secvm(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     conf = fixed_fripon(tmp_path_factory.mktemp("secvm"))
+    CONF.append(conf)
     result = rehearse("up", str(conf), *include(), "--name", NAME)
     assert result.returncode == 0, result.stderr[-4000:]
     yield NAME
@@ -122,3 +126,103 @@ def test_a_hostile_user_ssh_config_does_not_break_rehearse(rehearse: Rehearse, s
     assert result.stdout.split() == ["fripon", "none"]  # connected, and no agent forwarded
     gens = hostile(sys.executable, "-m", "rehearse", "generations", secvm)
     assert gens.returncode == 0, gens.stderr
+
+
+# --- a guest that lies (issue 22) ------------------------------------------
+
+# Root in the guest shadows a program rehearse's guest scripts call with a
+# script of its own (a bind mount over the program's file, gone at the next
+# boot): `lie PROGRAM WHEN ANSWER` answers ANSWER (printf's format) when the
+# program's arguments contain WHEN, and runs the real program otherwise.
+LIE = r"""
+lie() {
+  real=$(readlink -f "$(command -v "$1")")
+  mkdir -p /root/lies/real
+  [ -e "/root/lies/real/.${real##*/}" ] || cp "$real" "/root/lies/real/.${real##*/}"
+  cat >"/root/lies/$1" <<EOS
+#!/bin/sh
+n=\${0##*/}
+case "\$*" in *"$2"*) [ "\$n" = "$1" ] && { printf '$3'; exit 0; } ;; esac
+[ -e /root/lies/real/\$n ] || ln -s "/root/lies/real/.${real##*/}" /root/lies/real/\$n
+exec /root/lies/real/\$n "\$@"
+EOS
+  chmod +x "/root/lies/$1"
+  mount --bind "/root/lies/$1" "$real"
+}
+"""
+ESC = "\\033]0;pwned\\007\\033[2J"  # retitles the terminal, clears the screen
+
+
+def lie(rehearse: Rehearse, program: str, when: str, answer: str) -> None:
+    in_guest(rehearse, LIE + f"lie {program} '{when}' '{answer}'")
+
+
+def commands(stderr: str) -> list[str]:
+    """The command lines rehearse ran (--debug)."""
+    return [line for line in stderr.splitlines() if line.startswith("$ ")]
+
+
+def assert_untouched(rehearse: Rehearse, system: str, state: str, result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 11, result.stderr[-3000:]
+    assert "answered something that is not" in result.stderr and "nothing was done" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "\x1b" not in result.stderr + result.stdout  # no escape reached the terminal
+    assert (rehearse.state / NAME / "state.json").read_text() == state
+
+
+def test_a_guest_that_lies_gets_nothing_from_the_host(rehearse: Rehearse, secvm: str) -> None:
+    """The guest's df, nix-store, readlink and systemctl answer what an
+    attacker would; every command ends with a clear error (exit 11), no
+    answer reaches Nix's argv or the terminal, the state stays as it was and
+    the VM keeps (or goes back to) the system it ran."""
+    vmdir = rehearse.state / NAME
+    system = in_guest(rehearse, "readlink /run/current-system").strip()
+    state = (vmdir / "state.json").read_text()
+    CONF[0].parent.joinpath("extra.nix").write_text('{ ... }: { environment.etc."lies".text = "1"; }\n')
+
+    # The attack of issue 22: a plugin the guest wrote, offered to the host's
+    # Nix as an option on the copy path (deploy --copy asks room.sh).
+    in_guest(rehearse, "printf 'not a plugin' >/tmp/shared/evil.so")
+    planted = vmdir / "shared" / "evil.so"
+    assert planted.exists()
+    lie(
+        rehearse,
+        "df",
+        "/nix/store",
+        "Filesystem 1-blocks Used Available Capacity Mounted\\nx 1 1 999999999999 1%% /\\n",
+    )
+    lie(rehearse, "nix-store", "--print-invalid", f"--option\\nplugin-files\\n{planted}\\n")
+    copy = rehearse("deploy", NAME, "--copy", "--yes", "--debug")
+    assert_untouched(rehearse, system, state, copy)
+    assert "is not a store path: '--option'" in copy.stderr
+    ran = commands(copy.stderr)
+    assert any("room.sh" in line or "room" in line for line in ran)
+    assert not any("plugin-files" in line or "--option" in line for line in ran), ran
+    assert in_guest(rehearse, "readlink /run/current-system").strip() == system
+
+    # What runs, with escape sequences and bytes that are not UTF-8.
+    lie(rehearse, "readlink", "/run/current-system", f"{ESC}/nix/store/\\377\\376-evil\\n")
+    for argv in (("deploy", NAME, "--yes"), ("generations", NAME)):
+        result = rehearse(*argv)
+        assert_untouched(rehearse, system, state, result)
+        assert "\\x1b]0;pwned" in result.stderr
+    status = rehearse("status")
+    assert status.returncode == 0 and "\x1b" not in status.stdout + status.stderr
+    down = rehearse("down", NAME)  # not stopped by the lie: QEMU is not left running
+    assert down.returncode == 0, down.stderr
+    assert "\x1b" not in down.stderr and rehearse.vm(NAME)["state"] == "stopped"
+    assert json.loads((vmdir / "state.json").read_text())["system"] == system
+    up = rehearse("up", NAME)  # the lies were bind mounts: gone with the boot
+    assert up.returncode == 0, up.stderr[-3000:]
+
+    # Failed units whose names carry escapes, after a good switch: the new
+    # system is refused and rolls back at once.
+    state = (vmdir / "state.json").read_text()
+    lie(rehearse, "systemctl", "--failed", f"{ESC}evil.service loaded failed failed x\\n")
+    result = rehearse("deploy", NAME, "--yes")
+    assert_untouched(rehearse, system, state, result)
+    assert "a systemd unit's name" in result.stderr
+    deadline = time.monotonic() + 120
+    while in_guest(rehearse, "readlink /run/current-system").strip() != system and time.monotonic() < deadline:
+        time.sleep(2)
+    assert in_guest(rehearse, "readlink /run/current-system").strip() == system
