@@ -251,6 +251,7 @@ class VMDir:
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = check_name(name)
         self.path = (root or state_root()) / name
+        self.held = False  # this process holds the VM's lock, through this VMDir
 
     @classmethod
     def named(cls, name: str) -> VMDir | None:
@@ -380,7 +381,11 @@ class VMDir:
                 ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)
-            yield
+            held, self.held = self.held, True
+            try:
+                yield
+            finally:
+                self.held = held
         finally:
             os.close(fd)
 
