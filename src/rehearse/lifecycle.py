@@ -181,6 +181,7 @@ def _up(
     if vmdir.exists:
         state = vmdir.load()
         if state.alive():
+            unpause(vmdir, state)
             output.info(
                 f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed."
             )
@@ -336,7 +337,39 @@ def running(vmdir: VMDir) -> tuple[VMState, ssh.Remote]:
             hint=f"`rehearse up {vmdir.name}` starts it",
             exit_code=ExitCode.NOT_RUNNING,
         )
+    unpause(vmdir, state)
     return state, remote_for(vmdir, state.ssh_port)
+
+
+def unpause(vmdir: VMDir, state: VMState) -> bool:
+    """Resume the VM if QEMU has it paused; whether it is still paused.
+
+    `snapshot` pauses a running VM (QMP `stop`) for the moment its disk is
+    snapshotted and resumes it after; killed in between, it leaves the VM
+    paused, its guest frozen. So every command that reaches a running VM
+    (and `status`) asks QEMU first, and resumes a paused VM under the VM's
+    lock: one that another command holds may be a snapshot's own short
+    pause, and is left as it is (and reported paused). A VM QEMU stopped on
+    a disk error ("io-error") is no pause of rehearse's and is left alone."""
+    if not state.alive() or vm.run_status(vmdir.socket("qmp.sock")) != "paused":
+        return False
+    if not vmdir.held:
+        try:
+            with vmdir.locked("rehearse: resuming the paused VM"):
+                return unpause(vmdir, state)
+        except RehearseError as e:
+            output.debug(f"{vmdir.name} is paused; not resumed: {e.message}")
+            return True
+    try:
+        vm.qmp(vmdir.socket("qmp.sock"), "cont")
+    except Exception as e:
+        output.warn(
+            f"{vmdir.name} is paused and QEMU would not resume it: {e}; "
+            f"`rehearse down {vmdir.name}` powers it off, `rehearse up {vmdir.name}` starts it again"
+        )
+        return True
+    output.warn(f"{vmdir.name} was paused (by a `rehearse snapshot` that did not finish?); resumed it")
+    return False
 
 
 def ssh_command(name: str, command: list[str]) -> int:
@@ -361,11 +394,12 @@ def status(as_json: bool) -> None:
             rows.append({"name": vmdir.name, "state": "broken", "error": e.message, **_NOTHING})
             continue
         alive = state.alive()
+        paused = unpause(vmdir, state)
         rows.append(
             {
                 "name": state.name,
                 # A pid left in the state: the VM ended without `down` (QEMU killed, host crash).
-                "state": "running" if alive else ("crashed" if state.pid else "stopped"),
+                "state": ("paused" if paused else "running") if alive else ("crashed" if state.pid else "stopped"),
                 "pid": state.pid if alive else None,
                 "ssh": f"127.0.0.1:{state.ssh_port}" if alive and state.ssh_port else None,
                 "forwards": state.forwards if alive else [],
@@ -493,6 +527,7 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
     if state.ssh_port is not None:
         remote = remote_for(vmdir, state.ssh_port)
         if state.alive():
+            unpause(vmdir, state)  # a paused guest neither answers nor powers off
             said = ssh.run(remote, ["readlink", "--", "/run/current-system"], check=False, timeout=15)
             try:
                 running_system = answers.running_system(remote.who, said.stdout) if said.returncode == 0 else ""

@@ -113,6 +113,28 @@ def _tags_on_disk(disk: Path) -> list[str]:
     return [str(s.get("name")) for s in _disk_info(disk).get("snapshots", [])]
 
 
+def _id_of(disk: Path, tag: str) -> str:
+    """The qcow2 ID of the disk's snapshot tagged `tag`.
+
+    A qcow2 snapshot has an ID (1, 2, … given by QEMU) and a tag (rehearse's
+    name for it), and `qemu-img snapshot -a` takes either, trying the IDs
+    first (QEMU's find_snapshot_by_id_or_name): given the tag `1`, it would
+    apply the snapshot whose ID is 1, whatever its tag. Given the ID of the
+    snapshot found here by its tag, it can only mean that one (IDs are
+    unique). The other operations take a tag as a tag only: `qemu-img
+    snapshot -c/-d` (bdrv_snapshot_find) and QMP's
+    blockdev-snapshot-{internal,delete-internal}-sync given `name` alone."""
+    snaps = _disk_info(disk).get("snapshots", [])
+    ids = [str(s.get("id")) for s in snaps if s.get("name") == tag]
+    if len(ids) != 1 or [str(s.get("id")) for s in snaps].count(ids[0]) != 1:
+        raise RehearseError(
+            f"the disk {disk} has {len(ids)} snapshots tagged {tag!r}, or their IDs are not unique: "
+            "rehearse cannot tell which one to restore; nothing was done.",
+            hint=f"`qemu-img snapshot -l {disk}` lists them",
+        )
+    return ids[0]
+
+
 def _node(sock: Path, disk: Path) -> str:
     """The QEMU block node of the VM's disk (its format node), found by the
     file it opened: the run script names its drive, rehearse does not rely on it."""
@@ -147,6 +169,7 @@ def take(name: str, tag: str | None) -> Snapshot:
         t0 = time.monotonic()
         remote = _running_remote(vmdir, state)
         if remote is not None:
+            lifecycle.unpause(vmdir, state)  # one a killed snapshot left paused would not sync
             current = ssh.run(remote, ["sh", "-c", "sync && readlink -- /run/current-system"], timeout=120)
             lifecycle.reconcile(vmdir, state, answers.running_system(remote.who, current.stdout))
             sock = vmdir.socket("qmp.sock")
@@ -227,10 +250,11 @@ def restore(name: str, tag: str, timeout: float, ssh_timeout: float) -> None:
             raise RehearseError(
                 f"the snapshot {tag} of {name} has no VM runner to boot (was it taken before the VM was built?).",
             )
+        snapshot_id = _id_of(disk, tag)  # found before the VM is powered off: a failure changes nothing
         if state.alive():
             output.info(f"{name}: {lifecycle.power_off(vmdir, state, timeout)}")
             state = vmdir.load()
-        process.run([process.require("qemu-img"), "snapshot", "-a", tag, disk])
+        process.run([process.require("qemu-img"), "snapshot", "-a", snapshot_id, disk])
         # What the VM ran, and how to boot it; where it is reached stays as it is now.
         state.system, state.runner, state.disk_from = kept.system, kept.runner, kept.disk_from
         state.runners = {**state.runners, **kept.runners}

@@ -211,14 +211,38 @@ def socket_path(directory: Path, name: str) -> Path:
     path = directory / name
     if len(str(path).encode()) <= 80:
         return path
-    short = Path(f"/tmp/rehearse-{os.getuid()}")
-    short.mkdir(mode=0o700, exist_ok=True)
-    st = short.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+    return socket_dir() / f"{hashlib.sha256(str(directory).encode()).hexdigest()[:16]}-{name}"
+
+
+def socket_dir(base: Path = Path("/tmp")) -> Path:
+    """The user's private directory for sockets, `base`/rehearse-UID: made
+    0700 if missing, else refused unless it is a real directory (lstat: a
+    symbolic link someone planted in /tmp is never followed) that the user
+    owns and that no one else can enter. Made first and checked after, so
+    no one can slip a link in between: once it is ours in a sticky /tmp, no
+    one else can rename or replace it."""
+    path = base / f"rehearse-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    hint = f"remove {path} if it is yours, or set REHEARSE_STATE_DIR to a shorter path (sockets then stay in it)"
+    try:
+        st = os.lstat(path)
+    except OSError as e:
         raise RehearseError(
-            f"{short} is not a private directory of yours.", hint="remove it, or set a shorter REHEARSE_STATE_DIR"
-        )
-    return short / f"{hashlib.sha256(str(directory).encode()).hexdigest()[:16]}-{name}"
+            f"cannot use {path} for sockets: {e.strerror}.", hint=hint, exit_code=ExitCode.USAGE
+        ) from None
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symbolic link; rehearse does not follow it"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"belongs to another user (uid {st.st_uid})"
+    elif st.st_mode & 0o077:
+        problem = f"can be reached by other users (mode {stat.S_IMODE(st.st_mode):o}, not 700)"
+        hint = f"`chmod 700 {path}` if it is yours alone, or {hint}"
+    else:
+        return path
+    raise RehearseError(f"{path}, the private directory for sockets, {problem}.", hint=hint, exit_code=ExitCode.USAGE)
 
 
 class VMDir:
@@ -227,6 +251,7 @@ class VMDir:
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = check_name(name)
         self.path = (root or state_root()) / name
+        self.held = False  # this process holds the VM's lock, through this VMDir
 
     @classmethod
     def named(cls, name: str) -> VMDir | None:
@@ -356,7 +381,11 @@ class VMDir:
                 ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)
-            yield
+            held, self.held = self.held, True
+            try:
+                yield
+            finally:
+                self.held = held
         finally:
             os.close(fd)
 

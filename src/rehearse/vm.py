@@ -291,6 +291,18 @@ def qmp(sock: Path, command: str, **arguments: object) -> Any:
         monitor.close()
 
 
+def run_status(sock: Path) -> str | None:
+    """QEMU's run state (QMP query-status: "running", "paused" after a QMP
+    `stop`, "io-error" …), or None when QMP does not answer."""
+    try:
+        answer = qmp(sock, "query-status")
+    except Exception as e:  # no socket, QEMU gone or hung: the caller goes on as before
+        output.debug(f"QMP query-status failed: {e}")
+        return None
+    status = answer.get("status") if isinstance(answer, dict) else None
+    return status if isinstance(status, str) else None
+
+
 def add_forward(sock: Path, forward: Forward) -> None:
     """Forward one more port from 127.0.0.1 into the running VM (QEMU's
     hostfwd_add on the runner's user network, netdev user.0)."""

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from rehearse import vm as qemu
+from rehearse.state import VMDir
 from tests.e2e.conftest import Config, Rehearse, booted
 
 pytestmark = pytest.mark.e2e
@@ -45,12 +47,17 @@ def generations(rehearse: Rehearse) -> list[dict[str, Any]]:
     return data
 
 
-def tags_on_disk(rehearse: Rehearse) -> list[str]:
+def on_disk(rehearse: Rehearse) -> list[dict[str, Any]]:
     disk = rehearse.state / NAME / "disk.qcow2"
     info = subprocess.run(
         ["qemu-img", "info", "-U", "--output=json", str(disk)], capture_output=True, text=True, check=True
     )
-    return [s["name"] for s in json.loads(info.stdout).get("snapshots", [])]
+    data: list[dict[str, Any]] = json.loads(info.stdout).get("snapshots", [])
+    return data
+
+
+def tags_on_disk(rehearse: Rehearse) -> list[str]:
+    return [s["name"] for s in on_disk(rehearse)]
 
 
 def test_restore_brings_back_the_disk_and_the_saved_system(rehearse: Rehearse, vm: Config) -> None:
@@ -124,3 +131,44 @@ def test_a_tag_is_taken_once(rehearse: Rehearse, vm: Config) -> None:
     result = rehearse("snapshot", NAME, "once")
     assert result.returncode == 2 and "has a snapshot 'once' already" in result.stderr
     assert rehearse("snapshot", NAME, "once", "--delete").returncode == 0
+
+
+def test_a_tag_that_spells_another_snapshots_id_restores_its_own(rehearse: Rehearse, vm: Config) -> None:
+    """Issue 22: qcow2 gives each snapshot an ID too, and `qemu-img snapshot
+    -a` takes IDs before tags: `restore NAME 1` once restored the snapshot
+    whose ID is 1."""
+    run(rehearse, "echo first > /root/marker")
+    assert rehearse("snapshot", NAME, "b").returncode == 0
+    [first] = on_disk(rehearse)
+    tag = first["id"]  # the ID QEMU gave "b" is the next snapshot's tag
+    run(rehearse, "echo second > /root/marker")
+    assert rehearse("snapshot", NAME, tag).returncode == 0
+    b, second = on_disk(rehearse)
+    assert (b["id"], b["name"], second["name"]) == (tag, "b", tag) and second["id"] != tag
+    run(rehearse, "echo third > /root/marker")
+    result = rehearse("restore", NAME, tag, "--timeout", "30")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run(rehearse, "cat /root/marker") == "second"
+    assert rehearse("snapshot", NAME, tag, "--delete").returncode == 0
+    assert tags_on_disk(rehearse) == ["b"]
+    assert rehearse("snapshot", NAME, "b", "--delete").returncode == 0
+
+
+def test_a_vm_left_paused_is_resumed_by_the_next_command(rehearse: Rehearse, vm: Config) -> None:
+    """What a `snapshot` killed between its QMP `stop` and `cont` leaves: a
+    paused VM. `status` resumes it; so does a `snapshot` (which would else
+    wait for the frozen guest's sync)."""
+    sock = VMDir(NAME, rehearse.state).socket("qmp.sock")
+    qemu.qmp(sock, "stop")
+    assert qemu.run_status(sock) == "paused"
+    result = rehearse("status", "--json")
+    assert result.returncode == 0 and "was paused" in result.stderr and "resumed it" in result.stderr
+    assert next(v for v in json.loads(result.stdout) if v["name"] == NAME)["state"] == "running"
+    assert qemu.run_status(sock) == "running"
+    assert run(rehearse, "echo answers") == "answers"
+
+    qemu.qmp(sock, "stop")
+    result = rehearse("snapshot", NAME, "unpaused")
+    assert result.returncode == 0 and "resumed it" in result.stderr, result.stderr
+    assert qemu.run_status(sock) == "running"
+    assert rehearse("snapshot", NAME, "unpaused", "--delete").returncode == 0
