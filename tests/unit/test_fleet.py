@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -403,10 +404,20 @@ def lan_vm(root: Path, name: str, *, running: bool) -> VMDir:
     return d
 
 
-def test_the_hub_is_started_and_stopped_under_a_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """A state directory whose hub, if a test leaves one, ends with the test."""
+    import signal
+
+    yield tmp_path / "state"
+    pid = lan._running(tmp_path / "state")
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_the_hub_is_started_and_stopped_under_a_lock(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fcntl
 
-    root = tmp_path / "state"
     lan.ensure_hub(root)
     monkeypatch.setattr(lan, "LOCK_WAIT", 0.2)
     fd = os.open(root / ".lan" / "lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -430,13 +441,12 @@ def test_the_hub_is_started_and_stopped_under_a_lock(tmp_path: Path, monkeypatch
 
 
 def test_a_dead_hub_is_said_by_status_and_started_again_by_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import signal
 
     from rehearse import lifecycle
 
-    root = tmp_path / "state"
     monkeypatch.setenv("REHEARSE_STATE_DIR", str(root))
     lan.ensure_hub(root)
     lan_vm(root, "web", running=True)
@@ -457,5 +467,3 @@ def test_a_dead_hub_is_said_by_status_and_started_again_by_up(
         assert lan.hub_running(root)
     err = capsys.readouterr().err
     assert "had stopped and was started again" in err and "`rehearse down web && rehearse up web`" in err
-    lan_vm(root, "web", running=False)
-    lan.release_hub(root)
