@@ -132,13 +132,17 @@ def activate(
     activation_timeout: float = ACTIVATION_TIMEOUT,
     register: list[str] | None = None,
     action: str = "test",
+    keep_profile: bool = False,
 ) -> Outcome:
     """Set the profile and switch, detached on the other side; stream its
     output; verify and confirm, or let it roll back. One SSH session starts
     the activation (guest/start.sh), carries the registration of the new
     paths (`register`, seen through the host store: raises NotVisible when
     the guest does not see one), follows the log and takes rehearse's word.
-    If the session drops, reconnect and carry on from the log."""
+    If the session drops, reconnect and carry on from the log.
+    keep_profile: the system profile is left alone (`promote --test`, as
+    `nixos-rebuild test`): no generation, and a rollback switches back to
+    the system that ran."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
     st = Activation(nonce=secrets.token_hex(8), who=remote.who)
@@ -146,7 +150,10 @@ def activate(
     registration = nix.dump_db(register) if register else ""
     args = [d, st.nonce, system, str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout)), action]
     if generation is not None:
+        assert not keep_profile
         args.append(str(generation))
+    elif keep_profile:
+        args.append("keep")
     argv = scripts.sh(
         "start.sh", d, st.nonce, str(len(script.encode())), str(len(registration.encode())), " ".join(args),
         *(register or []),

@@ -33,6 +33,12 @@ environment:
   NIX_PATH, NIX_CONFIG and nix.conf are Nix's own and passed through untouched"""
 )
 
+# One meaning of --all for every command (deploy, down, destroy).
+ALL_HELP = (
+    "every machine of rehearse.toml's [machines] when the current directory's rehearse.toml has any "
+    "(other VMs are left alone); else every VM"
+)
+
 INCLUDE_HELP = "add PATH to the Nix search path, as nix-build -I does (e.g. -I nixpkgs=../nixpkgs); repeatable"
 
 
@@ -178,9 +184,7 @@ def parser() -> argparse.ArgumentParser:
         help="deploy to several VMs, each its own configuration: names and @tags of rehearse.toml's machines, "
         "separated by commas (--on web,db, --on @front); one that fails is rolled back alone",
     )
-    which.add_argument(
-        "--all", action="store_true", help="deploy to every machine of rehearse.toml's [machines] (else every VM)"
-    )
+    which.add_argument("--all", action="store_true", help=ALL_HELP)
     dp.add_argument(
         "--parallel",
         type=int,
@@ -216,7 +220,11 @@ def parser() -> argparse.ArgumentParser:
     )
     how = pr.add_mutually_exclusive_group()
     how.add_argument(
-        "--test", dest="action", action="store_const", const="test", help="activate, but keep the boot entry"
+        "--test",
+        dest="action",
+        action="store_const",
+        const="test",
+        help="activate, as nixos-rebuild test: the system profile and boot entry stay as they were (no generation)",
     )
     how.add_argument("--boot", dest="action", action="store_const", const="boot", help="make it the boot entry only")
     pr.set_defaults(action="switch")
@@ -277,11 +285,18 @@ def parser() -> argparse.ArgumentParser:
 
     for verb, text in (
         ("down", "power a VM off"),
-        ("destroy", "power a VM off and delete its disk and state"),
+        ("destroy", "power a VM off and delete its disk, snapshots and state"),
     ):
         d = add(verb, text)
         d.add_argument("name", nargs="?", help="the VM")
-        d.add_argument("--all", action="store_true", help="every VM")
+        d.add_argument("--all", action="store_true", help=ALL_HELP)
+        if verb == "destroy":
+            d.add_argument(
+                "-y",
+                "--yes",
+                action="store_true",
+                help="do not ask before destroying several VMs (--all); without a terminal, --all needs it",
+            )
         d.add_argument(
             "--timeout",
             type=_number,
@@ -430,9 +445,13 @@ def dispatch(args: argparse.Namespace) -> int:
             if args.all:
                 if args.name is not None:
                     raise RehearseError("give a VM's name or --all, not both.", exit_code=ExitCode.USAGE)
-                from rehearse import fleet
+                from rehearse import config, fleet
 
-                return fleet.every_vm(args.command, lambda name: work(name, timeout))
+                names = fleet.every_vm_of(config.load_settings().machines)
+                if args.command == "destroy" and names and not _destroy_asked(names, args.yes):
+                    output.info("nothing destroyed")
+                    return ExitCode.DECLINED
+                return fleet.every_vm(args.command, names, lambda name: work(name, timeout))
             if args.name is None:
                 raise RehearseError(
                     "which VM? Give its name, or --all.", hint="`rehearse status` lists them", exit_code=ExitCode.USAGE
@@ -445,6 +464,15 @@ def dispatch(args: argparse.Namespace) -> int:
         case _:
             raise AssertionError(args.command)
     return 0
+
+
+def _destroy_asked(names: list[str], yes: bool) -> bool:
+    """destroy --all's go: --yes, or a yes on the terminal (none: USAGE)."""
+    from rehearse import deploy
+
+    listed = ", ".join(names)
+    deploy.must_ask(f"`destroy --all` would destroy {listed}", "nothing was destroyed", yes)
+    return yes or deploy.ask(f"destroy {listed}: their disks, snapshots and state? [y/N]", False)
 
 
 def _deploy_request(args: argparse.Namespace, settings: Settings, name: str, source: Source | None) -> DeployRequest:

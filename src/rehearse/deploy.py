@@ -102,6 +102,17 @@ def ask(question: str, yes: bool) -> bool:
     return not yes and sys.stdin.isatty() and output.ask(question).strip().lower() in ("y", "yes")
 
 
+def must_ask(doing: str, unchanged: str, yes: bool) -> None:
+    """A command that changes a real server or destroys VMs asks first:
+    without a terminal to ask on, it needs --yes (else USAGE, `unchanged`)."""
+    if not yes and not sys.stdin.isatty():
+        raise RehearseError(
+            f"{doing}, and there is no terminal to ask on: {unchanged}.",
+            hint="run it on a terminal to be asked, or add --yes",
+            exit_code=ExitCode.USAGE,
+        )
+
+
 def rolled_back(what: str, where: str, current: str, outcome: Outcome) -> str:
     """The message of an activation that did not hold."""
     reason = outcome.reason or ""
@@ -350,6 +361,11 @@ def rollback(req: RollbackRequest) -> Report:
             return _rollback(req, vm.remote, req.name, gens, vm.history, "test", vm)
         vmdir.check()
         try:
+            must_ask(
+                f"`rollback --server` would switch {req.server.describe()} to another generation",
+                "nothing was sent to the server",
+                req.yes,
+            )
             ssh.check_sudo(req.server.remote)
             settled = activation.settle(req.server.remote, req.activation_timeout)
             settled.say()

@@ -31,12 +31,13 @@ class ExitCode(IntEnum):
 _MEANINGS = {
     ExitCode.OK: "success (also: nothing to do)",
     ExitCode.FAILED: "failure not listed below",
-    ExitCode.USAGE: "bad arguments, bad rehearse.toml or an unknown VM; nothing changed",
+    ExitCode.USAGE: "bad arguments, bad rehearse.toml or an unknown VM; or a command that asks first (promote, "
+    "rollback --server, destroy --all) without a terminal and without --yes; nothing changed",
     ExitCode.CONFIG: "the configuration does not evaluate or build; the VM was not touched",
     ExitCode.ROLLED_BACK: "the new system was activated, failed its checks and was rolled back",
-    ExitCode.DECLINED: "the plan was declined at the prompt; nothing changed",
+    ExitCode.DECLINED: "the plan (or destroy --all) was declined at the prompt; nothing changed",
     ExitCode.NOT_RUNNING: "the VM is not running",
-    ExitCode.BUSY: "another rehearse command is working on the VM",
+    ExitCode.BUSY: "another rehearse command is working on the VM (or on the fleet's hub)",
     ExitCode.REBOOT_REQUIRED: "the new system needs a restart of the VM (switch-to-configuration exited 100)",
     ExitCode.NOT_REHEARSED: "promote: the VM never ran and confirmed this revision; nothing was sent to the server",
     ExitCode.PARTIAL: "a command over several machines failed on some of them (its summary names them) "

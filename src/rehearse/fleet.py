@@ -212,7 +212,6 @@ def up(req: UpRequest) -> int:
 
     forced = _changed_lan(names, places)
     start = time.monotonic()
-    lan.ensure_hub(root)
     lifecycle.BUILDS = threading.BoundedSemaphore(slots)
 
     def boot(name: str) -> Outcome:
@@ -232,7 +231,8 @@ def up(req: UpRequest) -> int:
         return Outcome(name, True, "up", 0, time.monotonic() - t, f"{address} on the LAN")
 
     try:
-        results = each(names, boot, len(names))
+        with lan.joined(root):  # up before the first build: a missing vde_switch stops nothing half-way
+            results = each(names, boot, len(names))
     finally:
         lan.release_hub(root)  # if no VM of it came up
     outcomes = [
@@ -413,9 +413,17 @@ def deploy(names: list[str], parallel: int, template: Any, checks_of: Callable[[
 # --- down, destroy -----------------------------------------------------------------
 
 
-def every_vm(verb: str, work: Callable[[str], None]) -> int:
-    """`down --all`, `destroy --all`: every VM of the state directory."""
-    names = [d.name for d in all_vms()]
+def every_vm_of(machines: Iterable[config.Machine]) -> list[str]:
+    """The VMs `down --all` and `destroy --all` work on, as `deploy --all`
+    picks them: rehearse.toml's machines when it has any (those that have a
+    VM; other VMs are left alone), else every VM of the state directory."""
+    existing = [d.name for d in all_vms()]
+    named = [m.name for m in machines]
+    return [n for n in named if n in existing] if named else existing
+
+
+def every_vm(verb: str, names: list[str], work: Callable[[str], None]) -> int:
+    """`down --all`, `destroy --all`: work(name) on each of `names`."""
     if not names:
         output.info("no VMs")
         return ExitCode.OK

@@ -6,6 +6,12 @@ together share one virtual Ethernet hub, as the NixOS test driver's nodes do.
   socket directory (0700) is in the state directory, or under a private
   /tmp directory when that path is too long for a Unix socket. QEMU's vde
   netdev connects to it once, at start: the hub must outlive every VM.
+- The hub is started and stopped under a lock (.lan/lock), and an `up`
+  holds a share of .lan/users from the hub's start until its VM's state
+  names a running QEMU: a `down` of the LAN's last VM meanwhile leaves the
+  hub alone. A hub found dead while VMs of the LAN run is started again by
+  the next `up`; those VMs stay cut off from the LAN (QEMU does not connect
+  again) until they are restarted, which that `up` and `status` say.
 - Each machine has a number (1 to 254), kept in its state for as long as the
   VM exists, so that a machine joining later moves no other one. Its LAN NIC
   has the MAC 52:54:00:12:01:<number> (nixos/lib/qemu-common.nix's scheme
@@ -23,18 +29,19 @@ Nothing here leaves the host: the hub has no uplink.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rehearse import output, process
-from rehearse.errors import RehearseError
-from rehearse.state import all_vms, ensure_root, pid_alive, process_start, socket_path
+from rehearse.errors import ExitCode, RehearseError
+from rehearse.state import VMDir, all_vms, ensure_root, pid_alive, process_start, socket_path
 
 VLAN = 1
 NETWORK = "192.168.1"
@@ -159,11 +166,81 @@ def _running(root: Path) -> int | None:
     return pid if b"vde_switch" in cmdline and str(socket_dir(root)).encode() in cmdline else None
 
 
+LOCK_WAIT = 30.0  # seconds an `up` or `down` waits for another one's start or stop of the hub
+
+
+@contextlib.contextmanager
+def _flock(path: Path, how: int, *, wait: float) -> Iterator[bool]:
+    """Hold flock `how` on `path` (0600, created), waiting up to `wait`
+    seconds (0: not at all); yields whether it was taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        end = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    yield False
+                    return
+                time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _hub_lock(root: Path) -> Iterator[Path]:
+    """Hold the lock under which the hub is started and stopped; its directory."""
+    home = _home(ensure_root(root))
+    with contextlib.suppress(FileExistsError):
+        home.mkdir(mode=0o700)
+    with _flock(home / "lock", fcntl.LOCK_EX, wait=LOCK_WAIT) as taken:
+        if not taken:
+            raise RehearseError(
+                "the fleet's LAN is busy: another rehearse command has been starting or stopping its hub "
+                f"for {LOCK_WAIT:.0f} s.",
+                hint="wait for it to finish, then try again",
+                exit_code=ExitCode.BUSY,
+            )
+        yield home
+
+
+def hub_running(root: Path) -> bool:
+    """Whether the fleet's hub (vde_switch) runs."""
+    return _running(root) is not None
+
+
+def _lan_vms(root: Path, *, running: bool) -> list[VMDir]:
+    found = []
+    for vmdir in all_vms(root):
+        with contextlib.suppress(RehearseError):
+            state = vmdir.load()
+            if state.lan is not None and (state.alive() or not running):
+                found.append(vmdir)
+    return found
+
+
+@contextlib.contextmanager
+def joined(root: Path) -> Iterator[Path]:
+    """The hub, started unless it runs (its socket directory), kept up until
+    the block ends: the caller starts a VM on it and records it as running."""
+    with _hub_lock(root) as home:
+        sock = ensure_hub(root)
+        users = contextlib.ExitStack()
+        users.enter_context(_flock(home / "users", fcntl.LOCK_SH, wait=LOCK_WAIT))
+    with users:
+        yield sock
+
+
 def ensure_hub(root: Path) -> Path:
-    """Start the fleet's hub unless it runs; its socket directory."""
+    """Start the fleet's hub unless it runs; its socket directory. (The
+    caller holds the hub's lock: `joined`.)"""
     sock = socket_dir(root)
     if _running(root) is not None and (sock / "ctl").exists():
         return sock
+    stranded = [d.name for d in _lan_vms(root, running=True)]
     if shutil.which("vde_switch") is None:
         raise RehearseError(
             "a fleet's VMs share a LAN through vde_switch, which is not installed.",
@@ -186,19 +263,27 @@ def ensure_hub(root: Path) -> Path:
             raise RehearseError(f"vde_switch started but made no socket in {sock}")
         time.sleep(0.05)
     output.info(f"the fleet's LAN ({NETWORK}.0/24, a hub of its own) is up")
+    if stranded:
+        output.warn(
+            "the fleet's hub (vde_switch) had stopped and was started again; "
+            f"{', '.join(stranded)} still run cut off from the LAN (QEMU does not connect to a new hub): "
+            + "; ".join(f"`rehearse down {n} && rehearse up {n}`" for n in stranded)
+        )
     return sock
 
 
 def release_hub(root: Path) -> None:
-    """End the hub when no VM of the LAN runs any more."""
-    pid = _running(root)
-    if pid is None:
+    """End the hub when no VM of the LAN runs any more, nor is being started."""
+    if _running(root) is None:
         return
-    for vmdir in all_vms(root):
-        with contextlib.suppress(RehearseError):
-            state = vmdir.load()
-            if state.lan is not None and state.alive():
-                return
+    with _hub_lock(root) as home, _flock(home / "users", fcntl.LOCK_EX, wait=0) as alone:
+        pid = _running(root)
+        if pid is None or not alone or _lan_vms(root, running=True):
+            return
+        _stop(root, pid)
+
+
+def _stop(root: Path, pid: int) -> None:
     start = process_start(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)

@@ -185,6 +185,8 @@ def _up(
             output.info(
                 f"{name} is already running (pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}); nothing changed."
             )
+            if state.lan is not None and not lan.hub_running(vmdir.path.parent):
+                output.warn(cut_off(name))
             output.result(f"rehearse ssh {name}")
             return
         _reap(state)  # a VM that crashed may have left its runner's daemons
@@ -238,30 +240,31 @@ def _up(
             "using software emulation (TCG), which is slower"
         )
     env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
-    if state.lan is not None:
-        env[lan.SOCKET_ENV] = str(lan.ensure_hub(vmdir.path.parent))
-    # An SSH master left from an earlier run of this VM talks to nothing.
-    if state.ssh_port is not None:
-        ssh.close_master(remote_for(vmdir, state.ssh_port))
-    for sock in ("qmp.sock", "ssh.ctl"):
-        vmdir.socket(sock).unlink(missing_ok=True)
-    if not vmdir.file("disk.qcow2").exists():
-        state.disk_from = system
-    share_host_key(vmdir)
-    pid = vm.start(runner, env, vmdir)
+    with contextlib.ExitStack() as hub:
+        if state.lan is not None:  # the hub stays up at least until this VM's state names its QEMU
+            env[lan.SOCKET_ENV] = str(hub.enter_context(lan.joined(vmdir.path.parent)))
+        # An SSH master left from an earlier run of this VM talks to nothing.
+        if state.ssh_port is not None:
+            ssh.close_master(remote_for(vmdir, state.ssh_port))
+        for sock in ("qmp.sock", "ssh.ctl"):
+            vmdir.socket(sock).unlink(missing_ok=True)
+        if not vmdir.file("disk.qcow2").exists():
+            state.disk_from = system
+        share_host_key(vmdir)
+        pid = vm.start(runner, env, vmdir)
 
-    state.pid = pid
-    state.pid_start = process_start(pid)
-    state.ssh_port = ssh_port
-    state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
-    state.server_ssh = [{"host": f.host_port, "guest": f.guest_port} for f in server_ssh]
-    if overrides is not None:
-        state.overrides = overrides
-    state.runner = str(runner_out)
-    state.system = system
-    state.runners[system] = str(runner_out)
-    state.started = time.time()
-    vmdir.save(state)
+        state.pid = pid
+        state.pid_start = process_start(pid)
+        state.ssh_port = ssh_port
+        state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
+        state.server_ssh = [{"host": f.host_port, "guest": f.guest_port} for f in server_ssh]
+        if overrides is not None:
+            state.overrides = overrides
+        state.runner = str(runner_out)
+        state.system = system
+        state.runners[system] = str(runner_out)
+        state.started = time.time()
+        vmdir.save(state)
 
     remote = remote_for(vmdir, ssh_port)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -383,9 +386,24 @@ def ssh_command(name: str, command: list[str]) -> int:
     os.execvp(argv[0], argv)
 
 
+def cut_off(name: str) -> str:
+    """What to do about a VM that runs while its LAN's hub does not."""
+    return (
+        f"{name} is cut off from the fleet's LAN: its hub (vde_switch) is not running, and QEMU does not "
+        f"connect to a new one; to join it again: rehearse down {name} && rehearse up {name}"
+    )
+
+
+def _hub(alive: bool, hub_running: bool) -> str:
+    """A LAN VM's hub, for `status`: "running", "dead" (the VM runs, its hub
+    does not: it is cut off) or "stopped"."""
+    return "running" if hub_running else "dead" if alive else "stopped"
+
+
 def status(as_json: bool) -> None:
     rows: list[dict[str, Any]] = []
     now = time.time()
+    hub_running = lan.hub_running(state_root())
     for vmdir in all_vms():
         try:
             state = vmdir.load()
@@ -410,7 +428,12 @@ def status(as_json: bool) -> None:
                 "uptime": round(now - state.started) if alive and state.started else None,
                 "server_ssh": state.server_ssh if alive else [],
                 "overrides": state.overrides,
-                "lan": {k: state.lan.get(k) for k in ("address", "interface", "number")} if state.lan else None,
+                "lan": {
+                    **{k: state.lan.get(k) for k in ("address", "interface", "number")},
+                    "hub": _hub(alive, hub_running),
+                }
+                if state.lan
+                else None,
                 "snapshots": _snapshots(vmdir),
             }
         )
@@ -432,6 +455,8 @@ def status(as_json: bool) -> None:
             output.result(f"{'':<16} {r['snapshots']} snapshot(s): `rehearse snapshots {r['name']}`")
         if r["lan"]:
             output.result(f"{'':<16} on the fleet's LAN: {r['lan']['address']} ({r['lan']['interface']})")
+            if r["lan"]["hub"] == "dead":
+                output.result(f"{'':<16} {cut_off(r['name'])}")
         for o in r["overrides"]:
             output.result(f"{'':<16} overridden for the VM: {o}")
 

@@ -73,7 +73,20 @@ def describe_rehearsal(r: dict[str, Any]) -> str:
 
 
 def run_promote(req: PromoteRequest) -> dict[str, Any]:
+    """Promote under the VM's lock: no deploy, rollback or destroy of the VM
+    runs beside it (its rehearsals, state and promotion history)."""
+    if not req.dry_run:
+        deploy.must_ask(
+            f"`promote` would {req.action} {req.to} to what {req.name} rehearsed",
+            "nothing was sent to the server",
+            req.yes,
+        )
     vmdir = VMDir(req.name)
+    with vmdir.locked("rehearse promote"):
+        return _promote(req, vmdir)
+
+
+def _promote(req: PromoteRequest, vmdir: VMDir) -> dict[str, Any]:
     state = vmdir.load()
     source = nix.Source.from_json(state.source)
     report: dict[str, Any] = {
@@ -201,6 +214,7 @@ def _promote_to(
         Verify(checks=tuple(server.checks(req.checks, forwards)), fresh_login=True),
         activation_timeout=req.activation_timeout,
         action=req.action,
+        keep_profile=req.action == "test",  # nixos-rebuild test: no generation, the boot menu as it was
     )
     times["activate"] = round(time.monotonic() - t, 2)
     if outcome.after_switch is not None:

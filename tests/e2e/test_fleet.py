@@ -11,6 +11,8 @@ part of it. Marked `generations`: ./run runs it on NixOS 26.11 VMs too."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -104,7 +106,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, guest_image: Path) -> Iterat
     print(f"\nfleet: `rehearse up` of web and db took {seconds:.1f} s")
     yield Fleet(r, web, db, seconds, up)
     if r.state.exists():
-        r("destroy", "--all", "--timeout", "5")
+        r("destroy", "--all", "--yes", "--timeout", "5")
 
 
 def test_up_brings_both_machines_up_on_one_lan(fleet: Fleet) -> None:
@@ -174,14 +176,26 @@ def test_a_failing_machine_is_rolled_back_alone(fleet: Fleet) -> None:
     assert fleet.run("db", "cat /etc/fleet-mark") == "db v2"
 
 
-def test_down_all_ends_the_vms_and_the_lan(fleet: Fleet) -> None:
+def test_a_dead_hub_is_said_by_status(fleet: Fleet) -> None:
     hub = fleet.rehearse.state / ".lan" / "pid"
     pid = int(hub.read_text())
-    assert Path(f"/proc/{pid}").exists()
+    assert {v["lan"]["hub"] for v in fleet.rehearse.status()} == {"running"}
+    os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert {v["lan"]["hub"] for v in fleet.rehearse.status()} == {"dead"}
+    text = fleet.rehearse("status")
+    assert "web is cut off from the fleet's LAN" in text.stdout and "rehearse down db && rehearse up db" in text.stdout
+
+
+def test_down_all_ends_the_vms_and_the_lan(fleet: Fleet) -> None:
     result = fleet.rehearse("down", "--all", "--timeout", "30")
     assert result.returncode == 0, result.stderr
     assert {v["state"] for v in fleet.rehearse.status()} == {"stopped"}
-    assert not Path(f"/proc/{pid}").exists() or b"vde_switch" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert {v["lan"]["hub"] for v in fleet.rehearse.status()} == {"stopped"}
     result = fleet.rehearse("destroy", "--all", "--timeout", "5")
+    assert result.returncode == 2 and "no terminal to ask on" in result.stderr  # asks first
+    result = fleet.rehearse("destroy", "--all", "--yes", "--timeout", "5")
     assert result.returncode == 0, result.stderr
     assert fleet.rehearse.status() == []

@@ -201,3 +201,37 @@ def test_build_host_builds_the_system_on_a_nix_remote_builder(rehearse: Rehearse
     system = report["new_system"]
     assert server.ssh(f"test -e {system} && echo built-there") == "built-there"
     assert server.ssh("readlink /run/current-system") != system
+
+
+def test_promote_test_leaves_the_servers_profile_alone(rehearse: Rehearse, vm: Config, server: Server) -> None:
+    """--test, as nixos-rebuild test: the new system runs, and the system
+    profile (its generations) and the boot entry stay as they were. A
+    promotion that fails afterwards goes back to that system, and the boot
+    entry to the profile's. (Last: the server then runs a system its
+    profile does not hold.)"""
+
+    def profile() -> tuple[str, str, str]:
+        return (
+            server.ssh("readlink /nix/var/nix/profiles/system"),
+            server.ssh("ls -d /nix/var/nix/profiles/system-*-link | wc -l"),
+            server.ssh("cat /boot/rig/default"),
+        )
+
+    before, kept = server.ssh("readlink /run/current-system"), profile()
+    vm.set(SERVER + '  environment.etc."promoted".text = "tested";')
+    assert rehearse("deploy", NAME, "--yes").returncode == 0
+    code, report, err = promote(rehearse, server, "--test")
+    assert code == 0, err
+    assert report["result"] == "confirmed" and report["generation"] is None
+    tested = report["new_system"]
+    assert server.ssh("readlink /run/current-system") == tested != before
+    assert server.ssh("cat /etc/promoted") == "tested"
+    assert profile() == kept
+    vm.set(
+        SERVER + '  systemd.services.broken = { wantedBy = [ "multi-user.target" ]; '
+        'serviceConfig = { Type = "oneshot"; RemainAfterExit = true; }; script = "exit 1"; };'
+    )
+    code, report, err = promote(rehearse, server, "--force")
+    assert code == 4, err
+    assert server.ssh("readlink /run/current-system") == tested
+    assert profile() == kept

@@ -6,8 +6,11 @@ before building (real Nix against the mini nixpkgs for those)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -313,3 +316,154 @@ def test_on_and_all_with_nothing_to_pick(tmp_path: Path, monkeypatch: pytest.Mon
 def test_down_all_with_no_vms(tmp_path: Path) -> None:
     result = rehearse("down", "--all", state=tmp_path / "state", cwd=tmp_path)
     assert result.returncode == 0 and "no VMs" in result.stderr
+
+
+# --- --all means one thing; destroy asks -----------------------------------------------
+
+
+def fleet_dir(tmp_path: Path) -> Path:
+    """A fleet's directory (rehearse.toml names web and db) and a state with
+    the VMs web and other (a VM rehearse.toml does not name); db has none."""
+    from tests.unit.test_cli import stopped_vm
+
+    (tmp_path / "rehearse.toml").write_text(
+        '[machines.web]\nconfiguration = "web/configuration.nix"\n[machines.db]\nconfiguration = "db/configuration.nix"\n'
+    )
+    for name in ("web", "other"):
+        stopped_vm(tmp_path / "state", name)
+    return tmp_path / "state"
+
+
+def test_destroy_all_without_a_terminal_or_yes_destroys_nothing(tmp_path: Path) -> None:
+    state = fleet_dir(tmp_path)
+    result = rehearse("destroy", "--all", state=state, cwd=tmp_path)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "`destroy --all` would destroy web" in result.stderr and "nothing was destroyed" in result.stderr
+    assert "--yes" in result.stderr
+    assert (state / "web").exists() and (state / "other").exists()
+
+
+def test_down_and_destroy_all_mean_rehearse_tomls_machines_as_deploy_all(tmp_path: Path) -> None:
+    state = fleet_dir(tmp_path)
+    down = rehearse("down", "--all", state=state, cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert "down: 1 VMs" in down.stdout and "web " in down.stdout and "other" not in down.stdout
+    result = rehearse("destroy", "--all", "--yes", state=state, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (state / "web").exists()
+    assert (state / "other").exists()  # not one of rehearse.toml's machines: left alone
+    # Without rehearse.toml's machines, --all is every VM.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = rehearse("destroy", "--all", "--yes", state=state, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert not (state / "other").exists()
+
+
+def test_destroy_all_asks_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rehearse import cli
+
+    state = fleet_dir(tmp_path)
+    monkeypatch.setenv("REHEARSE_STATE_DIR", str(state))
+    monkeypatch.chdir(tmp_path)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["destroy", "--all"])
+    assert e.value.code == ExitCode.DECLINED
+    assert "destroy web: their disks, snapshots and state? [y/N]" in capsys.readouterr().err
+    assert (state / "web").exists()
+    monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["destroy", "--all"])
+    assert e.value.code == 0
+    assert not (state / "web").exists() and (state / "other").exists()
+
+
+# --- the hub's lock; a dead hub ---------------------------------------------------------
+
+
+def lan_vm(root: Path, name: str, *, running: bool) -> VMDir:
+    """A VM of the LAN; running: this process stands in for its QEMU."""
+    from rehearse.state import process_start
+
+    d = VMDir(name, root)
+    d.create()
+    me = os.getpid()
+    place = {"number": 1, "interface": "eth1", "address": "192.168.1.1"}
+    if running:
+        d.save(VMState(name=name, pid=me, pid_start=process_start(me), lan=place))
+    else:
+        d.save(VMState(name=name, lan=place))
+    return d
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """A state directory whose hub, if a test leaves one, ends with the test."""
+    import signal
+
+    yield tmp_path / "state"
+    pid = lan._running(tmp_path / "state")
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+
+
+def test_the_hub_is_started_and_stopped_under_a_lock(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+
+    lan.ensure_hub(root)
+    monkeypatch.setattr(lan, "LOCK_WAIT", 0.2)
+    fd = os.open(root / ".lan" / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another command starts or stops the hub
+        for attempt in (lambda: lan.release_hub(root), lambda: lan.joined(root).__enter__()):
+            with pytest.raises(RehearseError) as e:
+                attempt()
+            assert e.value.exit_code == ExitCode.BUSY and "the fleet's LAN is busy" in e.value.message
+    finally:
+        os.close(fd)
+    assert lan.hub_running(root)
+    # An `up` between the hub's start and its VM's state keeps the hub: a
+    # `down` of the LAN's last VM meanwhile leaves it alone.
+    lan_vm(root, "web", running=False)
+    with lan.joined(root):
+        lan.release_hub(root)
+        assert lan.hub_running(root)
+    lan.release_hub(root)
+    assert not lan.hub_running(root)
+
+
+def test_a_dead_hub_is_said_by_status_and_started_again_by_up(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from rehearse import lifecycle
+
+    monkeypatch.setenv("REHEARSE_STATE_DIR", str(root))
+    lan.ensure_hub(root)
+    lan_vm(root, "web", running=True)
+    capsys.readouterr()
+    lifecycle.status(True)
+    assert json.loads(capsys.readouterr().out)[0]["lan"]["hub"] == "running"
+    os.kill(int((root / ".lan" / "pid").read_text()), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while lan.hub_running(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lifecycle.status(True)
+    assert json.loads(capsys.readouterr().out)[0]["lan"]["hub"] == "dead"
+    lifecycle.status(False)
+    text = capsys.readouterr().out
+    assert "web is cut off from the fleet's LAN" in text and "rehearse down web && rehearse up web" in text
+    # The next `up` of a VM of the LAN starts it again, and says what the cut-off VMs need.
+    with lan.joined(root):
+        assert lan.hub_running(root)
+    err = capsys.readouterr().err
+    assert "had stopped and was started again" in err and "`rehearse down web && rehearse up web`" in err

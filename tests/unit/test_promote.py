@@ -4,6 +4,7 @@ for the real server, the rehearsal guard, the checks made the server's."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_an_unrehearsed_revision_is_refused_and_nothing_is_sent(vm: VMDir, monke
     monkeypatch.setattr(nix, "build_server", nothing)
     monkeypatch.setattr(ssh, "run", nothing)
     with pytest.raises(RehearseError) as e:
-        promote.run_promote(promote.PromoteRequest(name="fripon", to=Address.parse("root@srv")))
+        promote.run_promote(promote.PromoteRequest(name="fripon", to=Address.parse("root@srv"), yes=True))
     assert e.value.exit_code == ExitCode.NOT_REHEARSED
     assert e.value.message.startswith("not rehearsed — deploy it to the VM first")
     assert e.value.report is not None and e.value.report["result"] == "not-rehearsed"
@@ -161,3 +162,80 @@ def test_rehearse_toml_names_the_server(tmp_path: Path) -> None:
 def test_deploy_records_nothing_for_a_system_that_does_not_evaluate(vm: VMDir) -> None:
     promote.record_rehearsal(vm, None, "/nix/store/v", "deploy", [])
     assert history.load(vm.file("rehearsals.json")) == []
+
+
+# --- promote and rollback --server never surprise ---------------------------------------
+
+
+def nothing_may_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing evaluated, built or sent: every way out of this process fails the test."""
+
+    def nothing(*a: object, **kw: object) -> None:
+        raise AssertionError("nothing may be evaluated, built or sent")
+
+    for module, name in ((nix, "server_eval"), (nix, "build_server"), (ssh, "run"), (ssh.process, "run")):
+        monkeypatch.setattr(module, name, nothing)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["promote", "fripon", "--to", "root@srv"],
+        ["promote", "fripon", "--to", "root@srv", "--test"],
+        ["rollback", "fripon", "--server", "root@srv"],
+    ],
+)
+def test_a_server_is_not_switched_without_a_terminal_or_yes(
+    vm: VMDir, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    import io
+    import sys
+
+    nothing_may_run(monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "there is no terminal to ask on: nothing was sent to the server" in err and "--yes" in err
+
+
+def test_promote_waits_for_no_deploy_it_is_refused_while_the_vm_is_busy(
+    vm: VMDir, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+    import os
+
+    nothing_may_run(monkeypatch)
+    fd = os.open(vm.file("lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"rehearse deploy, pid 4242\n")
+        with pytest.raises(SystemExit) as e:
+            cli.main(["promote", "fripon", "--to", "root@srv", "--yes"])
+    finally:
+        os.close(fd)
+    assert e.value.code == ExitCode.BUSY
+    assert "busy" in capsys.readouterr().err
+
+
+def test_promote_test_leaves_the_servers_profile_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--test: activate.sh gets `keep` (no generation, no boot entry), as nixos-rebuild test."""
+    from rehearse import activation
+
+    seen: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def stream(argv: list[str], **kw: object) -> None:
+        seen.append(argv)
+        raise Stop
+
+    monkeypatch.setattr(activation.process, "stream", stream)
+    for keep, tail in ((True, "test keep"), (False, "test")):
+        with pytest.raises(Stop):
+            activation.activate(server(), "/nix/store/x-sys", 60, activation.Verify(), action="test", keep_profile=keep)
+        # activate.sh's arguments (start.sh's ACTIVATE_ARGS, one word of the remote command)
+        [args] = re.findall(r"\S+ \S+ /nix/store/x-sys 60 600 [a-z ]+", " ".join(seen[-1]))
+        assert args.split(" ", 5)[5] == tail

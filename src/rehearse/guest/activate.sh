@@ -2,11 +2,14 @@
 # rehearse's activation, run inside the guest as a transient systemd unit
 # (systemd-run), so a dropped SSH session cannot kill it half-way:
 #
-#   activate.sh DIR NONCE NEW_SYSTEM CONFIRM_TIMEOUT ACTIVATION_TIMEOUT ACTION [GENERATION]
+#   activate.sh DIR NONCE NEW_SYSTEM CONFIRM_TIMEOUT ACTIVATION_TIMEOUT ACTION [GENERATION|keep]
 #
 # ACTION is switch-to-configuration's: `test` for a VM (direct boot: no boot
 # loader), `switch` or `boot` for a real server (`promote`), whose rollback
 # then installs the previous system's boot entry again the same way.
+# `keep` (a server's `promote --test`, as `nixos-rebuild test`): the system
+# profile is not touched — no new generation, the boot menu as it was — and
+# a rollback switches (test) back to the system that ran.
 #
 # 0. one activation at a time: an earlier activation still waiting for its
 #    verdict (its deployer was interrupted) is rejected — it rolls back — and
@@ -32,6 +35,8 @@
 set -u
 dir=$1 nonce=$2 new=$3 timeout=$4 activation_timeout=$5 action=$6 target=${7:-}
 case $action in test | switch | boot) ;; *) echo "activate.sh: unknown action $action" >&2; exit 2 ;; esac
+keep=0
+[ "$target" = keep ] && keep=1 target=
 profile=/nix/var/nix/profiles/system
 runs=${dir%/*}
 confirmed=0 rejected=0
@@ -100,8 +105,10 @@ prevgen=$(generation)
 
 # NixOS does not set the system profile at boot: the system the VM runs
 # (the booted one, before the first deploy) becomes a generation first, so
-# that `rehearse rollback` can return to it.
-if [ -z "$target" ] && [ "$(readlink -f "$profile" 2>/dev/null)" != "$prev" ]; then
+# that `rehearse rollback` can return to it. (A VM's: action test. A server
+# that runs a system its profile does not hold ran a `promote --test`: that
+# one is no generation of its.)
+if [ -z "$target" ] && [ "$action" = test ] && [ $keep = 0 ] && [ "$(readlink -f "$profile" 2>/dev/null)" != "$prev" ]; then
   profile_set "$prev" && prevgen=$(generation)
 fi
 
@@ -129,8 +136,15 @@ result() {
 
 rollback() {
   echo "rehearse: rolling back to $prev ($1)"
+  if [ $keep = 1 ]; then # the profile was not touched
+    "$prev/bin/switch-to-configuration" test 9>&-
+    result "rolled-back $1 $?"
+  fi
   bad=$(generation)
-  if [ -n "$prevgen" ] && [ "$(readlink -f "$profile-$prevgen-link")" = "$prev" ]; then
+  # A server's profile goes back to its generation even when it ran another
+  # system (a `promote --test`'s); a VM's to the system that ran.
+  if [ -n "$prevgen" ] && [ -L "$profile-$prevgen-link" ] \
+    && { [ "$action" != test ] || [ "$(readlink -f "$profile-$prevgen-link")" = "$prev" ]; }; then
     profile_switch "$prevgen"
   else
     profile_set "$prev"
@@ -139,16 +153,27 @@ rollback() {
   if [ -z "$target" ] && [ -n "$bad" ] && [ "$bad" != "$(generation)" ]; then
     rm -f "$profile-$bad-link"
   fi
-  "$prev/bin/switch-to-configuration" "$action" 9>&-
-  result "rolled-back $1 $?"
+  if [ "$(readlink -f "$profile")" = "$prev" ]; then
+    "$prev/bin/switch-to-configuration" "$action" 9>&-
+    result "rolled-back $1 $?"
+  fi
+  # The server ran a system its profile does not hold: the boot entry goes
+  # back to the profile's system, and the system that ran runs again.
+  rc=0
+  if [ "$action" != test ]; then "$profile/bin/switch-to-configuration" boot 9>&- || rc=$?; fi
+  if [ "$action" != boot ]; then "$prev/bin/switch-to-configuration" test 9>&- || rc=$?; fi
+  result "rolled-back $1 $rc"
 }
 
-if [ -n "$target" ]; then
+if [ $keep = 1 ]; then
+  :
+elif [ -n "$target" ]; then
   profile_switch "$target"
 else
   profile_set "$new"
 fi || { mark "rc=1"; result "rolled-back profile 0"; }
-mark "generation=$(generation)"
+# (keep: no generation of this activation's)
+if [ $keep = 1 ]; then mark "generation="; else mark "generation=$(generation)"; fi
 # The activation's own clock: a switch that hangs is stopped and undone.
 timeout "$activation_timeout" "$new/bin/switch-to-configuration" "$action" 9>&-
 rc=$?
