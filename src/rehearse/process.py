@@ -236,7 +236,13 @@ def stream(argv: Sequence[str | Path], *, input: str | None = None, keep_stdin: 
     output.command(shlex.join(args))
     piped = input is not None or keep_stdin
     proc = subprocess.Popen(
-        args, stdin=subprocess.PIPE if piped else subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+        args,
+        stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        # Shielded (deploy --watch), as in `run`: the terminal's Ctrl-C must
+        # not end the session that carries an activation and its verdict.
+        process_group=0 if shielded else None,
     )
     try:
         assert proc.stdout is not None

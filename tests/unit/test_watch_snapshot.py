@@ -3,6 +3,7 @@ count, Ctrl-C's deferral, and snapshot tags and records."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -92,3 +93,17 @@ def test_watch_needs_a_running_vm(tmp_path: Path) -> None:
     )
     assert result.returncode == 6, result.stderr  # not running: nothing is watched
     assert "is not running" in result.stderr and "watching" not in result.stderr
+
+
+@pytest.mark.parametrize("shielded", [True, False])
+def test_a_streamed_child_is_shielded_from_the_terminals_ctrl_c(
+    shielded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy --watch: the activation's SSH session (process.stream) is in a
+    process group of its own, which the terminal's Ctrl-C does not reach."""
+    from rehearse import process
+
+    monkeypatch.setattr(process, "shielded", shielded)
+    with process.stream(["sh", "-c", "echo $$; exec sleep 30"]) as lines:
+        child = int(next(iter(lines)))
+        assert (os.getpgid(child) != os.getpgid(0)) is shielded
