@@ -130,7 +130,7 @@ class Interrupts:
 # Where file events come from: (directories, stop) -> batches of paths,
 # until stop is set; an empty batch says "watching, nothing new" (the
 # watch is in place). watchfiles in rehearse, a fake in the tests.
-Source = Callable[[list[Path], threading.Event], Iterator[Iterable[str]]]
+EventSource = Callable[[list[Path], threading.Event], Iterator[Iterable[str]]]
 
 
 def kernel_events(directories: list[Path], stop: threading.Event) -> Iterator[Iterable[str]]:
@@ -139,7 +139,6 @@ def kernel_events(directories: list[Path], stop: threading.Event) -> Iterator[It
 
     for batch in watchfiles.watch(
         *directories,
-        watch_filter=None,  # _relevant and Watched.concerns decide
         debounce=DEBOUNCE_MS,
         step=50,
         stop_event=stop,
@@ -154,7 +153,7 @@ class Changes:
     """The watched directories' file events, gathered in the background all
     along: a save made while a deploy runs waits here until it ends."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: EventSource) -> None:
         self._source = source
         self._paths: queue.Queue[Path | BaseException] = queue.Queue()
         self._directories: list[Path] | None = None
