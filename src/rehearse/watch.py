@@ -14,9 +14,8 @@ made during a deploy is deployed after it, and any number of them make one
 more deploy, not one each. Rehearse's own files (its state directory, its
 sockets' directory) are no change, even when the configuration's tree holds
 them (a configuration in ~): the console log would otherwise be a deploy a
-line. A change
-that does not build prints Nix's error and leaves the VM as it was;
-watching goes on. Ctrl-C between deploys stops at once; during one, the
+line. A change that does not build prints Nix's error and leaves the VM as
+it was; watching goes on. Ctrl-C between deploys stops at once; during one, the
 deploy finishes (confirmed, or rolled back by the VM) first: the children
 run in process groups of their own, so the terminal's Ctrl-C reaches
 rehearse alone.

@@ -156,6 +156,18 @@ def test_rehearses_own_files_are_no_change_even_inside_the_tree(
     assert not scope.concerns(Path(f"/tmp/rehearse-{os.getuid()}") / "0123-ssh")
 
 
+def test_a_watch_that_fails_is_an_error_not_a_hang(conf: Path) -> None:
+    def broken(directories: list[Path], stop: threading.Event) -> Iterator[list[str]]:
+        yield []
+        raise OSError(28, "inotify watch limit reached")
+
+    changes = watch.Changes(broken)
+    changes.follow([conf.parent])
+    with pytest.raises(RehearseError, match=r"watching stopped: .*inotify watch limit reached"):
+        changes.next(watch.watched(nix.Source(configuration=conf), []), watch.Interrupts())
+    changes.close()
+
+
 @pytest.mark.parametrize("tag", ["before-migration", "20261127-223000", "v1.2_rc"])
 def test_good_tags(tag: str) -> None:
     assert snapshot.check_tag(tag) == tag
