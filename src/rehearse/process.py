@@ -244,6 +244,9 @@ def stream(argv: Sequence[str | Path], *, input: str | None = None, keep_stdin: 
         stdout=subprocess.PIPE,
         text=True,
         errors="backslashreplace",
+        # Shielded (deploy --watch), as in `run`: the terminal's Ctrl-C must
+        # not end the session that carries an activation and its verdict.
+        process_group=0 if shielded else None,
     )
     try:
         assert proc.stdout is not None

@@ -1,7 +1,8 @@
 """`deploy --watch` end to end on one booted VM (issue 15): an edit is applied
 within seconds of its save; a broken edit prints Nix's error and changes
-nothing, and watching goes on; the next good edit is applied; Ctrl-C during
-a deploy lets it finish before rehearse exits."""
+nothing, and watching goes on; the next good edit is applied; a save during
+a deploy is deployed after it; Ctrl-C during an activation lets it finish
+before rehearse exits."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.e2e.conftest import Config, Rehearse, booted
+from tests.e2e.conftest import Config, Rehearse, booted, oneshot
 
 pytestmark = pytest.mark.e2e
 
@@ -100,10 +101,28 @@ def test_a_broken_edit_changes_nothing_and_watching_goes_on(rehearse: Rehearse, 
     assert etc(rehearse) == "v2"
 
 
-def test_ctrl_c_during_a_deploy_lets_it_finish(rehearse: Rehearse, vm: Config, watcher: Watcher) -> None:
+def test_a_save_during_a_deploy_is_deployed_after_it(rehearse: Rehearse, vm: Config, watcher: Watcher) -> None:
     mark = len(watcher.lines)
     edit(vm, "v3")
-    time.sleep(2)  # the change is seen (0.3 s debounce) and the deploy runs (about 7 s here)
+    time.sleep(2)  # the change is seen (0.3 s debounce) and its deploy runs (about 7 s here)
+    edit(vm, "v4")
+    i = watcher.wait_for("extra.nix: deployed", mark)
+    watcher.wait_for("extra.nix: deployed", i + 1)
+    assert etc(rehearse) == "v4"
+
+
+def test_ctrl_c_during_an_activation_lets_it_finish(rehearse: Rehearse, vm: Config, watcher: Watcher) -> None:
+    """The terminal's Ctrl-C, sent while the switch runs (a unit that says so
+    through the shared directory and takes its time), reaches rehearse alone:
+    the activation's SSH session carries on to the verdict."""
+    started = rehearse.state / NAME / "shared" / "activating"
+    started.unlink(missing_ok=True)
+    mark = len(watcher.lines)
+    vm.set('  environment.etc."watched".text = "v5";\n' + oneshot("slowstart", "touch /tmp/shared/activating; sleep 8"))
+    end = time.monotonic() + 120
+    while not started.exists():
+        assert time.monotonic() < end, "\n".join(watcher.lines[mark:])
+        time.sleep(0.1)
     os.killpg(watcher.proc.pid, signal.SIGINT)  # as the terminal's Ctrl-C: to the whole process group
     code = watcher.proc.wait(timeout=180)
     time.sleep(0.5)
@@ -111,7 +130,8 @@ def test_ctrl_c_during_a_deploy_lets_it_finish(rehearse: Rehearse, vm: Config, w
     assert code == 130, text
     assert "the deploy in progress finishes" in text
     assert "extra.nix: deployed" in text and "stopped watching" in text
-    assert etc(rehearse) == "v3"
+    assert "dropped during the activation" not in text  # the session was not cut
+    assert etc(rehearse) == "v5"
     # Nothing was left pending: the next deploy has nothing to settle or do.
     result = rehearse("deploy", NAME, "--yes")
     assert result.returncode == 0 and "nothing to deploy" in result.stderr, result.stderr
