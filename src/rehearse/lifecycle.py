@@ -147,7 +147,7 @@ def _restart(req: UpRequest, vmdir: VMDir) -> None:
             # Its forwards (the configuration's and --forward ones) were recorded.
             _up(req, source, None, vmdir)
             return
-        info = nix.vm_info(source)
+        info = nix.vm_info(source.of_vm(vmdir.name))
         _up(dataclasses.replace(req, rebuild=True), source, info.forward_ports, vmdir, info.overrides)
 
 
@@ -189,6 +189,13 @@ def _up(
         _reap(state)  # a VM that crashed may have left its runner's daemons
     else:
         state = VMState(name=name)
+    # A host port that is taken is said before anything is built or changed.
+    if config_forwards is None:
+        recorded = [vm.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
+        forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
+    else:
+        forwards = plan_forwards(config_forwards, req.forwards)
+
     vmdir.create()
     ensure_keys(vmdir)
     settings = write_settings(vmdir, place.settings if place else None)
@@ -206,7 +213,7 @@ def _up(
             f"`rehearse deploy {name}` applies later changes"
         )
     else:
-        output.step(f"building the VM of {source.describe()}")
+        output.step(f"building the VM of {source.of_vm(name).describe()}")
         built = True
         with BUILDS:
             [runner_out] = nix.build(source, settings, ["vm"], vmdir.file("vm"))
@@ -215,11 +222,6 @@ def _up(
     runner = next((runner_out / "bin").glob("run-*-vm"))
     system = str((runner_out / "system").resolve())
 
-    if config_forwards is None:
-        recorded = [vm.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
-        forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
-    else:
-        forwards = plan_forwards(config_forwards, req.forwards)
     with _PORTS:  # the machines of a fleet pick theirs one at a time, each apart from the others'
         ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards} | _CLAIMED)
         server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port} | _CLAIMED)
@@ -322,8 +324,10 @@ def check_forwards(forwards: list[vm.Forward]) -> list[vm.Forward]:
     for f in forwards:
         if f.proto == "tcp" and not vm.port_free(f.host_port):
             raise RehearseError(
-                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}.",
-                hint="free it, or forward another host port (--forward PORT:GUEST)",
+                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}; "
+                "nothing was built or started.",
+                hint="free it, or forward another host port (--forward PORT:GUEST, forward in rehearse.toml)",
+                exit_code=ExitCode.USAGE,
             )
     return forwards
 

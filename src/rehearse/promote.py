@@ -75,7 +75,7 @@ def describe_rehearsal(r: dict[str, Any]) -> str:
 def run_promote(req: PromoteRequest) -> dict[str, Any]:
     vmdir = VMDir(req.name)
     state = vmdir.load()
-    source = nix.Source.from_json(state.source)
+    source = nix.Source.from_json(state.source).of_vm(req.name)
     report: dict[str, Any] = {
         "name": req.name,
         "action": "promote",

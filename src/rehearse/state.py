@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse.errors import ExitCode, RehearseError
+from rehearse.errors import ExitCode, RehearseError, one_line
 
 # Always matched with fullmatch (a `$` would let a trailing newline through).
 # A name never starts with a dot, so the root's own files (.kvm-probe) are no VMs.
@@ -149,7 +149,8 @@ class VMState:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for key, value in known.items():
             if not _valid(key, value):
-                raise ValueError(f"{key} is {value!r}")
+                shown = repr(value)
+                raise ValueError(f"{key} is {shown if len(shown) <= 60 else shown[:59] + '…'}")
         return cls(**known)
 
 
@@ -312,8 +313,8 @@ class VMDir:
 
     def _broken(self, why: str) -> RehearseError:
         return RehearseError(
-            f"the state of VM {self.name!r} is broken: {self.path / 'state.json'}: {why}.",
-            hint=f"`rehearse destroy {self.name}` removes the VM (its disk too)",
+            f"the state of VM {self.name!r} is broken: {one_line(str(self.path / 'state.json'))}: {one_line(why)}.",
+            hint=f"fix the file, or `rehearse destroy {self.name}` removes the VM (its disk too)",
         )
 
     def load(self) -> VMState:
@@ -329,6 +330,8 @@ class VMDir:
             return VMState.from_json(json.loads(raw), self.name)
         except ValueError as e:  # JSON, UTF-8, or a state of no VM
             raise self._broken(str(e) or "empty") from None
+        except RecursionError:  # arrays or objects nested thousands deep: no state rehearse wrote
+            raise self._broken("it is nested too deeply") from None
 
     def save(self, state: VMState) -> None:
         write_durably(self.path / "state.json", json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
