@@ -9,6 +9,7 @@ rehearse.toml is looked up in the current directory:
     ssh_timeout = 300
     confirm_timeout = 60           # seconds the VM waits for rehearse to confirm a new system
     activation_timeout = 600       # seconds switch-to-configuration may take
+    restrict_network = true        # VMs `up` makes are cut off from the host and the outside (`up --isolate`)
     checks = [ { cmd = "systemctl is-active nginx" }, { tcp = 8080 }, { http = "http://127.0.0.1:8080/" } ]
 
     # A fleet: VMs brought up together, on one private LAN (lan.py).
@@ -300,6 +301,7 @@ class Settings:
     confirm_timeout: float = CONFIRM_TIMEOUT
     activation_timeout: float = ACTIVATION_TIMEOUT
     checks: tuple[Check, ...] = ()
+    restrict_network: bool = False  # the VMs `up` makes or starts are isolated (virtualisation.restrictNetwork)
     promote: tuple[tuple[str, str], ...] = ()  # VM name → the server `promote` goes to
     machines: tuple[Machine, ...] = ()
 
@@ -451,6 +453,12 @@ def _duration(default: float, bounds: Bounds) -> Callable[[str, object, Path], f
     return lambda where, value, base: seconds(value, default, where, bounds)
 
 
+def _boolean(where: str, value: object, base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise _expected(where, "true or false", value)
+    return value
+
+
 def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ...]:
     """[promote] NAME = "USER@HOST[:PORT]": where each VM's configuration goes."""
     from rehearse.target import Address
@@ -536,6 +544,7 @@ _PARSERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "confirm_timeout": _duration(CONFIRM_TIMEOUT, CONFIRM),
     "activation_timeout": _duration(ACTIVATION_TIMEOUT, ACTIVATION),
     "checks": _checks,
+    "restrict_network": _boolean,
     "promote": _promote,
     "machines": _machines,
 }
@@ -651,13 +660,14 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | Flee
     flakes = [nonempty(f, "--flake") or "" for f in args.flake]
     forwards = tuple(unique_forwards([*settings.forward, *(parse_forward(f) for f in args.forward)]))
     timeout = seconds(args.timeout, settings.ssh_timeout, "--timeout", SSH_WAIT)
+    isolate = bool(args.isolate) or settings.restrict_network
     named = [t for t in targets if not looks_like_path(t) and settings.machine(t) is not None]
     fleet = len(targets) + len(flakes) > 1 or bool(named)
     if not targets and not flakes and settings.machines:
         fleet, named = True, [m.name for m in settings.machines]
         targets = named
     if fleet:
-        return _fleet_request(args, settings, targets, flakes, forwards, timeout)
+        return _fleet_request(args, settings, targets, flakes, forwards, timeout, isolate)
     target = targets[0] if targets else None
     flake = flakes[0] if flakes else None
     if target is not None and not flake and not looks_like_path(target):
@@ -674,6 +684,7 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | Flee
                 ssh_timeout=timeout,
                 rebuild=args.rebuild,
                 include=tuple(args.include),
+                isolate=isolate,
             )
         if _stat(Path(target)) is None:
             raise RehearseError(
@@ -688,6 +699,7 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | Flee
         gui=args.gui,
         ssh_timeout=timeout,
         rebuild=args.rebuild,
+        isolate=isolate,
     )
 
 
@@ -698,6 +710,7 @@ def _fleet_request(
     flakes: list[str],
     forwards: tuple[Forward, ...],
     timeout: float,
+    isolate: bool,
 ) -> FleetUpRequest:
     """The machines of a fleet's `up`: rehearse.toml's by name, others by path or flake."""
     from rehearse import fleet
@@ -725,4 +738,11 @@ def _fleet_request(
         else:
             machines.append(fleet.Machine(resolve_source(target, None, args.include, settings)))
     machines += [fleet.Machine(resolve_source(None, f, args.include, settings)) for f in flakes]
-    return fleet.UpRequest(tuple(machines), forwards, gui=args.gui, ssh_timeout=timeout, rebuild=args.rebuild)
+    return fleet.UpRequest(
+        tuple(machines),
+        forwards,
+        gui=args.gui,
+        ssh_timeout=timeout,
+        rebuild=args.rebuild,
+        isolate=isolate,
+    )

@@ -131,6 +131,7 @@ class VMState:
     server_ssh: list[dict[str, Any]] = field(default_factory=list)  # the server's sshd ports: {host, guest}
     overrides: list[str] = field(default_factory=list)  # the server's settings the VM overrides
     lan: dict[str, Any] | None = None  # on a fleet's LAN (lan.py): {number, interface, address}
+    isolated: bool = False  # virtualisation.restrictNetwork: the VM reaches neither the host nor the outside
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.pid_start)
@@ -163,6 +164,8 @@ def _valid(key: str, v: object) -> bool:
     match key:
         case "name":
             return isinstance(v, str)
+        case "isolated":
+            return isinstance(v, bool)
         case "pid":
             return v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
         case "pid_start" | "ssh_port":
