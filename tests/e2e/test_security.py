@@ -1,6 +1,7 @@
 """Issue 10's security items against a booted VM: a guest that plants
 symlinks in its shared directory, and a user ssh configuration that would
-send rehearse's connections elsewhere."""
+send rehearse's connections elsewhere. The VM is isolated (`up --isolate`,
+issue 22): it reaches no service of the host, while its forwards work."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fixed_fripon
-from tests.e2e.conftest import Rehearse, include
+from tests.e2e.conftest import Rehearse, include, reaches_host
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,7 @@ NAME = "secvm"
 @pytest.fixture(scope="module")
 def secvm(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     conf = fixed_fripon(tmp_path_factory.mktemp("secvm"))
-    result = rehearse("up", str(conf), *include(), "--name", NAME)
+    result = rehearse("up", str(conf), *include(), "--name", NAME, "--isolate")
     assert result.returncode == 0, result.stderr[-4000:]
     yield NAME
     rehearse("destroy", NAME, "--timeout", "5")
@@ -122,3 +123,14 @@ def test_a_hostile_user_ssh_config_does_not_break_rehearse(rehearse: Rehearse, s
     assert result.stdout.split() == ["fripon", "none"]  # connected, and no agent forwarded
     gens = hostile(sys.executable, "-m", "rehearse", "generations", secvm)
     assert gens.returncode == 0, gens.stderr
+
+
+def test_an_isolated_guest_reaches_no_host_service(rehearse: Rehearse, secvm: str) -> None:
+    """QEMU's restrict=on: a port on the host's 127.0.0.1 is closed to the
+    guest (test_up.py's VM, not isolated, reaches it), while rehearse's SSH
+    forward works. Isolation outlives the `down`/`up` above (an `up NAME`
+    without --isolate)."""
+    assert rehearse.vm(secvm)["isolated"] is True
+    assert not reaches_host(rehearse, secvm)
+    status = rehearse("status")
+    assert any(line.split()[:1] == ["isolated:"] for line in status.stdout.splitlines()), status.stdout
