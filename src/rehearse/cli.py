@@ -156,6 +156,13 @@ def parser() -> argparse.ArgumentParser:
         help="forward 127.0.0.1:HOST to the VM's GUEST port (repeatable)",
     )
     up.add_argument("--gui", action="store_true", help="open QEMU's window (headless by default)")
+    up.add_argument(
+        "--isolate",
+        action="store_true",
+        help="cut the VM off from the host and the outside: it reaches no service on the host's 127.0.0.1 "
+        "(10.0.2.2), no other VM's forwards, no network; its forwards still work (restrict_network in "
+        "rehearse.toml; the VM stays isolated until destroyed)",
+    )
     up.add_argument("--timeout", type=_number, default=None, help="seconds to wait for SSH (default 300, at least 1)")
     up.add_argument(
         "--rebuild",

@@ -9,6 +9,7 @@ rehearse.toml is looked up in the current directory:
     ssh_timeout = 300
     confirm_timeout = 60           # seconds the VM waits for rehearse to confirm a new system
     activation_timeout = 600       # seconds switch-to-configuration may take
+    restrict_network = true        # VMs `up` makes are cut off from the host and the outside (`up --isolate`)
     checks = [ { cmd = "systemctl is-active nginx" }, { tcp = 8080 }, { http = "http://127.0.0.1:8080/" } ]
 
     # A fleet: VMs brought up together, on one private LAN (lan.py).
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rehearse.errors import ExitCode, RehearseError
+from rehearse.errors import ExitCode, RehearseError, escape_char, one_line
 from rehearse.nix import Source
 from rehearse.vm import Forward
 
@@ -89,18 +90,14 @@ def _show(value: object, depth: int) -> str:
     return repr(value)
 
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_ESCAPES = {'"': '\\"', "\\": "\\\\"}
 
 
 def quote(text: str) -> str:
     """`text` as a TOML basic string, every character that does not print
     escaped: not only newlines, also NEL and the Unicode line separators,
     which end a line too for some terminals and for str.splitlines."""
-    return '"' + "".join(_ESCAPES.get(c) or (c if c.isprintable() else _escape(c)) for c in text) + '"'
-
-
-def _escape(c: str) -> str:
-    return f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+    return '"' + "".join(_ESCAPES.get(c) or escape_char(c) for c in text) + '"'
 
 
 def show_key(key: str) -> str:
@@ -304,6 +301,7 @@ class Settings:
     confirm_timeout: float = CONFIRM_TIMEOUT
     activation_timeout: float = ACTIVATION_TIMEOUT
     checks: tuple[Check, ...] = ()
+    restrict_network: bool = False  # the VMs `up` makes or starts are isolated (virtualisation.restrictNetwork)
     promote: tuple[tuple[str, str], ...] = ()  # VM name → the server `promote` goes to
     machines: tuple[Machine, ...] = ()
 
@@ -455,9 +453,14 @@ def _duration(default: float, bounds: Bounds) -> Callable[[str, object, Path], f
     return lambda where, value, base: seconds(value, default, where, bounds)
 
 
+def _boolean(where: str, value: object, base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise _expected(where, "true or false", value)
+    return value
+
+
 def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ...]:
     """[promote] NAME = "USER@HOST[:PORT]": where each VM's configuration goes."""
-    from rehearse.state import check_name
     from rehearse.target import Address
 
     if not isinstance(value, dict):
@@ -466,10 +469,21 @@ def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ..
         )
     pairs = []
     for name, target in value.items():
-        check_name(name)
-        Address.parse(_text(f"{where}.{name}", target, "a server: USER@HOST[:PORT]"), f"{where}.{name}")
+        at = f"{where}.{show_key(name)}"
+        _vm_name(at, name)
+        Address.parse(_text(at, target, "a server: USER@HOST[:PORT]"), at)
         pairs.append((name, target))
     return tuple(pairs)
+
+
+def _vm_name(at: str, name: str) -> str:
+    """A table's key that names a VM, checked; an error names the file and the key."""
+    from rehearse.state import check_name
+
+    try:
+        return check_name(name)
+    except RehearseError as e:
+        raise RehearseError(f"{at}: {e.message}", hint=e.hint, exit_code=ExitCode.USAGE) from None
 
 
 _MACHINE_KEYS = ("configuration", "flake", "tags", "forward", "checks", "lan_interface")
@@ -479,18 +493,13 @@ _INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # a Linux interface
 
 def _machines(where: str, value: object, base: Path) -> tuple[Machine, ...]:
     """[machines.NAME] tables: each with a configuration or a flake."""
-    from rehearse.state import check_name
-
     example = '[machines.web] configuration = "./web/configuration.nix"'
     if not isinstance(value, dict):
         raise _expected(where, "a table of machines", value, hint=f"write {example}")
     machines = []
     for name, table in value.items():
         at = f"{where}.{show_key(name)}"
-        try:
-            check_name(name)
-        except RehearseError as e:
-            raise RehearseError(f"{at}: {e.message}", hint=e.hint, exit_code=ExitCode.USAGE) from None
+        _vm_name(at, name)
         if not isinstance(table, dict):
             raise _expected(at, "a table with configuration or flake", table, hint=f"write {example}")
         unknown = [k for k in table if k not in _MACHINE_KEYS]
@@ -535,6 +544,7 @@ _PARSERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "confirm_timeout": _duration(CONFIRM_TIMEOUT, CONFIRM),
     "activation_timeout": _duration(ACTIVATION_TIMEOUT, ACTIVATION),
     "checks": _checks,
+    "restrict_network": _boolean,
     "promote": _promote,
     "machines": _machines,
 }
@@ -549,7 +559,7 @@ def _stat(path: Path) -> os.stat_result | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
-        raise RehearseError(f"{path}: {e.strerror}.", exit_code=ExitCode.USAGE) from None
+        raise RehearseError(f"{one_line(str(path))}: {e.strerror}.", exit_code=ExitCode.USAGE) from None
 
 
 def nonempty(value: str | None, what: str) -> str | None:
@@ -581,7 +591,7 @@ def resolve_source(configuration: str | None, flake: str | None, includes: list[
         if not _is_uri(ref):
             local = _absolute(Path(ref or "."))
             if _stat(local / "flake.nix") is None:
-                raise RehearseError(f"no flake.nix in {local}.", exit_code=ExitCode.USAGE)
+                raise RehearseError(f"no flake.nix in {one_line(str(local))}.", exit_code=ExitCode.USAGE)
             ref = str(local)
         return Source(flake=ref, attr=attr, include=tuple(include))
     path = _absolute(Path(configuration)) if configuration else settings.configuration
@@ -594,11 +604,29 @@ def resolve_source(configuration: str | None, flake: str | None, includes: list[
     st = _stat(path)
     if st is None:
         raise RehearseError(
-            f"{path}: no such file.", hint="give the path of the server's configuration.nix", exit_code=ExitCode.USAGE
+            f"{one_line(str(path))}: no such file.",
+            hint="give the path of the server's configuration.nix",
+            exit_code=ExitCode.USAGE,
         )
     if stat.S_ISDIR(st.st_mode):
-        path = path / "configuration.nix" if _stat(path / "configuration.nix") else path / "default.nix"
+        path = _configuration_in(path)
     return Source(configuration=path, include=tuple(include))
+
+
+def _configuration_in(directory: Path) -> Path:
+    """The configuration of `up DIR`: DIR/configuration.nix, else
+    DIR/default.nix; neither is a usage error that says so (Nix would only
+    say that it cannot find <nixpkgs> to import DIR)."""
+    for name in ("configuration.nix", "default.nix"):
+        if _stat(directory / name) is not None:
+            return directory / name
+    shown = one_line(str(directory))
+    flake = _stat(directory / "flake.nix") is not None
+    raise RehearseError(
+        f"no configuration.nix in {shown}" + (" (it has a flake.nix)." if flake else ", and no flake.nix."),
+        hint=f"rehearse up --flake {shown}#NAME" if flake else "give the path of the server's configuration.nix",
+        exit_code=ExitCode.USAGE,
+    )
 
 
 def merge_include(recorded: tuple[str, ...], new: list[str]) -> tuple[str, ...]:
@@ -632,13 +660,14 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | Flee
     flakes = [nonempty(f, "--flake") or "" for f in args.flake]
     forwards = tuple(unique_forwards([*settings.forward, *(parse_forward(f) for f in args.forward)]))
     timeout = seconds(args.timeout, settings.ssh_timeout, "--timeout", SSH_WAIT)
+    isolate = bool(args.isolate) or settings.restrict_network
     named = [t for t in targets if not looks_like_path(t) and settings.machine(t) is not None]
     fleet = len(targets) + len(flakes) > 1 or bool(named)
     if not targets and not flakes and settings.machines:
         fleet, named = True, [m.name for m in settings.machines]
         targets = named
     if fleet:
-        return _fleet_request(args, settings, targets, flakes, forwards, timeout)
+        return _fleet_request(args, settings, targets, flakes, forwards, timeout, isolate)
     target = targets[0] if targets else None
     flake = flakes[0] if flakes else None
     if target is not None and not flake and not looks_like_path(target):
@@ -655,6 +684,7 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | Flee
                 ssh_timeout=timeout,
                 rebuild=args.rebuild,
                 include=tuple(args.include),
+                isolate=isolate,
             )
         if _stat(Path(target)) is None:
             raise RehearseError(
@@ -669,6 +699,7 @@ def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | Flee
         gui=args.gui,
         ssh_timeout=timeout,
         rebuild=args.rebuild,
+        isolate=isolate,
     )
 
 
@@ -679,6 +710,7 @@ def _fleet_request(
     flakes: list[str],
     forwards: tuple[Forward, ...],
     timeout: float,
+    isolate: bool,
 ) -> FleetUpRequest:
     """The machines of a fleet's `up`: rehearse.toml's by name, others by path or flake."""
     from rehearse import fleet
@@ -706,4 +738,11 @@ def _fleet_request(
         else:
             machines.append(fleet.Machine(resolve_source(target, None, args.include, settings)))
     machines += [fleet.Machine(resolve_source(None, f, args.include, settings)) for f in flakes]
-    return fleet.UpRequest(tuple(machines), forwards, gui=args.gui, ssh_timeout=timeout, rebuild=args.rebuild)
+    return fleet.UpRequest(
+        tuple(machines),
+        forwards,
+        gui=args.gui,
+        ssh_timeout=timeout,
+        rebuild=args.rebuild,
+        isolate=isolate,
+    )

@@ -53,6 +53,25 @@ def exit_codes_text() -> str:
     return "exit codes:\n" + "\n".join(f"  {int(c):>3}  {c.meaning}" for c in ExitCode)
 
 
+_LINE_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def escape_char(c: str) -> str:
+    """One character as a message shows it: as it is when it prints, else
+    escaped (a newline as \\n, others as \\uXXXX)."""
+    if c.isprintable():
+        return c
+    return _LINE_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+
+
+def one_line(text: str) -> str:
+    """`text` (a path, a name the user gave) on one line of a message: every
+    character that does not print is escaped, so a newline in a path can
+    neither break the message nor forge a line of it. NEL and the Unicode
+    line separators too, which end a line for some terminals."""
+    return text if text.isprintable() else "".join(map(escape_char, text))
+
+
 class RehearseError(Exception):
     """An error the user can act on. main() prints it and exits with `exit_code`."""
 

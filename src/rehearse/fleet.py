@@ -175,6 +175,7 @@ class UpRequest:
     gui: bool
     ssh_timeout: float
     rebuild: bool = False
+    isolate: bool = False  # every machine cut off from the host and the outside (the LAN stays)
 
 
 def up(req: UpRequest) -> int:
@@ -224,6 +225,7 @@ def up(req: UpRequest) -> int:
             gui=req.gui,
             ssh_timeout=req.ssh_timeout,
             rebuild=req.rebuild or name in forced,
+            isolate=req.isolate,
         )
         t = time.monotonic()
         lifecycle.start_vm(one, m.source, info, VMDir(name), places[name], overrides[name])

@@ -28,7 +28,7 @@ def load(history: Path, *, keep_broken: bool = False) -> list[dict[str, Any]]:
         data = json.loads(history.read_bytes())
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply
         data = e
     if isinstance(data, list) and all(isinstance(h, dict) for h in data):
         return data

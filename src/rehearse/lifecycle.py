@@ -28,6 +28,9 @@ HOST_KEY = "ssh_host_ed25519_key"  # the VM's host key, in its state directory; 
 # of ephemeral ports (32768–60999), so no outgoing connection holds it.
 MANAGEMENT_PORT = 64022
 
+# What an isolated VM (virtualisation.restrictNetwork, QEMU's restrict=on) can reach.
+ISOLATED = "the VM reaches neither the host (10.0.2.2) nor the outside; its forwards still work"
+
 
 def remote_for(vmdir: VMDir, port: int) -> ssh.Remote:
     return ssh.Remote(
@@ -71,14 +74,16 @@ def share_host_key(vmdir: VMDir) -> None:
         create_private(shared / name, vmdir.file(name).read_bytes())
 
 
-def write_settings(vmdir: VMDir, lan_settings: dict[str, Any] | None = None) -> Path:
+def write_settings(vmdir: VMDir, lan_settings: dict[str, Any] | None = None, *, isolated: bool = False) -> Path:
     """The settings of rehearse's module (nix/vm-module.nix), which every
-    build of the VM reads. The `lan` entry of a fleet's VM is kept until a
+    build of the VM reads (deploys too: an isolated VM's new runners are
+    isolated as well). The `lan` entry of a fleet's VM is kept until a
     fleet `up` gives a new one."""
     path = vmdir.file("settings.json")
     data: dict[str, Any] = {
         "publicKey": vmdir.file("id_ed25519.pub").read_text().strip(),
         "managementPort": MANAGEMENT_PORT,
+        "restrictNetwork": isolated,
     }
     if lan_settings is None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -99,6 +104,7 @@ class UpRequest:
     ssh_timeout: float
     rebuild: bool = False
     include: tuple[str, ...] = ()  # with source None: -I entries replacing the recorded ones
+    isolate: bool = False  # cut the VM off from the host and the outside; once isolated, a VM stays so
 
 
 def up(req: UpRequest) -> None:
@@ -147,7 +153,7 @@ def _restart(req: UpRequest, vmdir: VMDir) -> None:
             # Its forwards (the configuration's and --forward ones) were recorded.
             _up(req, source, None, vmdir)
             return
-        info = nix.vm_info(source)
+        info = nix.vm_info(source.of_vm(vmdir.name))
         _up(dataclasses.replace(req, rebuild=True), source, info.forward_ports, vmdir, info.overrides)
 
 
@@ -180,6 +186,12 @@ def _up(
     name = vmdir.name
     if vmdir.exists:
         state = vmdir.load()
+        if state.alive() and req.isolate and not state.isolated:
+            raise RehearseError(
+                f"{name} is running without isolation; it cannot be isolated while it runs. Nothing changed.",
+                hint=f"`rehearse down {name}`, then `rehearse up {name} --isolate`",
+                exit_code=ExitCode.USAGE,
+            )
         if state.alive():
             unpause(vmdir, state)
             output.info(
@@ -192,15 +204,30 @@ def _up(
         _reap(state)  # a VM that crashed may have left its runner's daemons
     else:
         state = VMState(name=name)
+    # A host port that is taken is said before anything is built or changed.
+    if config_forwards is None:
+        recorded = [vm.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
+        forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
+    else:
+        forwards = plan_forwards(config_forwards, req.forwards)
+
     vmdir.create()
     ensure_keys(vmdir)
-    settings = write_settings(vmdir, place.settings if place else None)
+    # Isolation, once asked for, stays: a rehearsal with real data must not
+    # lose it to an `up NAME` run from another directory.
+    state.isolated = state.isolated or req.isolate
+    settings = write_settings(vmdir, place.settings if place else None, isolated=state.isolated)
     if place is not None:
         state.lan = place.state
 
     t0 = time.monotonic()
     built = False
-    if state.runner and Path(state.runner).exists() and not req.rebuild:
+    if (
+        state.runner
+        and Path(state.runner).exists()
+        and not req.rebuild
+        and (restricts(Path(state.runner)) or not state.isolated)
+    ):
         # A VM boots the kernel and init its runner fixes: after live deploys
         # the runner of the last deployed system is the one to start.
         runner_out = Path(state.runner)
@@ -209,20 +236,21 @@ def _up(
             f"`rehearse deploy {name}` applies later changes"
         )
     else:
-        output.step(f"building the VM of {source.describe()}")
+        output.step(f"building the VM of {source.of_vm(name).describe()}")
         built = True
         with BUILDS:
             [runner_out] = nix.build(source, settings, ["vm"], vmdir.file("vm"))
         output.debug(f"built {runner_out} in {time.monotonic() - t0:.1f} s")
         state.source = source.to_json()
+        if state.isolated and not restricts(runner_out):
+            raise RehearseError(
+                f"the VM built for {name} does not restrict its network (its run script has no restrict=on): "
+                "rehearse does not boot it unisolated.",
+                hint="rehearse sets virtualisation.restrictNetwork in the VM; does this nixpkgs's qemu-vm.nix have it?",
+            )
     runner = next((runner_out / "bin").glob("run-*-vm"))
     system = str((runner_out / "system").resolve())
 
-    if config_forwards is None:
-        recorded = [vm.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
-        forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
-    else:
-        forwards = plan_forwards(config_forwards, req.forwards)
     with _PORTS:  # the machines of a fleet pick theirs one at a time, each apart from the others'
         ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards} | _CLAIMED)
         server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port} | _CLAIMED)
@@ -283,11 +311,22 @@ def _up(
     )
     if state.lan is not None:
         output.info(f"  on the fleet's LAN: {state.lan['address']} ({state.lan['interface']})")
+    if state.isolated:
+        output.info(f"  isolated: {ISOLATED}")
     for f in server_ssh:
         output.info(f"  the server's own sshd (port {f.guest_port}) on 127.0.0.1:{f.host_port}")
     for o in state.overrides:
         output.info(f"  overridden for the VM: {o}")
     output.result(f"rehearse ssh {name}")
+
+
+def restricts(runner: Path) -> bool:
+    """Whether the VM runner `runner` starts QEMU's user network with
+    restrict=on (NixOS's qemu-vm.nix writes it into the run script when
+    virtualisation.restrictNetwork is set). A runner built before the VM
+    was isolated (or one a restored snapshot brings back) does not: an
+    isolated VM is rebuilt rather than booted with it."""
+    return any("restrict=on" in script.read_text(errors="replace") for script in (runner / "bin").glob("run-*-vm"))
 
 
 def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ...]) -> list[vm.Forward]:
@@ -326,8 +365,10 @@ def check_forwards(forwards: list[vm.Forward]) -> list[vm.Forward]:
     for f in forwards:
         if f.proto == "tcp" and not vm.port_free(f.host_port):
             raise RehearseError(
-                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}.",
-                hint="free it, or forward another host port (--forward PORT:GUEST)",
+                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}; "
+                "nothing was built or started.",
+                hint="free it, or forward another host port (--forward PORT:GUEST, forward in rehearse.toml)",
+                exit_code=ExitCode.USAGE,
             )
     return forwards
 
@@ -434,6 +475,7 @@ def status(as_json: bool) -> None:
                 }
                 if state.lan
                 else None,
+                "isolated": state.isolated,
                 "snapshots": _snapshots(vmdir),
             }
         )
@@ -457,6 +499,8 @@ def status(as_json: bool) -> None:
             output.result(f"{'':<16} on the fleet's LAN: {r['lan']['address']} ({r['lan']['interface']})")
             if r["lan"]["hub"] == "dead":
                 output.result(f"{'':<16} {cut_off(r['name'])}")
+        if r["isolated"]:
+            output.result(f"{'':<16} isolated: {ISOLATED}")
         for o in r["overrides"]:
             output.result(f"{'':<16} overridden for the VM: {o}")
 
@@ -474,6 +518,7 @@ _NOTHING: dict[str, Any] = {
     "server_ssh": [],
     "overrides": [],
     "lan": None,
+    "isolated": False,
     "snapshots": 0,
 }
 

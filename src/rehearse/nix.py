@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearse import process
-from rehearse.errors import ExitCode, RehearseError
+from rehearse.errors import ExitCode, RehearseError, one_line
 
 FLAKE_FEATURES = ["--option", "extra-experimental-features", "nix-command flakes"]
 # Nix's events as `@nix {json}` lines on stderr (progress.py reads them); -v
@@ -52,10 +52,25 @@ class Source:
             include=tuple(data.get("include") or ()),
         )
 
+    def of_vm(self, name: str) -> Source:
+        """This source, recorded for VM `name`, when it names a configuration
+        to build; else a usage error (a state with no source was damaged or
+        made by hand: Nix would be asked to build "None")."""
+        if self.configuration is None and not (self.flake and self.attr):
+            raise RehearseError(
+                f"VM {name!r} has no recorded configuration (its state.json names none): "
+                "rehearse does not know what to build.",
+                hint=f"`rehearse deploy {name} ./configuration.nix` (a running VM) or "
+                f"`rehearse up ./configuration.nix --name {name}` gives it one; or `rehearse destroy {name}`",
+                exit_code=ExitCode.USAGE,
+            )
+        return self
+
     def describe(self) -> str:
+        """The source as messages show it: on one line, whatever its path holds."""
         if self.flake is not None:
-            return f"{self.flake}#{self.attr}"
-        return str(self.configuration)
+            return one_line(f"{self.flake}#{self.attr}")
+        return one_line(str(self.configuration))
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
 
 def _promote(req: PromoteRequest, vmdir: VMDir) -> dict[str, Any]:
     state = vmdir.load()
-    source = nix.Source.from_json(state.source)
+    source = nix.Source.from_json(state.source).of_vm(req.name)
     report: dict[str, Any] = {
         "name": req.name,
         "action": "promote",

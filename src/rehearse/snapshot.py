@@ -240,11 +240,19 @@ def restore(name: str, tag: str, timeout: float, ssh_timeout: float) -> None:
         check_tag(tag)
         home = _home(vmdir, tag)
         disk = vmdir.file(DISK)
-        if not (home / "meta.json").exists() or not disk.exists() or tag not in _tags_on_disk(disk):
+        if not disk.exists():
+            # Its snapshots lived inside the disk: they went with it.
+            raise RehearseError(
+                f"{name} has no disk ({disk.name}): there is nothing to restore snapshot {tag} into; "
+                "nothing was changed.",
+                hint=f"`rehearse up {name}` makes a new disk; snapshots taken after that can be restored",
+                exit_code=ExitCode.USAGE,
+            )
+        if not (home / "meta.json").exists() or tag not in _tags_on_disk(disk):
             raise _unknown(vmdir, tag)
         try:
             kept = VMState.from_json(json.loads((home / "state.json").read_text()), name)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise RehearseError(f"the snapshot {tag} of {name} is damaged: {home / 'state.json'}: {e}") from None
         if kept.runner is None or not Path(kept.runner).exists():
             raise RehearseError(

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse.errors import ExitCode, RehearseError
+from rehearse.errors import ExitCode, RehearseError, one_line
 
 # Always matched with fullmatch (a `$` would let a trailing newline through).
 # A name never starts with a dot, so the root's own files (.kvm-probe) are no VMs.
@@ -131,6 +131,7 @@ class VMState:
     server_ssh: list[dict[str, Any]] = field(default_factory=list)  # the server's sshd ports: {host, guest}
     overrides: list[str] = field(default_factory=list)  # the server's settings the VM overrides
     lan: dict[str, Any] | None = None  # on a fleet's LAN (lan.py): {number, interface, address}
+    isolated: bool = False  # virtualisation.restrictNetwork: the VM reaches neither the host nor the outside
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.pid_start)
@@ -149,7 +150,8 @@ class VMState:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for key, value in known.items():
             if not _valid(key, value):
-                raise ValueError(f"{key} is {value!r}")
+                shown = repr(value)
+                raise ValueError(f"{key} is {shown if len(shown) <= 60 else shown[:59] + '…'}")
         return cls(**known)
 
 
@@ -162,6 +164,8 @@ def _valid(key: str, v: object) -> bool:
     match key:
         case "name":
             return isinstance(v, str)
+        case "isolated":
+            return isinstance(v, bool)
         case "pid":
             return v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
         case "pid_start" | "ssh_port":
@@ -337,8 +341,8 @@ class VMDir:
 
     def _broken(self, why: str) -> RehearseError:
         return RehearseError(
-            f"the state of VM {self.name!r} is broken: {self.path / 'state.json'}: {why}.",
-            hint=f"`rehearse destroy {self.name}` removes the VM (its disk too)",
+            f"the state of VM {self.name!r} is broken: {one_line(str(self.path / 'state.json'))}: {one_line(why)}.",
+            hint=f"fix the file, or `rehearse destroy {self.name}` removes the VM (its disk too)",
         )
 
     def load(self) -> VMState:
@@ -354,6 +358,8 @@ class VMDir:
             return VMState.from_json(json.loads(raw), self.name)
         except ValueError as e:  # JSON, UTF-8, or a state of no VM
             raise self._broken(str(e) or "empty") from None
+        except RecursionError:  # arrays or objects nested thousands deep: no state rehearse wrote
+            raise self._broken("it is nested too deeply") from None
 
     def save(self, state: VMState) -> None:
         write_durably(self.path / "state.json", json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")

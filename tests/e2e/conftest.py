@@ -116,3 +116,19 @@ def oneshot(name: str, script: str, *, remain: bool = True) -> str:
         f'  systemd.services.{name} = {{ wantedBy = [ "multi-user.target" ]; '
         f'serviceConfig = {config}; script = "{script}"; }};'
     )
+
+
+def reaches_host(rehearse: Rehearse, name: str) -> bool:
+    """Whether VM `name`'s guest can open a TCP connection to a port the host
+    listens on at 127.0.0.1, through QEMU's user network (10.0.2.2)."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        probe = f"timeout 20 bash -c 'exec 3<>/dev/tcp/10.0.2.2/{port}' && echo open || echo closed"
+        result = rehearse("ssh", name, "--", probe, timeout=120)
+    assert result.returncode == 0, result.stderr  # the SSH forward works either way
+    assert result.stdout.strip() in ("open", "closed"), result.stdout
+    return result.stdout.strip() == "open"

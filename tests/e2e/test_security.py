@@ -1,6 +1,7 @@
 """Issue 10's security items against a booted VM: a guest that plants
 symlinks in its shared directory, and a user ssh configuration that would
-send rehearse's connections elsewhere."""
+send rehearse's connections elsewhere. The VM is isolated (`up --isolate`,
+issue 22): it reaches no service of the host, while its forwards work."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fixed_fripon
-from tests.e2e.conftest import Rehearse, include
+from tests.e2e.conftest import Rehearse, include, reaches_host
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,7 @@ CONF: list[Path] = []
 def secvm(rehearse: Rehearse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     conf = fixed_fripon(tmp_path_factory.mktemp("secvm"))
     CONF.append(conf)
-    result = rehearse("up", str(conf), *include(), "--name", NAME)
+    result = rehearse("up", str(conf), *include(), "--name", NAME, "--isolate")
     assert result.returncode == 0, result.stderr[-4000:]
     yield NAME
     rehearse("destroy", NAME, "--timeout", "5")
@@ -126,6 +127,17 @@ def test_a_hostile_user_ssh_config_does_not_break_rehearse(rehearse: Rehearse, s
     assert result.stdout.split() == ["fripon", "none"]  # connected, and no agent forwarded
     gens = hostile(sys.executable, "-m", "rehearse", "generations", secvm)
     assert gens.returncode == 0, gens.stderr
+
+
+def test_an_isolated_guest_reaches_no_host_service(rehearse: Rehearse, secvm: str) -> None:
+    """QEMU's restrict=on: a port on the host's 127.0.0.1 is closed to the
+    guest (test_up.py's VM, not isolated, reaches it), while rehearse's SSH
+    forward works. Isolation outlives the `down`/`up` above (an `up NAME`
+    without --isolate)."""
+    assert rehearse.vm(secvm)["isolated"] is True
+    assert not reaches_host(rehearse, secvm)
+    status = rehearse("status")
+    assert any(line.split()[:1] == ["isolated:"] for line in status.stdout.splitlines()), status.stdout
 
 
 # --- a guest that lies (issue 22) ------------------------------------------
@@ -234,3 +246,4 @@ def test_a_guest_that_lies_gets_nothing_from_the_host(rehearse: Rehearse, secvm:
     while in_guest(rehearse, "readlink /run/current-system").strip() != system and time.monotonic() < deadline:
         time.sleep(2)
     assert in_guest(rehearse, "readlink /run/current-system").strip() == system
+    in_guest(rehearse, "umount /usr/bin/systemctl")

@@ -13,7 +13,7 @@ import pytest
 
 from rehearse.state import process_start
 from tests.conftest import MINI_NIXPKGS, REPO, fixed_fripon
-from tests.e2e.conftest import Rehearse, include
+from tests.e2e.conftest import Rehearse, include, reaches_host
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +111,14 @@ def test_forwards_listen_on_loopback_only(rehearse: Rehearse, classic: str) -> N
     ssh_port = int(vm["ssh"].split(":")[1])
     assert listening_addresses(ssh_port) == {"127.0.0.1"}
     assert listening_addresses(18080) == {"127.0.0.1"}
+
+
+def test_a_guest_reaches_the_hosts_loopback_unless_isolated(rehearse: Rehearse, classic: str) -> None:
+    """What the README's security section says: on QEMU's user network the
+    guest reaches a service bound to the host's 127.0.0.1 as 10.0.2.2
+    (test_security.py's isolated VM does not)."""
+    assert rehearse.vm(classic)["isolated"] is False
+    assert reaches_host(rehearse, classic)
 
 
 def test_status_json(rehearse: Rehearse, classic: str) -> None:

@@ -26,6 +26,12 @@
 # whatever the server declares for its own interfaces (they are not in the
 # VM). `rehearse status` lists what was overridden (eval.nix).
 #
+# Isolation (settings.restrictNetwork, `up --isolate`): QEMU's user network
+# lets a guest reach every service bound to the host's loopback, as
+# 10.0.2.2 (other VMs' forwards included), and the outside. With
+# virtualisation.restrictNetwork (QEMU's restrict=on) it reaches neither;
+# the host's forwards to it (rehearse's channel among them) still work.
+#
 # A fleet's LAN (settings.lan, rehearse's lan.py): a second NIC on the
 # fleet's vde hub, whose socket directory the runner reads from
 # $QEMU_VDE_SOCKET_1 (as NixOS's qemu-common.nix's NIC flags do), named by a
@@ -115,6 +121,9 @@ in
       # would listen on every interface).
       virtualisation.forwardPorts = lib.mkForce [ ];
     }
+    (lib.optionalAttrs (settings.restrictNetwork or false) {
+      virtualisation.restrictNetwork = true;
+    })
     (lib.optionalAttrs (lan != null) {
       virtualisation.qemu.options = [
         "-device virtio-net-pci,netdev=rehearse-lan,mac=${lan.mac}"
