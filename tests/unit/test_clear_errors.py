@@ -170,7 +170,7 @@ def test_a_state_without_a_source(
     monkeypatch.setattr(nix, "build", lambda *a, **kw: pytest.fail("built"))
     # deploy to it running
     monkeypatch.setattr(lifecycle, "running", lambda vmdir: (vmdir.load(), lifecycle.remote_for(vmdir, 2222)))
-    for command in (["up", "fripon"], ["deploy", "fripon", "--yes"], ["promote", "fripon", "--to", "root@h"]):
+    for command in (["up", "fripon"], ["deploy", "fripon", "--yes"], ["promote", "fripon", "--to", "root@h", "--yes"]):
         assert main(*command) == ExitCode.USAGE, command
         message, hint = error_of(capsys)
         assert message == (
