@@ -20,8 +20,15 @@ Where each answer is read, and the parser that vets it:
     guest/look.sh, markers    failed_units()     unit names
     guest/host-keys.sh        host_keys()        "TYPE BASE64" per key
     activation markers        marker_number(), result()
+    missing (start.sh)        store_path(among=) the paths it was asked to register
     log lines, check output,  text()             escaped control characters, bounded
-    console tails, stderr
+    a verdict's reason
+    console.log (console,     console()          colours dropped, the rest escaped
+    vm.tail)
+    anything else quoted in   output._safe()     the terminal's sink: control characters
+    a message (ssh's stderr,                     escaped, rehearse's own colours kept
+    nix-copy-closure's lines,
+    ssh-keyscan's keys)
 """
 
 from __future__ import annotations
