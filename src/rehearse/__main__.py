@@ -1,3 +1,3 @@
-from rehearse.cli import main
+from rehearse.commands.cli import main
 
 main()

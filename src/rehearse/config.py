@@ -38,17 +38,12 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rehearse.errors import ExitCode, RehearseError, escape_char, one_line
-from rehearse.nix import Source
-from rehearse.vm import Forward
-
-if TYPE_CHECKING:
-    import argparse
-
-    from rehearse.fleet import UpRequest as FleetUpRequest
-    from rehearse.lifecycle import UpRequest
+from rehearse.core.errors import ExitCode, RehearseError, escape_char, one_line
+from rehearse.core.values import Address
+from rehearse.host.nix import Source
+from rehearse.host.qemu import Forward
 
 FILE_NAME = "rehearse.toml"
 
@@ -461,7 +456,6 @@ def _boolean(where: str, value: object, base: Path) -> bool:
 
 def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ...]:
     """[promote] NAME = "USER@HOST[:PORT]": where each VM's configuration goes."""
-    from rehearse.target import Address
 
     if not isinstance(value, dict):
         raise _expected(
@@ -478,7 +472,7 @@ def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ..
 
 def _vm_name(at: str, name: str) -> str:
     """A table's key that names a VM, checked; an error names the file and the key."""
-    from rehearse.state import check_name
+    from rehearse.store.state import check_name
 
     try:
         return check_name(name)
@@ -550,7 +544,7 @@ _PARSERS: dict[str, Callable[[str, Any, Path], Any]] = {
 }
 
 
-def _stat(path: Path) -> os.stat_result | None:
+def stat_or_none(path: Path) -> os.stat_result | None:
     """`path`'s status, None if there is nothing there. Other failures (a
     name too long, a link loop, no permission) are usage errors: Path.exists()
     lets them out as OSError."""
@@ -590,7 +584,7 @@ def resolve_source(configuration: str | None, flake: str | None, includes: list[
             )
         if not _is_uri(ref):
             local = _absolute(Path(ref or "."))
-            if _stat(local / "flake.nix") is None:
+            if stat_or_none(local / "flake.nix") is None:
                 raise RehearseError(f"no flake.nix in {one_line(str(local))}.", exit_code=ExitCode.USAGE)
             ref = str(local)
         return Source(flake=ref, attr=attr, include=tuple(include))
@@ -601,7 +595,7 @@ def resolve_source(configuration: str | None, flake: str | None, includes: list[
             hint='rehearse up ./configuration.nix, rehearse up --flake .#NAME, or configuration = "…" in rehearse.toml',
             exit_code=ExitCode.USAGE,
         )
-    st = _stat(path)
+    st = stat_or_none(path)
     if st is None:
         raise RehearseError(
             f"{one_line(str(path))}: no such file.",
@@ -618,10 +612,10 @@ def _configuration_in(directory: Path) -> Path:
     DIR/default.nix; neither is a usage error that says so (Nix would only
     say that it cannot find <nixpkgs> to import DIR)."""
     for name in ("configuration.nix", "default.nix"):
-        if _stat(directory / name) is not None:
+        if stat_or_none(directory / name) is not None:
             return directory / name
     shown = one_line(str(directory))
-    flake = _stat(directory / "flake.nix") is not None
+    flake = stat_or_none(directory / "flake.nix") is not None
     raise RehearseError(
         f"no configuration.nix in {shown}" + (" (it has a flake.nix)." if flake else ", and no flake.nix."),
         hint=f"rehearse up --flake {shown}#NAME" if flake else "give the path of the server's configuration.nix",
@@ -635,114 +629,3 @@ def merge_include(recorded: tuple[str, ...], new: list[str]) -> tuple[str, ...]:
     prefixes = {i.split("=", 1)[0] for i in new if "=" in i}
     kept = [i for i in recorded if "=" not in i or i.split("=", 1)[0] not in prefixes]
     return (*new, *(i for i in kept if i not in new))
-
-
-def looks_like_path(target: str) -> bool:
-    return "/" in target or target.endswith(".nix") or target in (".", "..")
-
-
-def up_request(args: argparse.Namespace, settings: Settings) -> UpRequest | FleetUpRequest:
-    """`up CONFIGURATION`, `up --flake REF#NAME`, or `up NAME` (a VM that
-    exists: started again with what it last ran). A bare word names a VM
-    when one exists by that name; ./NAME always means a path.
-
-    A fleet: several configurations or flakes, machines of rehearse.toml's
-    [machines] (by name), or none of them when rehearse.toml has machines
-    (all of them)."""
-    from rehearse import lifecycle
-    from rehearse.state import VMDir, check_name
-
-    # Checked first, and when given at all: `--name ''` is an invalid name,
-    # not "no name" (which would fall back to the host name).
-    if args.name is not None:
-        check_name(args.name)
-    targets = [nonempty(t, "the configuration or VM name") or "" for t in args.target]
-    flakes = [nonempty(f, "--flake") or "" for f in args.flake]
-    forwards = tuple(unique_forwards([*settings.forward, *(parse_forward(f) for f in args.forward)]))
-    timeout = seconds(args.timeout, settings.ssh_timeout, "--timeout", SSH_WAIT)
-    isolate = bool(args.isolate) or settings.restrict_network
-    named = [t for t in targets if not looks_like_path(t) and settings.machine(t) is not None]
-    fleet = len(targets) + len(flakes) > 1 or bool(named)
-    if not targets and not flakes and settings.machines:
-        fleet, named = True, [m.name for m in settings.machines]
-        targets = named
-    if fleet:
-        return _fleet_request(args, settings, targets, flakes, forwards, timeout, isolate)
-    target = targets[0] if targets else None
-    flake = flakes[0] if flakes else None
-    if target is not None and not flake and not looks_like_path(target):
-        if VMDir.named(target) is not None:
-            if args.name is not None and args.name != target:
-                raise RehearseError(
-                    f"{target!r} is a VM; --name {args.name!r} would name another one.", exit_code=ExitCode.USAGE
-                )
-            return lifecycle.UpRequest(
-                source=None,
-                name=check_name(target),
-                forwards=forwards,
-                gui=args.gui,
-                ssh_timeout=timeout,
-                rebuild=args.rebuild,
-                include=tuple(args.include),
-                isolate=isolate,
-            )
-        if _stat(Path(target)) is None:
-            raise RehearseError(
-                f"no VM named {target!r}, and no file {target!r}.",
-                hint="`rehearse status` lists the VMs; give a configuration as a path (./configuration.nix)",
-                exit_code=ExitCode.USAGE,
-            )
-    return lifecycle.UpRequest(
-        source=resolve_source(target, flake, args.include, settings),
-        name=args.name,
-        forwards=forwards,
-        gui=args.gui,
-        ssh_timeout=timeout,
-        rebuild=args.rebuild,
-        isolate=isolate,
-    )
-
-
-def _fleet_request(
-    args: argparse.Namespace,
-    settings: Settings,
-    targets: list[str],
-    flakes: list[str],
-    forwards: tuple[Forward, ...],
-    timeout: float,
-    isolate: bool,
-) -> FleetUpRequest:
-    """The machines of a fleet's `up`: rehearse.toml's by name, others by path or flake."""
-    from rehearse import fleet
-
-    if args.name is not None:
-        raise RehearseError(
-            "--name names one VM; a fleet's machines are named by their host names, or by rehearse.toml's "
-            "[machines.NAME].",
-            exit_code=ExitCode.USAGE,
-        )
-    for target in targets:  # every word first: a typo is named before any file is read
-        if not looks_like_path(target) and settings.machine(target) is None and _stat(Path(target)) is None:
-            known = ", ".join(m.name for m in settings.machines)
-            raise RehearseError(
-                f"no machine named {target!r} in rehearse.toml, and no file {target!r}.",
-                hint=f"machines: {known}" if known else "give a configuration as a path (./configuration.nix)",
-                exit_code=ExitCode.USAGE,
-            )
-    machines: list[fleet.Machine] = []
-    for target in targets:
-        m = settings.machine(target) if not looks_like_path(target) else None
-        if m is not None:
-            source = resolve_source(str(m.configuration) if m.configuration else None, m.flake, args.include, settings)
-            machines.append(fleet.Machine(source, m.name, m.forward, m.lan_interface))
-        else:
-            machines.append(fleet.Machine(resolve_source(target, None, args.include, settings)))
-    machines += [fleet.Machine(resolve_source(None, f, args.include, settings)) for f in flakes]
-    return fleet.UpRequest(
-        tuple(machines),
-        forwards,
-        gui=args.gui,
-        ssh_timeout=timeout,
-        rebuild=args.rebuild,
-        isolate=isolate,
-    )

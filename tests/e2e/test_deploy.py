@@ -191,7 +191,7 @@ def test_activation_start_names_paths_the_vm_cannot_see_and_starts_nothing(rehea
     (rehearse then copies it, then starts again) and nothing starts."""
     from importlib import resources
 
-    start = (resources.files("rehearse") / "guest" / "start.sh").read_text()
+    start = (resources.files("rehearse.host") / "guest" / "start.sh").read_text()
     script, registration = 'echo ran >> "$1/log"\n', "the registration\n"
     hidden = "/nix/store/" + "0" * 32 + "-not-in-the-host-store"
     seen = current(rehearse)

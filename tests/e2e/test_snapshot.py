@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from rehearse import vm as qemu
-from rehearse.state import VMDir
+from rehearse.host import qemu as qemu
+from rehearse.store.state import VMDir
 from tests.e2e.conftest import Config, Rehearse, booted
 
 pytestmark = pytest.mark.e2e

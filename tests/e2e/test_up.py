@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rehearse.state import process_start
+from rehearse.store.state import process_start
 from tests.conftest import MINI_NIXPKGS, REPO, fixed_fripon
 from tests.e2e.conftest import Rehearse, include, reaches_host
 

@@ -15,11 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rehearse import activation, answers, nix, output, process
-from rehearse.answers import BadAnswer
-from rehearse.errors import ExitCode
-from rehearse.plan import Units
-from rehearse.target import Plan
+from rehearse.core import output
+from rehearse.core.errors import ExitCode
+from rehearse.host import answers, nix, process
+from rehearse.host.answers import BadAnswer
+from rehearse.host.plan import Units
+from rehearse.targets import activation
+from rehearse.targets.target import Plan
 from tests.unit.test_target import CURRENT, SYSTEM, A, B, Processes, vm
 
 PROFILE = "/nix/var/nix/profiles/system"

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import cli, lifecycle, nix, ssh
-from rehearse.errors import ExitCode
-from rehearse.state import VMDir, VMState
+from rehearse.commands import cli
+from rehearse.core.errors import ExitCode
+from rehearse.host import nix, ssh
+from rehearse.machines import lifecycle
+from rehearse.store.state import VMDir, VMState
 
 
 def main(*argv: str) -> int:

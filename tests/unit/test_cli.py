@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import cli, config, nix, output, process, ssh
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, VMState
+from rehearse import config
+from rehearse.commands import cli, requests
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import nix, process, ssh
+from rehearse.store.state import VMDir, VMState
 
 
 def rehearse(*args: str, state: Path, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -155,20 +158,20 @@ def test_up_takes_a_vm_name_or_a_path(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("REHEARSE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.chdir(tmp_path)
     stopped_vm(tmp_path / "state")
-    by_name = config.up_request(up_args("fripon", "-I", "nixpkgs=/new"), config.Settings())
+    by_name = requests.up_request(up_args("fripon", "-I", "nixpkgs=/new"), config.Settings())
     assert by_name.source is None and by_name.name == "fripon" and by_name.include == ("nixpkgs=/new",)
     (tmp_path / "configuration.nix").write_text("{ }")
-    by_path = config.up_request(up_args("configuration.nix"), config.Settings())
+    by_path = requests.up_request(up_args("configuration.nix"), config.Settings())
     assert by_path.source is not None and by_path.source.configuration == tmp_path / "configuration.nix"
     (tmp_path / "fripon").mkdir()
     (tmp_path / "fripon" / "configuration.nix").write_text("{ }")
-    explicit = config.up_request(up_args("./fripon"), config.Settings())
+    explicit = requests.up_request(up_args("./fripon"), config.Settings())
     assert explicit.source is not None and explicit.source.configuration == tmp_path / "fripon" / "configuration.nix"
     with pytest.raises(RehearseError, match="no VM named 'ghost', and no file 'ghost'") as e:
-        config.up_request(up_args("ghost"), config.Settings())
+        requests.up_request(up_args("ghost"), config.Settings())
     assert e.value.exit_code == ExitCode.USAGE
     with pytest.raises(RehearseError, match="invalid VM name"):
-        config.up_request(up_args("configuration.nix", "--name", ""), config.Settings())
+        requests.up_request(up_args("configuration.nix", "--name", ""), config.Settings())
 
 
 def test_new_include_replaces_the_recorded_one() -> None:
@@ -216,7 +219,7 @@ def test_children_never_read_the_users_terminal() -> None:
 def test_a_damaged_deploy_history_is_set_aside(
     tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearse import history as h
+    from rehearse.store import history as h
 
     history = tmp_path / "deploys.json"
     history.write_bytes(content)

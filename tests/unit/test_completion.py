@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import shtab
 
-from rehearse import cli, completion
+from rehearse.commands import cli, completion
 from tests.conftest import REPO, run
 
 SUBCOMMANDS = (
@@ -173,7 +173,7 @@ def test_file_completion_is_shtabs() -> None:
 
 
 def test_building_the_parser_does_not_import_shtab() -> None:
-    code = "import sys, rehearse.cli; rehearse.cli.parser(); assert 'shtab' not in sys.modules, 'imported'"
+    code = "import sys, rehearse.commands.cli; rehearse.commands.cli.parser(); assert 'shtab' not in sys.modules, 'imported'"
     result = run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert result.returncode == 0, result.stderr
 

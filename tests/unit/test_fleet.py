@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import config, fleet, lan, output
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, VMState
+from rehearse import config
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.fleets import fleet
+from rehearse.host import lan
+from rehearse.store.state import VMDir, VMState
 from tests.conftest import MINI_NIXPKGS, fixed_fripon
 from tests.unit.test_cli import rehearse
 
@@ -84,7 +87,7 @@ def test_the_hub_starts_once_and_ends_with_the_last_vm(tmp_path: Path, monkeypat
     # A VM of the LAN that runs (this process stands in for its QEMU) keeps it.
     d = VMDir("web", root)
     d.create()
-    from rehearse.state import process_start
+    from rehearse.store.state import process_start
 
     me = os.getpid()
     d.save(
@@ -363,7 +366,7 @@ def test_down_and_destroy_all_mean_rehearse_tomls_machines_as_deploy_all(tmp_pat
 def test_destroy_all_asks_on_a_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rehearse import cli
+    from rehearse.commands import cli
 
     state = fleet_dir(tmp_path)
     monkeypatch.setenv("REHEARSE_STATE_DIR", str(state))
@@ -391,7 +394,7 @@ def test_destroy_all_asks_on_a_terminal(
 
 def lan_vm(root: Path, name: str, *, running: bool) -> VMDir:
     """A VM of the LAN; running: this process stands in for its QEMU."""
-    from rehearse.state import process_start
+    from rehearse.store.state import process_start
 
     d = VMDir(name, root)
     d.create()
@@ -445,7 +448,7 @@ def test_a_dead_hub_is_said_by_status_and_started_again_by_up(
 ) -> None:
     import signal
 
-    from rehearse import lifecycle
+    from rehearse.machines import lifecycle
 
     monkeypatch.setenv("REHEARSE_STATE_DIR", str(root))
     lan.ensure_hub(root)

@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import activation, cli, config, deploy, lifecycle, process, scripts, ssh, vm
+from rehearse import config
+from rehearse.commands import cli, requests
 from rehearse.config import Check
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, VMState, check_name, process_start
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import process, qemu, scripts, ssh
+from rehearse.machines import lifecycle
+from rehearse.pipeline import deploy
+from rehearse.store.state import VMDir, VMState, check_name, process_start
+from rehearse.targets import activation
 
 # --- rehearse.toml ----------------------------------------------------------
 
@@ -106,7 +111,7 @@ def test_a_good_rehearse_toml_becomes_values(tmp_path: Path) -> None:
     )
     assert s.nixpkgs == "https://example.org/nixpkgs.tar.gz"
     assert s.configuration == tmp_path.resolve() / "srv" / "configuration.nix"
-    assert s.forward == (vm.Forward(8080, 80), vm.Forward(5353, 53, "udp"))  # the same forward twice is one
+    assert s.forward == (qemu.Forward(8080, 80), qemu.Forward(5353, 53, "udp"))  # the same forward twice is one
     assert (s.ssh_timeout, s.confirm_timeout, s.activation_timeout) == (1.5, 8.0, 900.0)  # the VM's: whole, up
     assert s.checks == (
         Check("cmd", "systemctl is-active nginx"),
@@ -255,7 +260,7 @@ def test_empty_words_are_refused_not_ignored(cwd: Path) -> None:
         (["up", "fripon", "--name", ""], "invalid VM name ''"),  # used to start fripon, --name ignored
     ):
         with pytest.raises(RehearseError, match=says) as e:
-            config.up_request(cli.parser().parse_args(argv), settings)
+            requests.up_request(cli.parser().parse_args(argv), settings)
         assert e.value.exit_code == ExitCode.USAGE
     with pytest.raises(RehearseError, match="the configuration's path is empty"):
         config.resolve_source("", None, [], settings)  # `deploy fripon ''` used to deploy the recorded one
@@ -264,7 +269,7 @@ def test_empty_words_are_refused_not_ignored(cwd: Path) -> None:
 def test_paths_that_cannot_be_looked_at_are_usage_errors(cwd: Path) -> None:
     settings = config.Settings()
     with pytest.raises(RehearseError, match="File name too long") as e:
-        config.up_request(cli.parser().parse_args(["up", "x" * 300]), settings)
+        requests.up_request(cli.parser().parse_args(["up", "x" * 300]), settings)
     assert e.value.exit_code == ExitCode.USAGE
     (cwd / "loop.nix").symlink_to(cwd / "loop.nix")
     with pytest.raises(RehearseError, match="Too many levels of symbolic links"):  # was RuntimeError
@@ -285,39 +290,39 @@ def test_bad_forwards(spec: str) -> None:
 
 
 def test_good_forwards() -> None:
-    assert config.parse_forward("1:65535") == vm.Forward(1, 65535)
-    assert config.parse_forward("udp/5353:53") == vm.Forward(5353, 53, "udp")
-    assert config.parse_forward("tcp/08080:80") == vm.Forward(8080, 80)
+    assert config.parse_forward("1:65535") == qemu.Forward(1, 65535)
+    assert config.parse_forward("udp/5353:53") == qemu.Forward(5353, 53, "udp")
+    assert config.parse_forward("tcp/08080:80") == qemu.Forward(8080, 80)
 
 
 def test_one_host_port_goes_to_one_guest_port(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert config.unique_forwards([vm.Forward(8080, 80), vm.Forward(8080, 80), vm.Forward(8080, 80, "udp")]) == [
-        vm.Forward(8080, 80),
-        vm.Forward(8080, 80, "udp"),
+    assert config.unique_forwards([qemu.Forward(8080, 80), qemu.Forward(8080, 80), qemu.Forward(8080, 80, "udp")]) == [
+        qemu.Forward(8080, 80),
+        qemu.Forward(8080, 80, "udp"),
     ]
     # --forward flags, and rehearse.toml with --forward
     args = cli.parser().parse_args(["up", "fripon", "--forward", "8080:80", "--forward", "8080:81"])
     with pytest.raises(RehearseError, match="host port 8080 \\(tcp\\) is forwarded twice") as e:
-        config.up_request(args, config.Settings())
+        requests.up_request(args, config.Settings())
     assert e.value.exit_code == ExitCode.USAGE
     args = cli.parser().parse_args(["up", "fripon", "--forward", "8080:81"])
     with pytest.raises(RehearseError, match="forwarded twice: to the VM's port 80 and to its port 81"):
-        config.up_request(args, config.Settings(forward=(vm.Forward(8080, 80),)))
+        requests.up_request(args, config.Settings(forward=(qemu.Forward(8080, 80),)))
     # the configuration's forwardPorts with --forward: an error before a port is even tried
-    monkeypatch.setattr(vm, "port_free", lambda port, host="127.0.0.1": pytest.fail("checked a port"))
+    monkeypatch.setattr(qemu, "port_free", lambda port, host="127.0.0.1": pytest.fail("checked a port"))
     from_config = [{"from": "host", "host": {"port": 8080}, "guest": {"port": 80}, "proto": "tcp"}]
     with pytest.raises(RehearseError, match="forwarded twice"):
-        lifecycle.plan_forwards(from_config, (vm.Forward(8080, 81),))
+        lifecycle.plan_forwards(from_config, (qemu.Forward(8080, 81),))
     # a VM's recorded forwards with new ones (`up NAME --forward …`)
     with pytest.raises(RehearseError, match="forwarded twice"):
-        lifecycle.check_forwards([vm.Forward(8080, 80), vm.Forward(8080, 81)])
+        lifecycle.check_forwards([qemu.Forward(8080, 80), qemu.Forward(8080, 81)])
 
 
 def test_the_ssh_port_is_never_a_forwarded_one() -> None:
     """A forward may use a port of the range `up` picks SSH ports from
     (2222…): the SSH port skips it."""
-    start = vm.pick_port(2222)
-    assert vm.pick_port(2222, taken={start}) > start
+    start = qemu.pick_port(2222)
+    assert qemu.pick_port(2222, taken={start}) > start
 
 
 # --- names ------------------------------------------------------------------
@@ -399,8 +404,8 @@ class Clock:
 
 def test_a_cmd_check_past_its_timeout_is_a_failed_try(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr("rehearse.activation.time.monotonic", clock.monotonic)
-    monkeypatch.setattr("rehearse.activation.time.sleep", clock.sleep)
+    monkeypatch.setattr("rehearse.targets.activation.time.monotonic", clock.monotonic)
+    monkeypatch.setattr("rehearse.targets.activation.time.sleep", clock.sleep)
     calls: list[tuple[list[str], float | None]] = []
     answers = iter([True, True, False])  # timed out twice, then passed
 
@@ -432,8 +437,8 @@ def test_a_cmd_check_past_its_timeout_is_a_failed_try(tmp_path: Path, monkeypatc
 
 def test_a_cmd_check_killed_by_the_guests_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr("rehearse.activation.time.monotonic", clock.monotonic)
-    monkeypatch.setattr("rehearse.activation.time.sleep", clock.sleep)
+    monkeypatch.setattr("rehearse.targets.activation.time.monotonic", clock.monotonic)
+    monkeypatch.setattr("rehearse.targets.activation.time.sleep", clock.sleep)
 
     def fake_run(remote: ssh.Remote, command: list[str], **kw: object) -> process.Completed:
         clock.now += int(command[-2])

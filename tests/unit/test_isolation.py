@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import cli, config, fleet, lifecycle, nix
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, VMState
+from rehearse import config
+from rehearse.commands import cli, requests
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.fleets import fleet
+from rehearse.host import nix
+from rehearse.machines import lifecycle
+from rehearse.store.state import VMDir, VMState
 from tests.conftest import MINI_NIXPKGS, fixed_fripon
 
 
@@ -51,14 +55,14 @@ def test_the_flag_or_the_file_isolate_a_vm_and_a_fleet(tmp_path: Path, monkeypat
     fixed_fripon(tmp_path / "a")
     fixed_fripon(tmp_path / "b")
     on, off = config.Settings(restrict_network=True), config.Settings()
-    assert config.up_request(up_args("a/configuration.nix"), on).isolate
-    assert config.up_request(up_args("a/configuration.nix", "--isolate"), off).isolate
-    assert not config.up_request(up_args("a/configuration.nix"), off).isolate
-    both = config.up_request(up_args("a/configuration.nix", "b/configuration.nix", "--isolate"), off)
+    assert requests.up_request(up_args("a/configuration.nix"), on).isolate
+    assert requests.up_request(up_args("a/configuration.nix", "--isolate"), off).isolate
+    assert not requests.up_request(up_args("a/configuration.nix"), off).isolate
+    both = requests.up_request(up_args("a/configuration.nix", "b/configuration.nix", "--isolate"), off)
     assert isinstance(both, fleet.UpRequest) and both.isolate
     VMDir("fripon", tmp_path / "state").create()
     VMDir("fripon", tmp_path / "state").save(VMState(name="fripon"))
-    assert config.up_request(up_args("fripon", "--isolate"), off).isolate  # `up NAME`
+    assert requests.up_request(up_args("fripon", "--isolate"), off).isolate  # `up NAME`
 
 
 def test_state_and_status_show_isolation(

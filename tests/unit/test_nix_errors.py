@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rehearse.nix import Source, evaluation_error, find_conflict
+from rehearse.host.nix import Source, evaluation_error, find_conflict
 
 CURRENT = """\
 error: The option `virtualisation.vmVariant.services.timesyncd.enable' has conflicting definition values:

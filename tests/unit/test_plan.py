@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import plan
-from rehearse.plan import ClosureDiff, Units, parse_dry_activate, render
+from rehearse.host import plan
+from rehearse.host.plan import ClosureDiff, Units, parse_dry_activate, render
 from tests.conftest import run
 
 H = "/nix/store/" + "a" * 32 + "-"  # a store path prefix
@@ -619,8 +619,9 @@ def test_a_vm_plans_on_the_host_and_asks_the_guest_only_without_the_old_system(
 ) -> None:
     import subprocess
 
-    from rehearse import ssh, target
-    from rehearse.state import VMDir, VMState
+    from rehearse.host import ssh
+    from rehearse.store.state import VMDir, VMState
+    from rehearse.targets import target
 
     old, new = tops(tmp_path)
     old.unit("a.service", service("1"), "multi-user.target")

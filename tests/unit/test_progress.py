@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import nix, output, process
-from rehearse.errors import RehearseError
-from rehearse.progress import Failed, Finished, Message, Started, Tracker, store_name
-from rehearse.progress_view import Renderer, status_line
+from rehearse.core import output
+from rehearse.core.errors import RehearseError
+from rehearse.host import nix, process
+from rehearse.host.progress import Failed, Finished, Message, Started, Tracker, store_name
+from rehearse.host.progress_view import Renderer, status_line
 
 DATA = Path(__file__).parent / "data"
 LIVE = "\r\033[K"  # what output.live writes before each status line

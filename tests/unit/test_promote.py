@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import cli, config, history, nix, promote, ssh
+from rehearse import config
+from rehearse.commands import cli
 from rehearse.config import Check
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, VMState
-from rehearse.target import Address, Server, check_for_server
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.core.values import Address
+from rehearse.host import nix, ssh
+from rehearse.pipeline import promote
+from rehearse.store import history
+from rehearse.store.state import VMDir, VMState
+from rehearse.targets.target import Server, check_for_server
 
 
 @pytest.mark.parametrize(
@@ -221,7 +226,7 @@ def test_promote_waits_for_no_deploy_it_is_refused_while_the_vm_is_busy(
 
 def test_promote_test_leaves_the_servers_profile_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """--test: activate.sh gets `keep` (no generation, no boot entry), as nixos-rebuild test."""
-    from rehearse import activation
+    from rehearse.targets import activation
 
     seen: list[list[str]] = []
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import promote, ssh
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir
-from rehearse.target import Address, Server
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.core.values import Address
+from rehearse.host import ssh
+from rehearse.pipeline import promote
+from rehearse.store.state import VMDir
+from rehearse.targets.target import Server
 from tests.conftest import on_a_terminal
 
 PASSWORD = "s3cret pass\\word"  # a space and a backslash: read as they are
@@ -155,7 +157,7 @@ def test_bad_arguments_are_said_before_the_password_is_asked(tmp_path: Path) -> 
 
 
 def test_the_password_is_asked_once_on_the_terminal_unechoed() -> None:
-    code = "from rehearse import ssh; print(repr(ssh.ask_sudo_password('admin@srv')))"
+    code = "from rehearse.host import ssh; print(repr(ssh.ask_sudo_password('admin@srv')))"
     rc, out, _, shown = on_a_terminal([sys.executable, "-c", code], PASSWORD.encode() + b"\n", timeout=30)
     assert rc == 0
     assert out.strip() == repr(PASSWORD)

@@ -17,9 +17,10 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rehearse import config, vm
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import check_name
+from rehearse import config
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import qemu
+from rehearse.store.state import check_name
 
 # Modest, so the unit suite stays fast; no deadline: a shared CPU is slow at times.
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -90,12 +91,12 @@ def test_parse_forward_gives_a_valid_forward_or_a_usage_error(spec: str) -> None
 @given(st.integers(1, 65535), st.integers(1, 65535), st.sampled_from(["tcp", "udp", None]))
 def test_forward_round_trip(host: int, guest: int, proto: str | None) -> None:
     spec = f"{proto}/{host}:{guest}" if proto else f"{host}:{guest}"
-    assert config.parse_forward(spec) == vm.Forward(host, guest, proto or "tcp")
+    assert config.parse_forward(spec) == qemu.Forward(host, guest, proto or "tcp")
 
 
 @SETTINGS
-@given(st.lists(st.builds(vm.Forward, st.integers(1, 5), st.integers(1, 3), st.sampled_from(["tcp", "udp"]))))
-def test_unique_forwards(forwards: list[vm.Forward]) -> None:
+@given(st.lists(st.builds(qemu.Forward, st.integers(1, 5), st.integers(1, 3), st.sampled_from(["tcp", "udp"]))))
+def test_unique_forwards(forwards: list[qemu.Forward]) -> None:
     try:
         unique = config.unique_forwards(forwards)
     except RehearseError as e:
@@ -165,7 +166,7 @@ def well_typed(s: config.Settings) -> None:
     assert s.flake is None or (isinstance(s.flake, str) and s.flake.partition("#")[2])
     assert s.configuration is None or s.flake is None
     assert all(
-        isinstance(f, vm.Forward) and 1 <= f.host_port <= 65535 and 1 <= f.guest_port <= 65535 for f in s.forward
+        isinstance(f, qemu.Forward) and 1 <= f.host_port <= 65535 and 1 <= f.guest_port <= 65535 for f in s.forward
     )
     assert len({(f.proto, f.host_port) for f in s.forward}) == len(s.forward)
     for value, bounds in (

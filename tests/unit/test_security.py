@@ -20,11 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import activation, lifecycle, nix, process, ssh, state, target, vm
-from rehearse import history as h
 from rehearse.config import Check
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, VMState
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import nix, process, qemu, ssh
+from rehearse.machines import lifecycle
+from rehearse.store import history as h
+from rehearse.store import state
+from rehearse.store.state import VMDir, VMState
+from rehearse.targets import activation, target
 
 
 def rehearse(*args: str, state: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -284,7 +287,7 @@ def test_down_never_kills_a_pid_without_its_start_time(tmp_path: Path, bystander
     assert bystander.poll() is None  # still running
     assert not state.pid_alive(bystander.pid, None)
     assert state.pid_alive(bystander.pid, state.process_start(bystander.pid))
-    assert vm.stop(bystander.pid, None, tmp_path / "no.sock", 1) == "already stopped"
+    assert qemu.stop(bystander.pid, None, tmp_path / "no.sock", 1) == "already stopped"
     assert bystander.poll() is None
     assert VMDir("ghost", root).load().pid is None
 
@@ -375,9 +378,9 @@ def test_a_name_with_a_trailing_newline_is_refused() -> None:
 
 
 def test_the_probe_cache_is_no_vm(tmp_path: Path) -> None:
-    assert not state.NAME_RE.fullmatch(vm.KVM_CACHE)
+    assert not state.NAME_RE.fullmatch(qemu.KVM_CACHE)
     root = private_root(tmp_path)
-    (root / vm.KVM_CACHE).write_text("boot tcg\n")
+    (root / qemu.KVM_CACHE).write_text("boot tcg\n")
     (root / "kvm-probe").write_text("boot tcg\n")  # where older versions kept it
     (root / "stray").write_text("")
     (root / "has space").mkdir()
@@ -512,26 +515,26 @@ def test_qmp_path_commas_are_doubled(tmp_path: Path, monkeypatch: pytest.MonkeyP
     d = VMDir("x", private_root(tmp_path))
     d.create()
     monkeypatch.setattr(VMDir, "socket", lambda self, name: Path("/run/a,b") / name)
-    opts = vm.runner_env(d, [], gui=False, tcg=True)["QEMU_OPTS"].split()
+    opts = qemu.runner_env(d, [], gui=False, tcg=True)["QEMU_OPTS"].split()
     assert opts[opts.index("-qmp") + 1] == "unix:/run/a,,b/qmp.sock,server=on,wait=off"
     assert opts[opts.index("-serial") + 1] == f"file:{d.path}/console.log"
-    assert vm.qemu_value("a,b,,c") == "a,,b,,,,c"
+    assert qemu.qemu_value("a,b,,c") == "a,,b,,,,c"
 
 
 def test_qemu_reads_the_paths_as_given(tmp_path: Path) -> None:
     """What QEMU itself makes of the two options, in a directory with a
     comma: -qmp's option list needs the comma doubled, -serial file: takes
     the path as it is."""
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
+    binary = shutil.which("qemu-system-x86_64")
+    if binary is None:
         pytest.skip("no QEMU")
     odd = tmp_path / "a,b"
     odd.mkdir()
     sock, log = odd / "qmp.sock", odd / "console.log"
     proc = subprocess.Popen(
         [
-            *(qemu, "-machine", "none", "-nodefaults", "-display", "none", "-S"),
-            *("-serial", f"file:{log}", "-qmp", f"unix:{vm.qemu_value(str(sock))},server=on,wait=off"),
+            *(binary, "-machine", "none", "-nodefaults", "-display", "none", "-S"),
+            *("-serial", f"file:{log}", "-qmp", f"unix:{qemu.qemu_value(str(sock))},server=on,wait=off"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

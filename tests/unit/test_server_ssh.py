@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import server_ssh
-from rehearse.server_ssh import _port_of
+from rehearse.host import server_ssh
+from rehearse.host.server_ssh import _port_of
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOZoe rehearse@srv"
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from rehearse import lifecycle, nix, snapshot, vm
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, VMState, process_start
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import nix, qemu
+from rehearse.machines import lifecycle, snapshot
+from rehearse.store.state import VMDir, VMState, process_start
 
 needs_qemu_io = pytest.mark.skipif(
     not (shutil.which("qemu-img") and shutil.which("qemu-io")), reason="needs qemu-img and qemu-io"
@@ -122,8 +123,8 @@ def alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[VMDir, VMSta
 
 def fake_qemu(monkeypatch: pytest.MonkeyPatch, status: str) -> list[str]:
     sent: list[str] = []
-    monkeypatch.setattr(vm, "run_status", lambda sock: "running" if "cont" in sent else status)
-    monkeypatch.setattr(vm, "qmp", lambda sock, command, **kw: sent.append(command))
+    monkeypatch.setattr(qemu, "run_status", lambda sock: "running" if "cont" in sent else status)
+    monkeypatch.setattr(qemu, "qmp", lambda sock, command, **kw: sent.append(command))
     return sent
 
 
@@ -137,7 +138,7 @@ def test_a_paused_vm_is_resumed(alive: tuple[VMDir, VMState], monkeypatch: pytes
     assert vmdir.held is False  # the lock it took for that is let go
     # `running()` (ssh, deploy, rollback, generations, watch) goes through it.
     sent.clear()
-    monkeypatch.setattr(vm, "run_status", lambda sock: "paused")
+    monkeypatch.setattr(qemu, "run_status", lambda sock: "paused")
     lifecycle.running(vmdir)
     assert sent == ["cont"]
 
@@ -176,7 +177,7 @@ def test_status_shows_a_paused_vm_it_could_not_resume(
 ) -> None:
     vmdir, _ = alive
     monkeypatch.setenv("REHEARSE_STATE_DIR", str(vmdir.path.parent))
-    monkeypatch.setattr(vm, "run_status", lambda sock: "paused")
-    monkeypatch.setattr(vm, "qmp", lambda sock, command, **kw: (_ for _ in ()).throw(OSError("refused")))
+    monkeypatch.setattr(qemu, "run_status", lambda sock: "paused")
+    monkeypatch.setattr(qemu, "qmp", lambda sock, command, **kw: (_ for _ in ()).throw(OSError("refused")))
     lifecycle.status(as_json=True)
     assert '"state": "paused"' in capsys.readouterr().out

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import state
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.store import state
+from rehearse.store.state import VMDir
 
 
 def mine(tmp_path: Path) -> Path:

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import deploy, process, scripts, target
-from rehearse.errors import RehearseError
-from rehearse.plan import Units
-from rehearse.state import VMDir, VMState
-from rehearse.target import Address, Plan, Server
+from rehearse.core.errors import RehearseError
+from rehearse.core.values import Address
+from rehearse.host import process, scripts
+from rehearse.host.plan import Units
+from rehearse.pipeline import deploy
+from rehearse.store.state import VMDir, VMState
+from rehearse.targets import target
+from rehearse.targets.target import Plan, Server
 
 SYSTEM = Path("/nix/store/" + "s" * 32 + "-nixos-system-fripon-25.11")
 CURRENT = "/nix/store/" + "c" * 32 + "-nixos-system-fripon-25.11"
@@ -128,7 +131,7 @@ def test_a_server_without_nix_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def vm(tmp_path: Path) -> target.VM:
-    from rehearse.ssh import Remote
+    from rehearse.host.ssh import Remote
 
     remote = Remote("127.0.0.1", 2222, "root", tmp_path / "id", tmp_path / "known_hosts", "rehearse-x")
     return target.VM(VMDir("x", tmp_path), VMState(name="x"), remote)
@@ -180,7 +183,7 @@ def test_the_guest_scripts_are_files_run_by_sh(procs: Processes, tmp_path: Path)
 def test_a_server_rollback_switches_and_asks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: Processes) -> None:
     """rollback --server: its generations, read over its SSH, and a `switch`
     (the boot entry goes back too) after the user's yes."""
-    from rehearse import activation
+    from rehearse.targets import activation
 
     seen: list[tuple[str, str, int | None]] = []
 
@@ -198,7 +201,7 @@ def test_a_server_rollback_switches_and_asks(tmp_path: Path, monkeypatch: pytest
     report = deploy.rollback(deploy.RollbackRequest("fripon", None, 30.0, server=s, yes=True))
     assert report["result"] == "confirmed" and report.get("target") == "admin@fripon.example.org:2222"
     assert seen == [(CURRENT, "switch", 1)]
-    from rehearse import history
+    from rehearse.store import history
 
     [entry] = history.load(s.history)
     assert entry["system"] == CURRENT and entry["action"] == "switch"

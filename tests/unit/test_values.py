@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import config, plan, ssh, vm
-from rehearse.errors import RehearseError
-from rehearse.state import VMDir, VMState
+from rehearse import config
+from rehearse.core.errors import RehearseError
+from rehearse.host import plan, qemu, ssh
+from rehearse.store.state import VMDir, VMState
 
 
 def remote(tmp_path: Path, control: bool = True) -> ssh.Remote:
@@ -44,13 +45,13 @@ def test_fresh_connection_bypasses_the_master(tmp_path: Path) -> None:
 def test_forwards_bind_loopback(tmp_path: Path) -> None:
     d = VMDir("fripon", tmp_path)
     d.create()
-    env = vm.runner_env(d, [vm.Forward(2222, 22), vm.Forward(8080, 80)], gui=False, tcg=True)
+    env = qemu.runner_env(d, [qemu.Forward(2222, 22), qemu.Forward(8080, 80)], gui=False, tcg=True)
     assert env["QEMU_NET_OPTS"] == "hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80"
     assert "-display none" in env["QEMU_OPTS"] and "accel=tcg" in env["QEMU_OPTS"]
     assert env["USE_TMPDIR"] == "1" and env["TMPDIR"] == str(d.path / "tmp")
     assert env["NIX_DISK_IMAGE"] == str(d.path / "disk.qcow2")
     assert env["SHARED_DIR"] == str(d.path / "shared")
-    gui = vm.runner_env(d, [], gui=True, tcg=False)
+    gui = qemu.runner_env(d, [], gui=True, tcg=False)
     assert "-display none" not in gui["QEMU_OPTS"] and "accel" not in gui["QEMU_OPTS"]
 
 
@@ -75,7 +76,7 @@ def test_bad_names_and_forwards() -> None:
         VMDir("../etc")
     with pytest.raises(RehearseError, match="HOST_PORT:GUEST_PORT"):
         config.parse_forward("8080")
-    assert config.parse_forward("8080:80") == vm.Forward(8080, 80)
+    assert config.parse_forward("8080:80") == qemu.Forward(8080, 80)
 
 
 def test_taken_port_is_skipped() -> None:
@@ -85,14 +86,14 @@ def test_taken_port_is_skipped() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         taken = s.getsockname()[1]
-        assert vm.pick_port(taken) != taken
+        assert qemu.pick_port(taken) != taken
 
 
 def test_rehearse_toml(tmp_path: Path) -> None:
     (tmp_path / "rehearse.toml").write_text('nixpkgs = "np"\nforward = ["80:8080"]\nconfirm_timeout = 30\n')
     s = config.load_settings(tmp_path)
     assert s.nixpkgs == str((tmp_path / "np").resolve())
-    assert s.forward == (vm.Forward(80, 8080),) and s.confirm_timeout == 30
+    assert s.forward == (qemu.Forward(80, 8080),) and s.confirm_timeout == 30
     (tmp_path / "rehearse.toml").write_text("nixpgks = 1\n")
     with pytest.raises(RehearseError, match="unknown setting"):
         config.load_settings(tmp_path)
@@ -120,13 +121,13 @@ def test_store_names_and_versions() -> None:
 
 def test_kvm_probe_answer_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        assert vm.kvm_works(None, tmp_path) is False
+        assert qemu.kvm_works(None, tmp_path) is False
         return
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     (tmp_path / ".kvm-probe").write_text(f"{boot_id} tcg\n")
-    assert vm.kvm_works(Path("/nonexistent"), tmp_path) is False
+    assert qemu.kvm_works(Path("/nonexistent"), tmp_path) is False
     (tmp_path / ".kvm-probe").write_text(f"{boot_id} kvm\n")
-    assert vm.kvm_works(Path("/nonexistent"), tmp_path) is True
+    assert qemu.kvm_works(Path("/nonexistent"), tmp_path) is True
 
 
 def test_socket_paths_stay_short(tmp_path: Path) -> None:

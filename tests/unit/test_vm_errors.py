@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rehearse import vm
-from rehearse.state import VMDir
+from rehearse.host import qemu
+from rehearse.store.state import VMDir
 
 
 def dir_with_log(tmp_path: Path, text: str) -> VMDir:
@@ -19,18 +19,18 @@ def test_qemu_missing(tmp_path: Path) -> None:
     d = dir_with_log(
         tmp_path, "/nix/store/x-run-nixos-vm: line 80: /usr/bin/qemu-system-x86_64: No such file or directory\n"
     )
-    err = vm.early_exit_error(d)
+    err = qemu.early_exit_error(d)
     assert "qemu-system-x86_64 not found" in err.message
     assert err.hint is not None and "apt-get install qemu-system-x86" in err.hint
 
 
 def test_no_display(tmp_path: Path) -> None:
-    err = vm.early_exit_error(dir_with_log(tmp_path, "gtk initialization failed\n"))
+    err = qemu.early_exit_error(dir_with_log(tmp_path, "gtk initialization failed\n"))
     assert "no display" in err.message and "--gui" in (err.hint or "")
 
 
 def test_other_failure_shows_the_runner_output(tmp_path: Path) -> None:
-    err = vm.early_exit_error(dir_with_log(tmp_path, "qemu: could not open disk image\n"))
+    err = qemu.early_exit_error(dir_with_log(tmp_path, "qemu: could not open disk image\n"))
     assert "could not open disk image" in err.message
 
 
@@ -40,7 +40,7 @@ def test_reap_ends_what_the_runner_left_in_its_session() -> None:
     while the VM still runs."""
     import subprocess
 
-    from rehearse.state import process_start
+    from rehearse.store.state import process_start
 
     runner = subprocess.Popen(
         ["sh", "-c", "sleep 60 & echo $!; exec sleep 1"], stdout=subprocess.PIPE, text=True, start_new_session=True
@@ -48,12 +48,12 @@ def test_reap_ends_what_the_runner_left_in_its_session() -> None:
     assert runner.stdout is not None
     started = process_start(runner.pid)
     daemon = int(runner.stdout.readline())
-    assert vm.reap(runner.pid, started) == []  # the VM runs: nothing is touched
+    assert qemu.reap(runner.pid, started) == []  # the VM runs: nothing is touched
     assert process_start(daemon) is not None
     runner.wait()
-    assert vm.reap(runner.pid, started) == [daemon]
+    assert qemu.reap(runner.pid, started) == [daemon]
     assert process_start(daemon) is None
-    assert vm.reap(runner.pid, started) == []
+    assert qemu.reap(runner.pid, started) == []
 
 
 def test_a_port_held_only_by_time_wait_connections_is_free() -> None:
@@ -67,11 +67,11 @@ def test_a_port_held_only_by_time_wait_connections_is_free() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     port = listener.getsockname()[1]
-    assert not vm.port_free(port)  # a listener holds it
+    assert not qemu.port_free(port)  # a listener holds it
     client = socket.create_connection(("127.0.0.1", port))
     conn, _ = listener.accept()
     conn.close()  # the forward's side closes first: its socket waits in TIME_WAIT
     client.close()
     listener.close()
     time.sleep(0.2)
-    assert vm.port_free(port)
+    assert qemu.port_free(port)

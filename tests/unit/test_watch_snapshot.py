@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rehearse import nix, snapshot, watch
-from rehearse.errors import RehearseError
+from rehearse.core.errors import RehearseError
+from rehearse.fleets import watch
+from rehearse.host import nix
+from rehearse.machines import snapshot
 
 
 def test_the_tree_and_the_files_evaluated_outside_it_are_watched(tmp_path: Path) -> None:
@@ -190,7 +192,7 @@ def test_watch_needs_a_running_vm(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from rehearse.state import VMDir, VMState
+    from rehearse.store.state import VMDir, VMState
 
     d = VMDir("fripon", tmp_path / "state")
     d.create()
@@ -214,7 +216,7 @@ def test_a_streamed_child_is_shielded_from_the_terminals_ctrl_c(
 ) -> None:
     """deploy --watch: the activation's SSH session (process.stream) is in a
     process group of its own, which the terminal's Ctrl-C does not reach."""
-    from rehearse import process
+    from rehearse.host import process
 
     monkeypatch.setattr(process, "shielded", shielded)
     with process.stream(["sh", "-c", "echo $$; exec sleep 30"]) as lines:

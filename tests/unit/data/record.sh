@@ -36,15 +36,15 @@ nix-build "$data/drvs-big.nix" --no-out-link --option substituters "file://$tmp/
 # file added so that its derivations are new and really built.
 cp -r "$repo/examples/fripon" "$repo/examples/fripon-vm" "$tmp/"
 sed -i "s|^}\$|  environment.etc.\"rehearse-recording\".text = \"$SALT\";\n}|" "$tmp/fripon-vm/configuration.nix"
-nix-build "$repo/src/rehearse/nix/eval.nix" -A vm --argstr configuration "$tmp/fripon-vm/configuration.nix" \
+nix-build "$repo/src/rehearse/host/nix/eval.nix" -A vm --argstr configuration "$tmp/fripon-vm/configuration.nix" \
   -I nixpkgs="$repo/rig/nixpkgs" --no-out-link $json 2>"$data/nix-build-vm.jsonl" >/dev/null
 
 # Evaluation errors: the seed's fripon as it is (an option conflict with the
 # VM module), in JSON and as plain text, and <nixpkgs> missing.
-conflict="$repo/src/rehearse/nix/eval.nix -A vm --argstr configuration $repo/examples/fripon/configuration.nix -I nixpkgs=$repo/rig/nixpkgs --no-out-link"
+conflict="$repo/src/rehearse/host/nix/eval.nix -A vm --argstr configuration $repo/examples/fripon/configuration.nix -I nixpkgs=$repo/rig/nixpkgs --no-out-link"
 nix-build $conflict $json 2>"$data/nix-eval-conflict.jsonl" >/dev/null || true
 nix-build $conflict 2>"$data/nix-eval-conflict.txt" >/dev/null || true
-NIX_PATH= nix-build "$repo/src/rehearse/nix/eval.nix" -A vm --argstr configuration "$repo/examples/fripon-vm/configuration.nix" \
+NIX_PATH= nix-build "$repo/src/rehearse/host/nix/eval.nix" -A vm --argstr configuration "$repo/examples/fripon-vm/configuration.nix" \
   --no-out-link $json 2>"$data/nix-eval-no-nixpkgs.jsonl" >/dev/null || true
 
 wc -c "$data"/*.jsonl "$data"/*.txt

@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rehearse import config, lan, lifecycle, nix, output, vm
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, all_vms, check_name, state_root
+from rehearse import config
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import lan, nix, qemu
+from rehearse.machines import lifecycle
+from rehearse.store.state import VMDir, all_vms, check_name, state_root
 
 T = TypeVar("T")
 
@@ -164,14 +167,14 @@ class Machine:
 
     source: nix.Source
     name: str | None = None
-    forwards: tuple[vm.Forward, ...] = ()
+    forwards: tuple[qemu.Forward, ...] = ()
     lan_interface: str | None = None
 
 
 @dataclass(frozen=True)
 class UpRequest:
     machines: tuple[Machine, ...]
-    forwards: tuple[vm.Forward, ...]  # every machine's (rehearse.toml's top-level forward)
+    forwards: tuple[qemu.Forward, ...]  # every machine's (rehearse.toml's top-level forward)
     gui: bool
     ssh_timeout: float
     rebuild: bool = False
@@ -184,7 +187,7 @@ def up(req: UpRequest) -> int:
     booted when a machine does not evaluate, or when their names, forwards,
     addresses or memory clash."""
     root = state_root()
-    vm.check_state_path(root)
+    qemu.check_state_path(root)
     slots = build_slots(len(req.machines))
     labels = [m.name or (m.source.describe()) for m in req.machines]
     output.step(f"evaluating {len(req.machines)} machines")
@@ -373,7 +376,7 @@ def deploy(names: list[str], parallel: int, template: Any, checks_of: Callable[[
     """`deploy --on/--all`: each machine's own configuration (the one its VM
     was made from), `parallel` at a time. A machine whose deploy fails is
     rolled back alone (by its own VM); the others keep their new systems."""
-    from rehearse import deploy as single
+    from rehearse.pipeline import deploy as single
 
     if not template.yes and not template.dry_run and sys.stdin.isatty():
         answer = output.ask(f"deploy to {', '.join(names)}? Each rolls back alone if it fails. [y/N]")

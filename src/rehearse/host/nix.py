@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rehearse import process
-from rehearse.errors import ExitCode, RehearseError, one_line
+from rehearse.core.errors import ExitCode, RehearseError, one_line
+from rehearse.host import process
 
 FLAKE_FEATURES = ["--option", "extra-experimental-features", "nix-command flakes"]
 # Nix's events as `@nix {json}` lines on stderr (progress.py reads them); -v
@@ -86,7 +86,7 @@ class VMInfo:
 
 
 def _eval_file() -> str:
-    return str(resources.files("rehearse") / "nix" / "eval.nix")
+    return str(resources.files("rehearse.host") / "nix" / "eval.nix")
 
 
 def _args(source: Source, settings: Path | None) -> list[str]:
@@ -217,7 +217,7 @@ def _run_build(argv: list[str], source: Source, files: set[str] | None = None) -
     """Run a build with Nix's progress shown as it comes (progress_view),
     read from its JSON log format; its stdout. `files` gets the files Nix
     evaluated (also when it fails: what a fix will be made in)."""
-    from rehearse.progress_view import Renderer  # lazy: commands that build nothing start faster
+    from rehearse.host.progress_view import Renderer  # lazy: commands that build nothing start faster
 
     progress = Renderer()
     try:

@@ -10,7 +10,7 @@ from importlib import resources
 @functools.cache
 def guest(name: str) -> str:
     """The text of guest/NAME (e.g. "activate.sh")."""
-    return (resources.files("rehearse") / "guest" / name).read_text()
+    return (resources.files("rehearse.host") / "guest" / name).read_text()
 
 
 def sh(name: str, *args: str) -> list[str]:

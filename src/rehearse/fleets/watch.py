@@ -34,9 +34,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rehearse import nix, output, process
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.plan import store_name
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import nix, process
+from rehearse.host.plan import store_name
 
 DEBOUNCE_MS = 300  # saves closer together than this are one change
 
@@ -60,7 +61,7 @@ def owned() -> list[Path]:
     """Rehearse's own trees, where it writes while a deploy runs (a VM's
     console log, state, known_hosts; its SSH sockets): never a change, as
     given and resolved."""
-    from rehearse.state import state_root
+    from rehearse.store.state import state_root
 
     # state.socket_path's directory, for socket paths too long in the root
     roots = [state_root(), Path(f"/tmp/rehearse-{os.getuid()}")]
@@ -207,10 +208,10 @@ class Changes:
 
 def watch(template: Any) -> int:
     """Deploy `template` (a DeployRequest) on every change, until Ctrl-C."""
-    from rehearse import deploy
     from rehearse.config import merge_include
-    from rehearse.state import VMDir
-    from rehearse.target import VM
+    from rehearse.pipeline import deploy
+    from rehearse.store.state import VMDir
+    from rehearse.targets.target import VM
 
     vmdir = VMDir(template.name)
     state = VM.running(vmdir).state  # a VM that does not run is an error before anything is watched

@@ -23,13 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse import activation, answers, deploy, history, nix, output, plan
-from rehearse.activation import Verify
 from rehearse.config import Check
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.plan import human, store_name
-from rehearse.state import VMDir
-from rehearse.target import Address, Server
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.core.values import Address
+from rehearse.host import answers, nix, plan
+from rehearse.host.plan import human, store_name
+from rehearse.pipeline import deploy
+from rehearse.store import history
+from rehearse.store.state import VMDir
+from rehearse.targets import activation
+from rehearse.targets.activation import Verify
+from rehearse.targets.target import Server
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ def _promote_to(
     server.push(pl, use_substitutes=req.use_substitutes)
     times["push"] = round(time.monotonic() - t, 2)
     if pl.units is None:
-        from rehearse.target import DryActivateFailed, dry_activate
+        from rehearse.targets.target import DryActivateFailed, dry_activate
 
         try:
             units = dry_activate(server.remote, system, server.describe())

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from rehearse import process, ssh
+from rehearse.host import process, ssh
 
 DEFAULT_PORT = 22
 
@@ -169,7 +169,7 @@ def proxy(port: int, grace: float) -> int:
 def _try(remote: ssh.Remote, grace: float) -> tuple[str, str]:
     """One login, on a connection that sshd greeted within `grace` seconds:
     ("ok" | "refused" | "unreachable", ssh's or the proxy's message)."""
-    proxy = shlex.join([sys.executable, "-m", "rehearse.server_ssh", str(remote.port), str(grace)])
+    proxy = shlex.join([sys.executable, "-m", "rehearse.host.server_ssh", str(remote.port), str(grace)])
     argv = [
         "ssh",
         *ssh.options(remote, master=False, connect_timeout=15),

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from rehearse import output
-from rehearse.errors import RehearseError
+from rehearse.core import output
+from rehearse.core.errors import RehearseError
 
 # What to install when a program is missing, by program name (Debian names;
 # on NixOS these come with the system).

@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import activation, answers, nix, output, plan, scripts, ssh
-from rehearse.answers import Generations
 from rehearse.config import Check
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.plan import ClosureDiff, human, store_name
-from rehearse.state import VMDir, VMState
+from rehearse.core import output
+from rehearse.core.errors import RehearseError
+from rehearse.core.values import Address
+from rehearse.host import answers, nix, plan, scripts, ssh
+from rehearse.host.answers import Generations
+from rehearse.host.plan import ClosureDiff, human, store_name
+from rehearse.store.state import VMDir, VMState
+from rehearse.targets import activation
 
 PROFILE = "/nix/var/nix/profiles/system"
 
@@ -95,7 +98,7 @@ class VM:
     @classmethod
     def running(cls, vmdir: VMDir) -> VM:
         """The VM, which must be running (else a clear error)."""
-        from rehearse import lifecycle
+        from rehearse.machines import lifecycle
 
         state, remote = lifecycle.running(vmdir)
         return cls(vmdir, state, remote)
@@ -126,7 +129,7 @@ class VM:
     # The VM's record of what it runs and what boots it.
 
     def reconcile(self, running: str) -> None:
-        from rehearse import lifecycle
+        from rehearse.machines import lifecycle
 
         lifecycle.reconcile(self.dir, self.state, running)
 
@@ -158,7 +161,7 @@ class VM:
         self.dir.save(self.state)
 
     def restart(self) -> None:
-        from rehearse import lifecycle
+        from rehearse.machines import lifecycle
 
         lifecycle.restart(self.dir)
 
@@ -169,9 +172,9 @@ class VM:
     def greets(self) -> bool:
         """Whether the management sshd answers a new connection with its SSH
         greeting (through the same forward and firewall as any login)."""
-        from rehearse import vm
+        from rehearse.host import qemu
 
-        return vm.ssh_banner(self.remote.port, timeout=5.0)
+        return qemu.ssh_banner(self.remote.port, timeout=5.0)
 
     # plan → push
 
@@ -234,7 +237,7 @@ class VM:
         hostfwd_add). The server's host keys are read through the management
         channel after the switch and pinned, so even this check never trusts
         on first use."""
-        from rehearse import server_ssh, vm
+        from rehearse.host import qemu, server_ssh
 
         public = self.dir.file("id_ed25519.pub").read_text()
         old = server_ssh.read(Path(current), public) if current else server_ssh.Sshd(enabled=False)
@@ -251,8 +254,8 @@ class VM:
         forwards |= {int(f["guest"]): int(f["host"]) for f in state.server_ssh}
         for port in new.ports:
             if port not in forwards:
-                host = vm.pick_port(2200 + port % 100, taken=set(forwards.values()) | {state.ssh_port or 0})
-                vm.add_forward(self.dir.socket("qmp.sock"), vm.Forward(host, port))
+                host = qemu.pick_port(2200 + port % 100, taken=set(forwards.values()) | {state.ssh_port or 0})
+                qemu.add_forward(self.dir.socket("qmp.sock"), qemu.Forward(host, port))
                 forwards[port] = host
                 state.server_ssh.append({"host": host, "guest": port})
                 self.dir.save(state)
@@ -304,45 +307,6 @@ def read_generations(remote: ssh.Remote) -> Generations:
 
 
 # --- a real server ----------------------------------------------------------
-
-_TARGET = re.compile(
-    r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
-    r"(?::(?P<port>[0-9]{1,5}))?$"
-)
-
-
-@dataclass(frozen=True)
-class Address:
-    """Where promote goes: USER@HOST[:PORT]; user and port may be left to
-    the user's ssh configuration."""
-
-    host: str
-    user: str = ""
-    port: int = 0
-
-    @classmethod
-    def parse(cls, text: str, where: str = "--to") -> Address:
-        m = _TARGET.match(text.strip())
-        if not m or m.group("host").startswith("-"):
-            raise RehearseError(
-                f"{where}: {text!r} is not a server: expected USER@HOST[:PORT], HOST or HOST:PORT",
-                hint="e.g. root@fripon.example.org or admin@203.0.113.10:2222",
-                exit_code=ExitCode.USAGE,
-            )
-        port = int(m.group("port") or 0)
-        if m.group("port") and not 1 <= port <= 65535:
-            raise RehearseError(f"{where}: port {port} is out of range (1–65535)", exit_code=ExitCode.USAGE)
-        return cls(host=m.group("host").strip("[]"), user=m.group("user") or "", port=port)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return (f"{self.user}@" if self.user else "") + host + (f":{self.port}" if self.port else "")
-
-    @property
-    def key(self) -> str:
-        """A file name for this server's history."""
-        return re.sub(r"[^A-Za-z0-9._@-]", "_", str(self))
 
 
 class Server:

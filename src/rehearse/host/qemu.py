@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rehearse import answers, output, process, ssh
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, pid_alive, process_start
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import answers, process, ssh
+from rehearse.store.state import VMDir, pid_alive, process_start
 
 T = TypeVar("T")
 

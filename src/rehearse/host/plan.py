@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse import nix
-from rehearse.output import style
+from rehearse.core.output import style
+from rehearse.host import nix
 
 # --- closure diff ---------------------------------------------------------
 

@@ -9,14 +9,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rehearse import output
-from rehearse.errors import ExitCode, RehearseError, exit_codes_text
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError, exit_codes_text
 
 if TYPE_CHECKING:
     from rehearse.config import Settings
-    from rehearse.deploy import DeployRequest
-    from rehearse.nix import Source
-    from rehearse.target import Address, Server
+    from rehearse.core.values import Address
+    from rehearse.host.nix import Source
+    from rehearse.pipeline.deploy import DeployRequest
+    from rehearse.targets.target import Server
 
 DESCRIPTION = """\
 Rehearse a NixOS server change in a local VM: build a QEMU VM from the server's
@@ -320,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
 def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """What the completion scripts offer for positionals, by their dest: a
     `name` is a VM's (from the state directory), a `configuration` a path."""
-    from rehearse import completion
+    from rehearse.commands import completion
 
     for command in sub.choices.values():
         for action in command._get_positional_actions():
@@ -334,19 +335,22 @@ def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from rehearse import lifecycle  # config only where needed: `status` must start fast
+    from rehearse.machines import lifecycle  # config only where needed: `status` must start fast
 
     match args.command:
         case "up":
-            from rehearse import config, fleet
+            from rehearse import config
+            from rehearse.commands import requests
+            from rehearse.fleets import fleet
 
             settings = config.load_settings()
-            request = config.up_request(args, settings)
+            request = requests.up_request(args, settings)
             if isinstance(request, fleet.UpRequest):
                 return fleet.up(request)
             lifecycle.up(request)
         case "deploy":
-            from rehearse import config, deploy
+            from rehearse import config
+            from rehearse.pipeline import deploy
 
             settings = config.load_settings()
             if args.on is not None or args.all:
@@ -368,12 +372,13 @@ def dispatch(args: argparse.Namespace) -> int:
                 other = config.resolve_source(args.configuration, args.flake, args.include, settings)
             deploying = _deploy_request(args, settings, args.name, other)
             if args.watch:
-                from rehearse import watch
+                from rehearse.fleets import watch
 
                 return watch.watch(deploying)
             return _report(args, deploy.run_deploy(deploying))
         case "promote":
-            from rehearse import config, promote
+            from rehearse import config
+            from rehearse.pipeline import promote
 
             settings = config.load_settings()
             target = _address(args.name, args.to, settings, "--to")
@@ -399,11 +404,13 @@ def dispatch(args: argparse.Namespace) -> int:
             )
             return _report(args, promoted)
         case "generations":
-            from rehearse import config, deploy
+            from rehearse import config
+            from rehearse.pipeline import deploy
 
             deploy.generations(args.name, args.json, _server(args, config.load_settings()))
         case "rollback":
-            from rehearse import config, deploy
+            from rehearse import config
+            from rehearse.pipeline import deploy
 
             settings = config.load_settings()
             report = deploy.rollback(
@@ -418,7 +425,7 @@ def dispatch(args: argparse.Namespace) -> int:
             )
             return _report(args, report)
         case "snapshot":
-            from rehearse import snapshot
+            from rehearse.machines import snapshot
 
             if args.delete:
                 if args.tag is None:
@@ -431,11 +438,12 @@ def dispatch(args: argparse.Namespace) -> int:
             else:
                 snapshot.take(args.name, args.tag)
         case "snapshots":
-            from rehearse import snapshot
+            from rehearse.machines import snapshot
 
             snapshot.listing(args.name, args.json)
         case "restore":
-            from rehearse import config, snapshot
+            from rehearse import config
+            from rehearse.machines import snapshot
 
             settings = config.load_settings()
             snapshot.restore(args.name, args.tag, _power_off_timeout(args), settings.ssh_timeout)
@@ -452,7 +460,8 @@ def dispatch(args: argparse.Namespace) -> int:
             if args.all:
                 if args.name is not None:
                     raise RehearseError("give a VM's name or --all, not both.", exit_code=ExitCode.USAGE)
-                from rehearse import config, fleet
+                from rehearse import config
+                from rehearse.fleets import fleet
 
                 names = fleet.every_vm_of(config.load_settings().machines)
                 if args.command == "destroy" and names and not _destroy_asked(names, args.yes):
@@ -465,7 +474,7 @@ def dispatch(args: argparse.Namespace) -> int:
                 )
             work(args.name, timeout)
         case "completion":
-            from rehearse import completion
+            from rehearse.commands import completion
 
             output.result(completion.script(parser(), args.shell))
         case _:
@@ -475,7 +484,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def _destroy_asked(names: list[str], yes: bool) -> bool:
     """destroy --all's go: --yes, or a yes on the terminal (none: USAGE)."""
-    from rehearse import deploy
+    from rehearse.pipeline import deploy
 
     listed = ", ".join(names)
     deploy.must_ask(f"`destroy --all` would destroy {listed}", "nothing was destroyed", yes)
@@ -484,7 +493,7 @@ def _destroy_asked(names: list[str], yes: bool) -> bool:
 
 def _deploy_request(args: argparse.Namespace, settings: Settings, name: str, source: Source | None) -> DeployRequest:
     """`deploy`'s flags as a request for VM `name` (source None: its recorded configuration)."""
-    from rehearse import deploy
+    from rehearse.pipeline import deploy
 
     return deploy.DeployRequest(
         name=name,
@@ -503,7 +512,7 @@ def _deploy_request(args: argparse.Namespace, settings: Settings, name: str, sou
 
 def _fleet_deploy(args: argparse.Namespace, settings: Settings) -> int:
     """deploy --on NAMES / --all: each machine's recorded configuration."""
-    from rehearse import fleet
+    from rehearse.fleets import fleet
 
     if args.watch:
         raise RehearseError("--watch watches one VM's configuration: not with --on or --all.", exit_code=ExitCode.USAGE)
@@ -524,7 +533,7 @@ def _fleet_deploy(args: argparse.Namespace, settings: Settings) -> int:
 def _address(name: str, given: str | None, settings: Settings, flag: str) -> Address:
     """The server a VM's configuration is promoted to: `given`, else the
     VM's entry in rehearse.toml's [promote] table."""
-    from rehearse.target import Address
+    from rehearse.core.values import Address
 
     to = given or dict(settings.promote).get(name)
     if not to:
@@ -538,8 +547,8 @@ def _address(name: str, given: str | None, settings: Settings, flag: str) -> Add
 
 def _server(args: argparse.Namespace, settings: Settings) -> Server | None:
     """--server [USER@HOST]: the server of `generations` and `rollback`, or None (the VM)."""
-    from rehearse.state import VMDir
-    from rehearse.target import Server
+    from rehearse.store.state import VMDir
+    from rehearse.targets.target import Server
 
     if args.server is None:
         return None
@@ -557,7 +566,7 @@ def _sudo_password(args: argparse.Namespace, address: Address) -> str | None:
     """--ask-sudo-password's, asked on the terminal; else None."""
     if not args.ask_sudo_password:
         return None
-    from rehearse import ssh
+    from rehearse.host import ssh
 
     return ssh.ask_sudo_password(str(address))
 

@@ -12,8 +12,8 @@ import math
 import time
 from collections.abc import Callable
 
-from rehearse import output
-from rehearse.progress import Event, Failed, Finished, LogLine, Message, Started, Status, Tracker
+from rehearse.core import output
+from rehearse.host.progress import Event, Failed, Finished, LogLine, Message, Started, Status, Tracker
 
 
 def size(n: int) -> str:

@@ -38,10 +38,10 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from rehearse import output
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.nix import STORE_PATH
-from rehearse.plan import Units, parse_dry_activate
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host.nix import STORE_PATH
+from rehearse.host.plan import Units, parse_dry_activate
 
 # A systemd unit name (systemd src/basic/unit-name.c: letters, digits, ":-_.\@",
 # at most 255 characters, a type suffix).

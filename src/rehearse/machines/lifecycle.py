@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import answers, lan, nix, output, ssh, vm
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.nix import Source
-from rehearse.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import answers, lan, nix, qemu, ssh
+from rehearse.host.nix import Source
+from rehearse.store.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
 
 HOST_KEY = "ssh_host_ed25519_key"  # the VM's host key, in its state directory; a copy goes to shared/
 
@@ -99,7 +100,7 @@ def write_settings(vmdir: VMDir, lan_settings: dict[str, Any] | None = None, *, 
 class UpRequest:
     source: Source | None  # None: the VM `name` exists; start it again
     name: str | None
-    forwards: tuple[vm.Forward, ...]
+    forwards: tuple[qemu.Forward, ...]
     gui: bool
     ssh_timeout: float
     rebuild: bool = False
@@ -108,7 +109,7 @@ class UpRequest:
 
 
 def up(req: UpRequest) -> None:
-    vm.check_state_path(state_root())  # before anything is built or made
+    qemu.check_state_path(state_root())  # before anything is built or made
     if req.source is None:
         assert req.name is not None
         _restart(req, VMDir(req.name))
@@ -206,7 +207,7 @@ def _up(
         state = VMState(name=name)
     # A host port that is taken is said before anything is built or changed.
     if config_forwards is None:
-        recorded = [vm.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
+        recorded = [qemu.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
         forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
     else:
         forwards = plan_forwards(config_forwards, req.forwards)
@@ -252,14 +253,14 @@ def _up(
     system = str((runner_out / "system").resolve())
 
     with _PORTS:  # the machines of a fleet pick theirs one at a time, each apart from the others'
-        ssh_port = vm.pick_port(2222, taken={f.host_port for f in forwards} | _CLAIMED)
+        ssh_port = qemu.pick_port(2222, taken={f.host_port for f in forwards} | _CLAIMED)
         server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port} | _CLAIMED)
         _CLAIMED.update([ssh_port, *(f.host_port for f in server_ssh)])
-    all_forwards = [vm.Forward(ssh_port, MANAGEMENT_PORT), *server_ssh, *forwards]
+    all_forwards = [qemu.Forward(ssh_port, MANAGEMENT_PORT), *server_ssh, *forwards]
 
     kernel = runner_out / "system" / "kernel"
     with _KVM:
-        tcg = not vm.kvm_works(kernel, ensure_root(vmdir.path.parent))
+        tcg = not qemu.kvm_works(kernel, ensure_root(vmdir.path.parent))
         warn = tcg and os.path.exists("/dev/kvm") and not _WARNED
         _WARNED.add("kvm")
     if warn:
@@ -267,7 +268,7 @@ def _up(
             "KVM does not work on this machine (/dev/kvm did not run a guest); "
             "using software emulation (TCG), which is slower"
         )
-    env = vm.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
+    env = qemu.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
     with contextlib.ExitStack() as hub:
         if state.lan is not None:  # the hub stays up at least until this VM's state names its QEMU
             env[lan.SOCKET_ENV] = str(hub.enter_context(lan.joined(vmdir.path.parent)))
@@ -279,7 +280,7 @@ def _up(
         if not vmdir.file("disk.qcow2").exists():
             state.disk_from = system
         share_host_key(vmdir)
-        pid = vm.start(runner, env, vmdir)
+        pid = qemu.start(runner, env, vmdir)
 
         state.pid = pid
         state.pid_start = process_start(pid)
@@ -299,9 +300,9 @@ def _up(
         # A VM built from the configuration and booted rehearses it (for
         # `promote`'s guard): the server's own system, evaluated meanwhile.
         server = pool.submit(output.bound(nix.server_eval), source) if built else None
-        vm.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
+        qemu.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
         if server is not None:
-            from rehearse import history
+            from rehearse.store import history
 
             passed = ["booted", "reached over SSH through rehearse's channel"]
             history.record_rehearsal(vmdir.file("rehearsals.json"), server.result().drv_path, system, "up", passed)
@@ -329,41 +330,43 @@ def restricts(runner: Path) -> bool:
     return any("restrict=on" in script.read_text(errors="replace") for script in (runner / "bin").glob("run-*-vm"))
 
 
-def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[vm.Forward, ...]) -> list[vm.Forward]:
+def plan_forwards(from_config: list[dict[str, Any]], extra: tuple[qemu.Forward, ...]) -> list[qemu.Forward]:
     """The configuration's virtualisation.forwardPorts (host side only) and
     --forward ones, all bound to 127.0.0.1; a taken host port is an error."""
     forwards = [
-        vm.Forward(int(f["host"]["port"]), int(f["guest"]["port"]), f["proto"])
+        qemu.Forward(int(f["host"]["port"]), int(f["guest"]["port"]), f["proto"])
         for f in from_config
         if f.get("from", "host") == "host"
     ] + list(extra)
     return check_forwards(forwards)
 
 
-def server_ssh_forwards(system: Path, vmdir: VMDir, forwards: list[vm.Forward], taken: set[int]) -> list[vm.Forward]:
+def server_ssh_forwards(
+    system: Path, vmdir: VMDir, forwards: list[qemu.Forward], taken: set[int]
+) -> list[qemu.Forward]:
     """Forwards to the server's own sshd ports (server_ssh.py checks them
     after each deploy): a port the configuration already forwards is not
     forwarded twice."""
-    from rehearse import server_ssh
+    from rehearse.host import server_ssh
 
     sshd = server_ssh.read(system, vmdir.file("id_ed25519.pub").read_text())
-    result: list[vm.Forward] = []
+    result: list[qemu.Forward] = []
     used = taken | {f.host_port for f in forwards}
     for port in sshd.ports:
         if port == MANAGEMENT_PORT or any(f.guest_port == port and f.proto == "tcp" for f in forwards):
             continue
-        host = vm.pick_port(2200 + port % 100, taken=used)
+        host = qemu.pick_port(2200 + port % 100, taken=used)
         used.add(host)
-        result.append(vm.Forward(host, port))
+        result.append(qemu.Forward(host, port))
     return result
 
 
-def check_forwards(forwards: list[vm.Forward]) -> list[vm.Forward]:
+def check_forwards(forwards: list[qemu.Forward]) -> list[qemu.Forward]:
     from rehearse.config import unique_forwards
 
     forwards = unique_forwards(forwards)  # one host port, one guest port
     for f in forwards:
-        if f.proto == "tcp" and not vm.port_free(f.host_port):
+        if f.proto == "tcp" and not qemu.port_free(f.host_port):
             raise RehearseError(
                 f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}; "
                 "nothing was built or started.",
@@ -395,7 +398,7 @@ def unpause(vmdir: VMDir, state: VMState) -> bool:
     lock: one that another command holds may be a snapshot's own short
     pause, and is left as it is (and reported paused). A VM QEMU stopped on
     a disk error ("io-error") is no pause of rehearse's and is left alone."""
-    if not state.alive() or vm.run_status(vmdir.socket("qmp.sock")) != "paused":
+    if not state.alive() or qemu.run_status(vmdir.socket("qmp.sock")) != "paused":
         return False
     if not vmdir.held:
         try:
@@ -405,7 +408,7 @@ def unpause(vmdir: VMDir, state: VMState) -> bool:
             output.debug(f"{vmdir.name} is paused; not resumed: {e.message}")
             return True
     try:
-        vm.qmp(vmdir.socket("qmp.sock"), "cont")
+        qemu.qmp(vmdir.socket("qmp.sock"), "cont")
     except Exception as e:
         output.warn(
             f"{vmdir.name} is paused and QEMU would not resume it: {e}; "
@@ -524,9 +527,7 @@ _NOTHING: dict[str, Any] = {
 
 
 def _snapshots(vmdir: VMDir) -> int:
-    from rehearse import snapshot  # lazy: `status` starts fast
-
-    return snapshot.count(vmdir)
+    return vmdir.snapshot_count()
 
 
 def console(name: str, follow: bool) -> None:
@@ -608,7 +609,7 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
             reconcile(vmdir, state, running_system)
         ssh.close_master(remote)
     how = (
-        vm.stop(state.pid, state.pid_start, vmdir.socket("qmp.sock"), timeout)
+        qemu.stop(state.pid, state.pid_start, vmdir.socket("qmp.sock"), timeout)
         if state.pid and state.alive()
         else "already stopped"
     )
@@ -622,7 +623,7 @@ def _power_off(vmdir: VMDir, state: VMState, timeout: float) -> str:
 
 def _reap(state: VMState) -> None:
     """What the VM's runner left running beside QEMU (virtiofsd) ends with it."""
-    left = vm.reap(state.pid, state.pid_start)
+    left = qemu.reap(state.pid, state.pid_start)
     if left:
         output.info(f"  ended {len(left)} process(es) the VM's runner had left: pid {', '.join(map(str, left))}")
 
@@ -672,7 +673,7 @@ def destroy(name: str, timeout: float) -> None:
             ssh.close_master(remote_for(vmdir, 22))  # the port plays no part in `ssh -O exit`
             if vmdir.socket("qmp.sock").exists():
                 try:
-                    vm.qmp_command(vmdir.socket("qmp.sock"), "quit")
+                    qemu.qmp_command(vmdir.socket("qmp.sock"), "quit")
                 except Exception as qe:
                     output.debug(f"QMP quit failed: {qe}")
         else:

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import output, process
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.state import VMDir, all_vms, ensure_root, pid_alive, process_start, socket_path
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import process
+from rehearse.store.state import VMDir, all_vms, ensure_root, pid_alive, process_start, socket_path
 
 VLAN = 1
 NETWORK = "192.168.1"

@@ -34,8 +34,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rehearse import output, process
-from rehearse.errors import ExitCode, RehearseError
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import process
 
 # What ssh says when the server's host key is not the pinned one.
 _HOST_KEY_REFUSED = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED")

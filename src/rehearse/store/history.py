@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rehearse import output
+from rehearse.core import output
 
 
 def record(history: Path, entry: dict[str, Any]) -> None:
-    from rehearse.state import write_durably
+    from rehearse.store.state import write_durably
 
     entries = load(history, keep_broken=True)
     entries.append(entry)

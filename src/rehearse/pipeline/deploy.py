@@ -26,14 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from rehearse import activation, history, nix, output, plan, ssh
-from rehearse.activation import Outcome, Verify
-from rehearse.answers import Generations
 from rehearse.config import ACTIVATION_TIMEOUT, Check
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.plan import store_name
-from rehearse.state import VMDir
-from rehearse.target import VM, Plan, Pushed, Server, read_generations
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import nix, plan, ssh
+from rehearse.host.answers import Generations
+from rehearse.host.plan import store_name
+from rehearse.store import history
+from rehearse.store.state import VMDir
+from rehearse.targets import activation
+from rehearse.targets.activation import Outcome, Verify
+from rehearse.targets.target import VM, Plan, Pushed, Server, read_generations
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ def run_deploy(req: DeployRequest) -> Report:
 
 
 def _dry_activate(vm: VM, system: Path, report: Report) -> plan.Units:
-    from rehearse.target import DryActivateFailed, dry_activate
+    from rehearse.targets.target import DryActivateFailed, dry_activate
 
     try:
         return dry_activate(vm.remote, system, vm.remote.who)

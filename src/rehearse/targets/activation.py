@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rehearse import answers, nix, output, process, scripts, ssh
-from rehearse.answers import Settled
 from rehearse.config import ACTIVATION_TIMEOUT, Check
-from rehearse.errors import RehearseError
+from rehearse.core import output
+from rehearse.core.errors import RehearseError
+from rehearse.host import answers, nix, process, scripts, ssh
+from rehearse.host.answers import Settled
 
 RUN_DIR = "/run/rehearse"
 

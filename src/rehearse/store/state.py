@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse.errors import ExitCode, RehearseError, one_line
+from rehearse.core.errors import ExitCode, RehearseError, one_line
 
 # Always matched with fullmatch (a `$` would let a trailing newline through).
 # A name never starts with a dot, so the root's own files (.kvm-probe) are no VMs.
@@ -285,6 +285,12 @@ class VMDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def snapshot_count(self) -> int:
+        """How many snapshots the VM has: its catalogue (snapshots/TAG/meta.json,
+        machines/snapshot.py), counted without asking QEMU, so `status` stays fast."""
+        base = self.file("snapshots")
+        return sum(1 for d in base.iterdir() if (d / "meta.json").exists()) if base.is_dir() else 0
 
     def socket(self, name: str) -> Path:
         """Where the VM's Unix socket `name` lives (QMP, the SSH master): in

@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse import answers, lifecycle, nix, output, process, ssh, vm
-from rehearse.errors import ExitCode, RehearseError
-from rehearse.nix import Source
-from rehearse.plan import store_name
-from rehearse.state import VMDir, VMState, write_durably
+from rehearse.core import output
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import answers, nix, process, qemu, ssh
+from rehearse.host.nix import Source
+from rehearse.host.plan import store_name
+from rehearse.machines import lifecycle
+from rehearse.store.state import VMDir, VMState, write_durably
 
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DISK = "disk.qcow2"
@@ -138,7 +140,7 @@ def _id_of(disk: Path, tag: str) -> str:
 def _node(sock: Path, disk: Path) -> str:
     """The QEMU block node of the VM's disk (its format node), found by the
     file it opened: the run script names its drive, rehearse does not rely on it."""
-    for block in vm.qmp(sock, "query-block"):
+    for block in qemu.qmp(sock, "query-block"):
         inserted = block.get("inserted") or {}
         if inserted.get("file") and os.path.realpath(inserted["file"]) == os.path.realpath(disk):
             return str(inserted.get("node-name") or block["device"])
@@ -174,11 +176,11 @@ def take(name: str, tag: str | None) -> Snapshot:
             lifecycle.reconcile(vmdir, state, answers.running_system(remote.who, current.stdout))
             sock = vmdir.socket("qmp.sock")
             node = _node(sock, disk)
-            vm.qmp(sock, "stop")
+            qemu.qmp(sock, "stop")
             try:
-                vm.qmp(sock, "blockdev-snapshot-internal-sync", device=node, name=tag)
+                qemu.qmp(sock, "blockdev-snapshot-internal-sync", device=node, name=tag)
             finally:
-                vm.qmp(sock, "cont")
+                qemu.qmp(sock, "cont")
         else:
             process.run([process.require("qemu-img"), "snapshot", "-c", tag, disk])
         snap = Snapshot(
@@ -216,7 +218,7 @@ def delete(name: str, tag: str) -> None:
         if on_disk:
             if state.alive():
                 sock = vmdir.socket("qmp.sock")
-                vm.qmp(sock, "blockdev-snapshot-delete-internal-sync", device=_node(sock, disk), name=tag)
+                qemu.qmp(sock, "blockdev-snapshot-delete-internal-sync", device=_node(sock, disk), name=tag)
             else:
                 process.run([process.require("qemu-img"), "snapshot", "-d", tag, disk])
         shutil.rmtree(home, ignore_errors=True)
@@ -295,5 +297,4 @@ def listing(name: str, as_json: bool) -> None:
 
 
 def count(vmdir: VMDir) -> int:
-    base = _home(vmdir)
-    return sum(1 for d in base.iterdir() if (d / "meta.json").exists()) if base.is_dir() else 0
+    return vmdir.snapshot_count()
