@@ -44,6 +44,7 @@ from rehearse.core.errors import ExitCode, RehearseError, escape_char, one_line
 from rehearse.core.values import Address
 from rehearse.host.nix import Source
 from rehearse.host.qemu import Forward
+from rehearse.store.state import check_name
 
 FILE_NAME = "rehearse.toml"
 
@@ -472,8 +473,6 @@ def _promote(where: str, value: object, base: Path) -> tuple[tuple[str, str], ..
 
 def _vm_name(at: str, name: str) -> str:
     """A table's key that names a VM, checked; an error names the file and the key."""
-    from rehearse.store.state import check_name
-
     try:
         return check_name(name)
     except RehearseError as e:

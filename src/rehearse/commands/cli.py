@@ -1,5 +1,11 @@
 """rehearse's command line: parse, turn into values, dispatch. Nothing here
-runs a process; errors become exit codes only in main()."""
+runs a process; errors become exit codes only in main().
+
+Each command imports the layers it uses inside its branch of dispatch():
+building the parser (completion, `--help`) imports none of them, and
+`status` only the machines layer. These are the package's only imports
+inside functions, with host/nix.py's progress view (a build's, only when
+something builds)."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.host import lan, nix, qemu
 from rehearse.machines import lifecycle
+from rehearse.pipeline import deploy as single
 from rehearse.store.state import VMDir, all_vms, check_name, state_root
 
 T = TypeVar("T")
@@ -376,8 +377,6 @@ def deploy(names: list[str], parallel: int, template: Any, checks_of: Callable[[
     """`deploy --on/--all`: each machine's own configuration (the one its VM
     was made from), `parallel` at a time. A machine whose deploy fails is
     rolled back alone (by its own VM); the others keep their new systems."""
-    from rehearse.pipeline import deploy as single
-
     if not template.yes and not template.dry_run and sys.stdin.isatty():
         answer = output.ask(f"deploy to {', '.join(names)}? Each rolls back alone if it fails. [y/N]")
         if answer.strip().lower() not in ("y", "yes"):

@@ -34,10 +34,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rehearse.config import merge_include
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.host import nix, process
 from rehearse.host.plan import store_name
+from rehearse.pipeline import deploy
+from rehearse.store.state import VMDir, state_root
+from rehearse.targets.target import VM
 
 DEBOUNCE_MS = 300  # saves closer together than this are one change
 
@@ -61,8 +65,6 @@ def owned() -> list[Path]:
     """Rehearse's own trees, where it writes while a deploy runs (a VM's
     console log, state, known_hosts; its SSH sockets): never a change, as
     given and resolved."""
-    from rehearse.store.state import state_root
-
     # state.socket_path's directory, for socket paths too long in the root
     roots = [state_root(), Path(f"/tmp/rehearse-{os.getuid()}")]
     return sorted({*roots, *(Path(os.path.realpath(r)) for r in roots)})
@@ -208,11 +210,6 @@ class Changes:
 
 def watch(template: Any) -> int:
     """Deploy `template` (a DeployRequest) on every change, until Ctrl-C."""
-    from rehearse.config import merge_include
-    from rehearse.pipeline import deploy
-    from rehearse.store.state import VMDir
-    from rehearse.targets.target import VM
-
     vmdir = VMDir(template.name)
     state = VM.running(vmdir).state  # a VM that does not run is an error before anything is watched
     source = template.source

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rehearse.config import SSH_TIMEOUT, merge_include, unique_forwards
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
-from rehearse.host import answers, lan, nix, qemu, ssh
+from rehearse.host import answers, lan, nix, qemu, server_ssh, ssh
 from rehearse.host.nix import Source
+from rehearse.store import history
 from rehearse.store.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
 
 HOST_KEY = "ssh_host_ed25519_key"  # the VM's host key, in its state directory; a copy goes to shared/
@@ -144,8 +146,6 @@ def _restart(req: UpRequest, vmdir: VMDir) -> None:
     """`up NAME`: start an existing VM with the system it last ran, using the
     configuration recorded at its `up` (no evaluation unless a rebuild is
     needed); -I replaces entries of its recorded search path."""
-    from rehearse.config import merge_include
-
     with vmdir.locked("rehearse up"):
         state = vmdir.load()
         recorded = Source.from_json(state.source)
@@ -302,8 +302,6 @@ def _up(
         server = pool.submit(output.bound(nix.server_eval), source) if built else None
         qemu.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
         if server is not None:
-            from rehearse.store import history
-
             passed = ["booted", "reached over SSH through rehearse's channel"]
             history.record_rehearsal(vmdir.file("rehearsals.json"), server.result().drv_path, system, "up", passed)
     output.success(
@@ -347,8 +345,6 @@ def server_ssh_forwards(
     """Forwards to the server's own sshd ports (server_ssh.py checks them
     after each deploy): a port the configuration already forwards is not
     forwarded twice."""
-    from rehearse.host import server_ssh
-
     sshd = server_ssh.read(system, vmdir.file("id_ed25519.pub").read_text())
     result: list[qemu.Forward] = []
     used = taken | {f.host_port for f in forwards}
@@ -362,8 +358,6 @@ def server_ssh_forwards(
 
 
 def check_forwards(forwards: list[qemu.Forward]) -> list[qemu.Forward]:
-    from rehearse.config import unique_forwards
-
     forwards = unique_forwards(forwards)  # one host port, one guest port
     for f in forwards:
         if f.proto == "tcp" and not qemu.port_free(f.host_port):
@@ -641,8 +635,6 @@ def boot(req: UpRequest, source: Source, vmdir: VMDir) -> None:
 def restart(vmdir: VMDir, timeout: float = 60.0) -> None:
     """Power the VM off and start it again with its recorded runner (the
     caller holds the VM's lock)."""
-    from rehearse.config import SSH_TIMEOUT
-
     state = vmdir.load()
     output.step(f"restarting {vmdir.name}")
     output.info(f"{vmdir.name}: {_power_off(vmdir, state, timeout)}")

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from rehearse.core import output
+from rehearse.store.state import write_durably
 
 
 def record(history: Path, entry: dict[str, Any]) -> None:
-    from rehearse.store.state import write_durably
-
     entries = load(history, keep_broken=True)
     entries.append(entry)
     write_durably(history, json.dumps(entries, indent=1) + "\n")
