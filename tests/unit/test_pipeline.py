@@ -112,6 +112,10 @@ def test_a_deploy_confirmed(tmp_path: Path) -> None:
     assert set(doc) == DEPLOY | {"store", "plan"} | ACTIVATED | {"exit_code"}
     assert doc["result"] == "confirmed" and doc["exit_code"] == 0 and doc["generation"] == 7
     assert doc["store"] == {"registered": 1, "copied": 0} and set(doc["durations"]) == {"build", "push", "activate"}
+    assert list(doc) == [
+        *("name", "action", "source", "durations", "old_system", "new_system", "store", "plan"),
+        *("generation", "switch_rc", "failed_units", "result", "reason", "exit_code"),
+    ]
 
 
 def test_unchanged_and_dry_run(tmp_path: Path) -> None:
@@ -139,6 +143,10 @@ def test_a_server_shows_the_plan_before_it_pushes(tmp_path: Path) -> None:
     assert server.steps == ["plan", "plan", "push", "dry-activate", "verify", "activate"]
     assert set(doc) == PROMOTE | {"store", "plan", "forced", "exit_code"} | ACTIVATED
     assert doc["plan"]["units"] is not None
+    assert list(doc)[:12] == [
+        *("name", "action", "target", "switch_action", "source", "durations", "server_drv", "rehearsal"),
+        *("new_system", "old_system", "store", "plan"),
+    ]
 
 
 def test_a_rolled_back_activation_raises_with_the_document(tmp_path: Path) -> None:

@@ -47,6 +47,18 @@ class _Absent(Enum):
 ABSENT: Final = _Absent.ABSENT
 
 
+# The keys each document starts with, in today's order (a promote names the
+# new system before the old one; a rollback its systems and generation before
+# the durations); the others follow in Report's order.
+_FIRST: Final[dict[str, tuple[str, ...]]] = {
+    "promote": (
+        *("name", "action", "target", "switch_action", "source", "durations"),
+        *("server_drv", "rehearsal", "new_system", "old_system"),
+    ),
+    "rollback": ("name", "action", "source", "old_system", "new_system", "generation", "durations", "target"),
+}
+
+
 @dataclass(frozen=True)
 class Report:
     """What a deploy, rollback or promote did: the --json document (to_json)."""
@@ -115,7 +127,8 @@ class Report:
             doc["forced"] = self.forced
         if self.exit_code is not None:
             doc["exit_code"] = int(self.exit_code)
-        return doc
+        first = _FIRST.get(self.action, ())
+        return {k: doc[k] for k in first if k in doc} | {k: v for k, v in doc.items() if k not in first}
 
 
 @dataclass(frozen=True)
