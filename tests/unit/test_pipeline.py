@@ -131,6 +131,8 @@ def test_a_vm_that_cannot_plan_refuses_a_dry_run(tmp_path: Path) -> None:
     with pytest.raises(RehearseError) as e:
         pipeline.run(Fake(tmp_path), job(dry_run=True), deployed(), CURRENT, SYSTEM)
     assert e.value.report is not None and set(e.value.report) == DEPLOY | {"result"}
+    assert e.value.message.startswith("fripon cannot plan the switch")
+    assert e.value.hint == "deploy without --dry-run (the new paths are then copied)"
 
 
 def test_a_server_shows_the_plan_before_it_pushes(tmp_path: Path) -> None:

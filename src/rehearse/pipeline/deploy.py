@@ -129,6 +129,8 @@ def run_deploy(req: DeployRequest) -> Report:
                 declined="not activated; the VM is unchanged",
                 rolled_back="the new configuration",
                 hint=f"`rehearse console {req.name}` and the output above show what went wrong",
+                unplannable="{where} cannot plan the switch: it does not see the new system through the host "
+                "store it mounts, and a dry run copies nothing.",
             ),
             activate=ActivateOptions(req.confirm_timeout, req.activation_timeout),
             push=PushOptions(copy=req.force_copy),

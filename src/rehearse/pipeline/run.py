@@ -141,6 +141,8 @@ class Words:
     declined: str  # said when the answer is no
     rolled_back: str  # what was rolled back ("the new configuration")
     hint: str | None = None  # of the error of a rolled-back activation
+    # Why a dry run cannot plan when the target plans only once it sees the new system.
+    unplannable: str = "{where} cannot plan the switch without the new system, and a dry run sends nothing."
 
 
 def _nothing(report: Report, verify: Verify) -> Report:
@@ -262,9 +264,8 @@ def _push(target: Target, job: Job, pl: Plan, report: Report) -> tuple[Plan, Pus
     if job.dry_run:
         if pl.units is None:
             raise RehearseError(
-                f"{job.where} cannot plan the switch: it does not see the new system through the host store it "
-                "mounts, and a dry run copies nothing.",
-                hint="deploy without --dry-run (the new paths are then copied)",
+                job.words.unplannable.format(where=job.where),
+                hint=f"{job.words.verb} without --dry-run (the new paths are then copied)",
                 report=report.error(),
             )
         return pl, Pushed(0, 0)
