@@ -21,7 +21,7 @@ from rehearse.host import answers, nix, process
 from rehearse.host.answers import BadAnswer
 from rehearse.host.plan import Units
 from rehearse.targets import activation
-from rehearse.targets.target import Plan
+from rehearse.targets.target import Plan, PushOptions
 from tests.unit.test_target import CURRENT, SYSTEM, A, B, Processes, vm
 
 PROFILE = "/nix/var/nix/profiles/system"
@@ -166,7 +166,7 @@ def test_the_option_attack_is_refused_before_nix_is_asked(tmp_path: Path, monkey
     procs = Processes(monkeypatch)
     procs.answer("sh", stdout=OPTION_ATTACK)
     with pytest.raises(BadAnswer) as e:
-        vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), copy=True)
+        vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), PushOptions(copy=True))
     assert [a[0] for a in procs.argvs] == ["ssh"]
     assert "the VM x answered something that is not a store path: '--option'; nothing was done" in str(e.value)
 
@@ -175,7 +175,7 @@ def test_a_path_it_was_not_asked_about_is_refused(tmp_path: Path, monkeypatch: p
     procs = Processes(monkeypatch)
     procs.answer("sh", stdout=f"{1 << 40}\n{CURRENT}\n")  # a real store path, not asked about
     with pytest.raises(BadAnswer):
-        vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), copy=True)
+        vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), PushOptions(copy=True))
     assert [a[0] for a in procs.argvs] == ["ssh"]
 
 

@@ -20,6 +20,7 @@ from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.host import process, qemu, scripts, ssh
 from rehearse.machines import lifecycle
 from rehearse.pipeline import deploy
+from rehearse.pipeline.run import Report
 from rehearse.store.state import VMDir, VMState, check_name, process_start
 from rehearse.targets import activation
 
@@ -196,13 +197,15 @@ def test_a_check_that_cannot_run_stops_deploy_before_anything(cwd: Path, capsys:
 def test_deploy_and_rollback_get_the_checks_and_timeouts(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     got: list[object] = []
 
-    def run_deploy(req: deploy.DeployRequest) -> dict[str, int]:
-        got.append(req)
-        return {"exit_code": 0}
+    done = Report(name="fripon", action="deploy", source="", exit_code=0)
 
-    def rollback(*a: object, **kw: object) -> dict[str, int]:
+    def run_deploy(req: deploy.DeployRequest) -> Report:
+        got.append(req)
+        return done
+
+    def rollback(*a: object, **kw: object) -> Report:
         got.append((a, kw))
-        return {"exit_code": 0}
+        return done
 
     monkeypatch.setattr(deploy, "run_deploy", run_deploy)
     monkeypatch.setattr(deploy, "rollback", rollback)

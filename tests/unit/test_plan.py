@@ -638,7 +638,7 @@ def test_a_vm_plans_on_the_host_and_asks_the_guest_only_without_the_old_system(
     pl = vm.plan(str(old.root), new.root)
     # Planned on the host: no round trip; the paths go with the activation.
     assert guest == [] and pl.units is not None and pl.units.cycled == ("a.service",)
-    pushed = vm.push(pl, copy=False)
+    pushed = vm.push(pl, target.PushOptions(copy=False))
     assert (pushed.registered, pushed.copied, pushed.pending) == (1, 0, ["p"]) and guest == []
 
     # The running system is not on the host: the guest's dry-activate says.

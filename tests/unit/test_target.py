@@ -17,7 +17,7 @@ from rehearse.host.plan import Units
 from rehearse.pipeline import deploy
 from rehearse.store.state import VMDir, VMState
 from rehearse.targets import target
-from rehearse.targets.target import Plan, Server
+from rehearse.targets.target import Plan, PushOptions, Server
 
 SYSTEM = Path("/nix/store/" + "s" * 32 + "-nixos-system-fripon-25.11")
 CURRENT = "/nix/store/" + "c" * 32 + "-nixos-system-fripon-25.11"
@@ -64,7 +64,7 @@ def test_a_server_gets_the_closure_compressed_with_the_users_ssh_options(
 ) -> None:
     s = server(tmp_path, monkeypatch)
     pl = Plan(CURRENT, SYSTEM, None, None, [A, B], {A: 1000, B: 234})
-    pushed = s.push(pl, use_substitutes=True)
+    pushed = s.push(pl, PushOptions(use_substitutes=True))
     assert (pushed.registered, pushed.copied) == (0, 2)
     [argv] = procs.argvs
     assert argv == [
@@ -87,14 +87,19 @@ def test_a_server_gets_the_closure_compressed_with_the_users_ssh_options(
 def test_a_server_that_lacks_nothing_gets_no_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: Processes
 ) -> None:
-    assert server(tmp_path, monkeypatch).push(Plan(CURRENT, SYSTEM, None, None, []), use_substitutes=False).copied == 0
+    assert (
+        server(tmp_path, monkeypatch)
+        .push(Plan(CURRENT, SYSTEM, None, None, []), PushOptions(use_substitutes=False))
+        .copied
+        == 0
+    )
     assert procs.argvs == []
 
 
 def test_a_failed_copy_activates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: Processes) -> None:
     procs.answer("nix-copy-closure", rc=1, stderr="error: cannot add path: not a trusted user")
     with pytest.raises(RehearseError) as e:
-        server(tmp_path, monkeypatch).push(Plan(CURRENT, SYSTEM, None, None, [A]), use_substitutes=False)
+        server(tmp_path, monkeypatch).push(Plan(CURRENT, SYSTEM, None, None, [A]), PushOptions(use_substitutes=False))
     assert "nothing was activated" in e.value.message and "not a trusted user" in e.value.message
     assert "trusted-users" in (e.value.hint or "")
 
@@ -123,9 +128,9 @@ def test_the_server_plan_asks_what_it_lacks(tmp_path: Path, monkeypatch: pytest.
 def test_a_server_without_nix_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: Processes) -> None:
     procs.answer("sh", stdout=f"current {CURRENT}\n")
     with pytest.raises(RehearseError, match="no nix-store on its PATH"):
-        server(tmp_path, monkeypatch).reach(60)
+        server(tmp_path, monkeypatch).settle(60)
     procs.answer("sh", stdout=f"settled 20261127-1 rolled-back superseded 0\ncurrent {CURRENT}\nnix\n")
-    settled = server(tmp_path, monkeypatch).reach(60)
+    settled = server(tmp_path, monkeypatch).settle(60)
     assert settled.current == CURRENT and "20261127-1" in settled.messages[0]
     assert procs.argvs[-1][-1].endswith(f"reach /run/rehearse 60 {shlex.quote(scripts.guest('settle.sh'))}")
 
@@ -139,7 +144,7 @@ def vm(tmp_path: Path) -> target.VM:
 
 def test_a_vm_registers_without_copying_unless_asked(tmp_path: Path, procs: Processes) -> None:
     pl = Plan(CURRENT, SYSTEM, None, Units(), [A, B])
-    pushed = vm(tmp_path).push(pl, copy=False)
+    pushed = vm(tmp_path).push(pl, PushOptions(copy=False))
     assert (pushed.registered, pushed.copied, pushed.pending) == (2, 0, [A, B])
     assert procs.argvs == []  # it goes with the activation: no round trip
 
@@ -148,7 +153,7 @@ def test_a_vm_copy_is_refused_when_its_store_has_no_room(tmp_path: Path, procs: 
     procs.answer("sh", stdout=f"{10 * 1024 * 1024}\n{A}\n")  # room.sh: 10 MiB free, lacks A
     procs.answer("nix-store", stdout="1048576\n")
     with pytest.raises(RehearseError) as e:
-        vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), copy=True)
+        vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), PushOptions(copy=True))
     assert "Nothing was changed" in e.value.message
     assert [a[0] for a in procs.argvs] == ["ssh", "nix-store"]  # no nix-copy-closure
     assert procs.argvs[0][-1].startswith("sh -c ") and procs.argvs[0][-1].endswith(f"room {A} {B}")
@@ -157,7 +162,7 @@ def test_a_vm_copy_is_refused_when_its_store_has_no_room(tmp_path: Path, procs: 
 def test_a_vm_copy_sends_only_what_it_lacks(tmp_path: Path, procs: Processes) -> None:
     procs.answer("sh", stdout=f"{1 << 40}\n{B}\n")
     procs.answer("nix-store", stdout="100\n")
-    vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), copy=True)
+    vm(tmp_path).push(Plan(CURRENT, SYSTEM, None, Units(), [A, B]), PushOptions(copy=True))
     assert procs.argvs[-1] == ["nix-copy-closure", "--to", "root@127.0.0.1", "--", B]
 
 
@@ -198,7 +203,7 @@ def test_a_server_rollback_switches_and_asks(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("REHEARSE_STATE_DIR", str(tmp_path / "state"))
     VMDir("fripon").create()
     s = Server(Address.parse("admin@fripon.example.org:2222"), VMDir("fripon"))
-    report = deploy.rollback(deploy.RollbackRequest("fripon", None, 30.0, server=s, yes=True))
+    report = deploy.rollback(deploy.RollbackRequest("fripon", None, 30.0, server=s, yes=True)).to_json()
     assert report["result"] == "confirmed" and report.get("target") == "admin@fripon.example.org:2222"
     assert seen == [(CURRENT, "switch", 1)]
     from rehearse.store import history

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError, exit_codes_text
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rehearse.core.values import Address
     from rehearse.host.nix import Source
     from rehearse.pipeline.deploy import DeployRequest
+    from rehearse.pipeline.run import Report
     from rehearse.targets.target import Server
 
 DESCRIPTION = """\
@@ -601,11 +602,11 @@ def _power_off_timeout(args: argparse.Namespace) -> float:
     return config.seconds(args.timeout, config.POWER_OFF_TIMEOUT, "--timeout", config.POWER_OFF)
 
 
-def _report(args: argparse.Namespace, report: Mapping[str, Any]) -> int:
-    """Print a deploy/rollback outcome with --json; its exit code."""
+def _report(args: argparse.Namespace, report: Report) -> int:
+    """Print a deploy/rollback/promote outcome with --json; its exit code."""
     if args.json:
-        output.result(json.dumps(report, indent=2))
-    return int(report["exit_code"])
+        output.result(json.dumps(report.to_json(), indent=2))
+    return int(report.exit_code or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -388,10 +388,11 @@ def deploy(names: list[str], parallel: int, template: Any, checks_of: Callable[[
         t = time.monotonic()
         req = dataclasses.replace(template, name=name, yes=True, checks=checks_of(name))
         report = single.run_deploy(req)
-        result = str(report.get("result", "confirmed"))
         seconds = time.monotonic() - t
-        system = report.get("new_system") or ""
-        return Outcome(name, True, result, int(report["exit_code"]), seconds, system, dict(report))
+        code = int(report.exit_code or 0)
+        return Outcome(
+            name, True, report.result or "confirmed", code, seconds, report.new_system or "", report.to_json()
+        )
 
     results = each(names, one, parallel)
     outcomes = [

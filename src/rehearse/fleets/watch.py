@@ -302,8 +302,8 @@ def _deploy(deploy: Any, template: Any, source: nix.Source, evaluated: set[str],
     finally:
         i.busy = False
     seconds = time.monotonic() - t0
-    if report.get("result") == "unchanged":
+    if report.result == "unchanged":
         verdict = "no change to the system"
     else:
-        verdict = output.style(f"deployed {store_name(str(report.get('new_system', '')))}", "green", "bold")
+        verdict = output.style(f"deployed {store_name(str(report.new_system or ''))}", "green", "bold")
     output.line(f"{stamp}  {what}: {verdict} ({seconds:.1f} s)")

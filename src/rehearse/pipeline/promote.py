@@ -1,7 +1,7 @@
 """`rehearse promote NAME`: the configuration a VM rehearsed goes to the real
-server, with the VM's pipeline (plan, push, activation detached from the SSH
-session, health checks, magic rollback) and a guard: only a revision the VM
-ran and confirmed goes.
+server, with the VM's pipeline (run.py: plan, push, activation detached
+from the SSH session, health checks, magic rollback) and a guard: only a
+revision the VM ran and confirmed goes.
 
 The guard's key is the derivation of the server's own system
 (`config.system.build.toplevel`, not the VM variant's): it changes with any
@@ -17,24 +17,24 @@ known (or --accept-new-host-key), never skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rehearse.config import Check
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.core.values import Address
-from rehearse.host import answers, nix, plan
-from rehearse.host.plan import human, store_name
+from rehearse.host import nix
+from rehearse.host.plan import store_name
 from rehearse.pipeline import deploy
+from rehearse.pipeline.run import Job, Report, Words, run
 from rehearse.store import history
 from rehearse.store.state import VMDir
-from rehearse.targets import activation
 from rehearse.targets.activation import Verify
-from rehearse.targets.target import Server
+from rehearse.targets.target import ActivateOptions, PushOptions, Server
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def describe_rehearsal(r: dict[str, Any]) -> str:
 # --- promote -----------------------------------------------------------------
 
 
-def run_promote(req: PromoteRequest) -> dict[str, Any]:
+def run_promote(req: PromoteRequest) -> Report:
     """Promote under the VM's lock: no deploy, rollback or destroy of the VM
     runs beside it (its rehearsals, state and promotion history)."""
     if not req.dry_run:
@@ -91,18 +91,12 @@ def run_promote(req: PromoteRequest) -> dict[str, Any]:
         return _promote(req, vmdir)
 
 
-def _promote(req: PromoteRequest, vmdir: VMDir) -> dict[str, Any]:
+def _promote(req: PromoteRequest, vmdir: VMDir) -> Report:
     state = vmdir.load()
     source = nix.Source.from_json(state.source).of_vm(req.name)
-    report: dict[str, Any] = {
-        "name": req.name,
-        "action": "promote",
-        "target": str(req.to),
-        "switch_action": req.action,
-        "source": source.describe(),
-        "durations": {},
-    }
-    times = report["durations"]
+    report = Report(
+        name=req.name, action="promote", target=str(req.to), switch_action=req.action, source=source.describe()
+    )
 
     # 1. The guard: this revision must be one the VM ran and confirmed.
     t = time.monotonic()
@@ -113,11 +107,10 @@ def _promote(req: PromoteRequest, vmdir: VMDir) -> dict[str, Any]:
             "the server's own system does not build: Failed assertions:\n"
             + "".join(f"- {m}\n" for m in ev.failed_assertions).rstrip(),
             exit_code=ExitCode.CONFIG,
-            report={**report, "result": "error"},
+            report=report.error(),
         )
     rehearsal = find_rehearsal(vmdir, ev.drv_path)
-    report["server_drv"] = ev.drv_path
-    report["rehearsal"] = rehearsal
+    report = dataclasses.replace(report, server_drv=ev.drv_path, rehearsal=rehearsal)
     if rehearsal is not None:
         output.info(f"  {describe_rehearsal(rehearsal)}")
     elif req.force:
@@ -128,7 +121,7 @@ def _promote(req: PromoteRequest, vmdir: VMDir) -> dict[str, Any]:
             "configuration (its files, inputs or nixpkgs changed since the last rehearsal). Nothing was sent.",
             hint=f"`rehearse deploy {req.name}`, then promote again (or --force, which is recorded)",
             exit_code=ExitCode.NOT_REHEARSED,
-            report={**report, "result": "not-rehearsed"},
+            report=report.error("not-rehearsed"),
         )
 
     # 2. Build the server's system (locally, or on --build-host through
@@ -141,110 +134,76 @@ def _promote(req: PromoteRequest, vmdir: VMDir) -> dict[str, Any]:
         accept_new_host_key=req.accept_new_host_key,
         sudo=req.sudo,
         sudo_password=req.sudo_password,
+        forwards={int(f["host"]): int(f["guest"]) for f in state.forwards if f.get("proto", "tcp") == "tcp"},
     )
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             output.step(f"building the server's system; connecting to {server.describe()}")
-            reaching = pool.submit(server.reach, req.activation_timeout)
+            reaching = pool.submit(server.settle, req.activation_timeout)
             system = nix.build_server(
                 source, vmdir.file("promote-next"), build_host=req.build_host, drv_path=ev.drv_path
             )
             settled = reaching.result()
-        times["build"] = round(time.monotonic() - t, 2)
-        report["new_system"] = str(system)
-        return _promote_to(req, server, settled, state.forwards, system, report, rehearsal)
+        report = dataclasses.replace(report.timed("build", t), new_system=str(system))
+        # 3. What it runs; then the pipeline (run.py): plan, push (the units
+        # from the server's own dry-activate when this machine lacks its
+        # running system), activate — detached on the server, verified over
+        # a new connection, confirmed, or rolled back (system and boot
+        # entry) by the server itself.
+        settled.say()
+        return run(server, _job(req, server, rehearsal), report, settled.current, system)
     finally:
         server.close()
 
 
-def _promote_to(
-    req: PromoteRequest,
-    server: Server,
-    settled: answers.Settled,
-    vm_forwards: list[dict[str, Any]],
-    system: Path,
-    report: dict[str, Any],
-    rehearsal: dict[str, Any] | None,
-) -> dict[str, Any]:
-    times = report["durations"]
+def _job(req: PromoteRequest, server: Server, rehearsal: dict[str, Any] | None) -> Job:
     where = server.describe()
 
-    # 3. What it runs.
-    settled.say()
-    current = settled.current
-    report["old_system"] = current or None
-    if current == str(system):
-        output.info(f"{where} already runs {system}: nothing to promote")
-        return {**report, "result": "unchanged", "exit_code": ExitCode.OK}
+    def activated(report: Report) -> Report:
+        report = dataclasses.replace(report, forced=rehearsal is None)
+        outcome = report.activation
+        assert outcome is not None
+        history.record(
+            server.history,
+            {
+                "time": time.time(),
+                "target": str(req.to),
+                "system": report.new_system,
+                "previous": report.old_system,
+                "result": outcome.result,
+                "action": req.action,
+                "source": report.source,
+                "forced": rehearsal is None,
+                "rehearsal": rehearsal,
+                "durations": report.durations,
+            },
+        )
+        return report
 
-    # 4. Plan.
-    pl = server.plan(current, system)
-    report["store"] = {"missing": len(pl.to_push), "bytes": pl.push_bytes}
-    report["plan"] = deploy.show_plan(f"{where} ({req.action})", pl)
-    output.info(f"  copy: {len(pl.to_push)} paths the server lacks, {human(pl.push_bytes)}")
-    if req.dry_run:
-        output.info("dry run: nothing copied, nothing activated on the server")
-        return {**report, "result": "dry-run", "exit_code": ExitCode.OK}
+    def confirmed(report: Report, verify: Verify) -> Report:
+        output.success(f"{where} runs {store_name(str(report.new_system))} ({req.action})")
+        return report
 
-    # 5. Push; the units from the server's own dry-activate when this
-    # machine lacks its running system.
-    t = time.monotonic()
-    server.push(pl, use_substitutes=req.use_substitutes)
-    times["push"] = round(time.monotonic() - t, 2)
-    if pl.units is None:
-        from rehearse.targets.target import DryActivateFailed, dry_activate
-
-        try:
-            units = dry_activate(server.remote, system, server.describe())
-        except DryActivateFailed as e:
-            raise RehearseError(
-                f"{e} (on {where}); nothing was activated.", report={**report, "result": "error"}
-            ) from None
-        report["plan"]["units"] = units.to_json()
-        for line in plan.dry_activate_text(units).splitlines():
-            output.info(f"  {line}")
-    if not deploy.confirm(f"{req.action} {where} to it? [y/N]", req.yes):
-        output.info("not activated; the server runs what it ran")
-        return {**report, "result": "declined", "exit_code": ExitCode.DECLINED}
-
-    # 6. Activate: detached on the server, verified over a new connection,
-    # confirmed, or rolled back (system and boot entry) by the server itself.
-    forwards = {int(f["host"]): int(f["guest"]) for f in vm_forwards if f.get("proto", "tcp") == "tcp"}
-    t = time.monotonic()
-    output.step(f"activating on {where} ({req.action})")
-    outcome = activation.activate(
-        server.remote,
-        str(system),
-        req.confirm_timeout,
-        Verify(checks=tuple(server.checks(req.checks, forwards)), fresh_login=True),
-        activation_timeout=req.activation_timeout,
-        action=req.action,
-        keep_profile=req.action == "test",  # nixos-rebuild test: no generation, the boot menu as it was
-    )
-    times["activate"] = round(time.monotonic() - t, 2)
-    if outcome.after_switch is not None:
-        times["after_switch"] = outcome.after_switch
-    report.update(outcome.report(), forced=rehearsal is None)
-    history.record(
-        server.history,
-        {
-            "time": time.time(),
-            "target": str(req.to),
-            "system": str(system),
-            "previous": current or None,
-            "result": outcome.result,
-            "action": req.action,
-            "source": report["source"],
-            "forced": rehearsal is None,
-            "rehearsal": rehearsal,
-            "durations": times,
-        },
-    )
-    if outcome.ok:
-        output.success(f"{where} runs {store_name(str(system))} ({req.action})")
-        return {**report, "exit_code": ExitCode.OK}
-    raise RehearseError(
-        deploy.rolled_back("the promoted configuration", where, current, outcome),
-        exit_code=ExitCode.ROLLED_BACK,
-        report=dict(report),
+    return Job(
+        where=where,
+        heading=f"{where} ({req.action})",
+        words=Words(
+            verb="promote",
+            dry_run="dry run: nothing copied, nothing activated on the server",
+            question=f"{req.action} {where} to it? [y/N]",
+            declined="not activated; the server runs what it ran",
+            rolled_back="the promoted configuration",
+        ),
+        activate=ActivateOptions(
+            req.confirm_timeout,
+            req.activation_timeout,
+            action=req.action,
+            keep_profile=req.action == "test",  # nixos-rebuild test: no generation, the boot menu as it was
+        ),
+        push=PushOptions(use_substitutes=req.use_substitutes),
+        dry_run=req.dry_run,
+        yes=req.yes,
+        checks=req.checks,
+        activated=activated,
+        confirmed=confirmed,
     )

@@ -1,6 +1,7 @@
 """What a deploy goes to: a running VM (`deploy`, `rollback`) or a real
-server (`promote`). The pipeline (deploy.py: plan → push → activate → verify
-→ roll back) is the same; a target says how its steps are done there:
+server (`promote`). The pipeline (pipeline/run.py: plan → push → activate →
+verify → roll back) is the same; a target (the `Target` protocol) says how
+its steps are done there:
 
 - VM: rehearse's own channel (its key, its pinned host key, its sshd); the
   VM sees the host's store, so new paths are registered, not copied
@@ -20,15 +21,15 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from rehearse.config import Check
+from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.core import output
 from rehearse.core.errors import RehearseError
 from rehearse.core.values import Address
 from rehearse.host import answers, nix, plan, scripts, ssh
 from rehearse.host.answers import Generations
-from rehearse.host.plan import ClosureDiff, human, store_name
+from rehearse.host.plan import ClosureDiff, Units, human, store_name
 from rehearse.store.state import VMDir, VMState
 from rehearse.targets import activation
 
@@ -67,6 +68,86 @@ class Pushed:
     pending: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class PushOptions:
+    """How the new paths are to be pushed (`Target.push`)."""
+
+    copy: bool = False  # a VM: copy them rather than register them (deploy --copy)
+    use_substitutes: bool = False  # a server: its own substituters first (promote --use-substitutes)
+
+
+@dataclass(frozen=True)
+class ActivateOptions:
+    """How the activation runs (`Target.activate`; activation.activate)."""
+
+    confirm_timeout: float
+    activation_timeout: float = ACTIVATION_TIMEOUT
+    action: str = "test"  # switch-to-configuration's: "test", "switch", "boot"
+    keep_profile: bool = False  # nixos-rebuild test: no generation, the boot menu as it was
+    generation: int | None = None  # a rollback: the generation to switch to
+
+
+@dataclass(frozen=True)
+class Activated:
+    outcome: activation.Outcome
+    pushed: Pushed  # what was pushed in the end (a VM copies what it could not see)
+
+
+class Target(Protocol):
+    """The steps of the pipeline (pipeline/run.py), as a target does them."""
+
+    # Whether its push goes before the plan is shown: a VM's only registers
+    # (zero-copy), and its guest plans once it sees the new system; a
+    # server's copies, after the plan was shown and a dry run stopped.
+    push_first: ClassVar[bool]
+    remote: ssh.Remote
+
+    @property
+    def history(self) -> Path: ...
+
+    def describe(self) -> str: ...
+
+    def settle(self, timeout: float) -> answers.Settled: ...
+
+    def plan(self, current: str, system: Path) -> Plan: ...
+
+    def push(self, pl: Plan, options: PushOptions) -> Pushed: ...
+
+    def dry_activate(self, system: Path) -> Units: ...
+
+    def store_json(self, pl: Plan, pushed: Pushed | None) -> dict[str, int]: ...
+
+    def push_line(self, pl: Plan, pushed: Pushed | None) -> str: ...
+
+    def verify(self, current: str, pl: Plan, checks: tuple[Check, ...], ssh_check: bool) -> activation.Verify: ...
+
+    def activate(
+        self, system: Path, pushed: Pushed, verify: activation.Verify, options: ActivateOptions
+    ) -> Activated: ...
+
+    def generations(self) -> Generations: ...
+
+
+def _activate(
+    remote: ssh.Remote,
+    system: Path,
+    verify: activation.Verify,
+    options: ActivateOptions,
+    register: list[str] | None = None,
+) -> activation.Outcome:
+    return activation.activate(
+        remote,
+        str(system),
+        options.confirm_timeout,
+        verify,
+        generation=options.generation,
+        activation_timeout=options.activation_timeout,
+        register=register,
+        action=options.action,
+        keep_profile=options.keep_profile,
+    )
+
+
 class DryActivateFailed(Exception):
     def __init__(self, returncode: int, stderr: str) -> None:
         super().__init__(f"switch-to-configuration dry-activate failed (exit {returncode}):\n{stderr}")
@@ -89,6 +170,8 @@ def dry_activate(remote: ssh.Remote, system: Path, who: str) -> plan.Units:
 class VM:
     """A handle on a running VM: its state directory, its recorded state and
     the channel to it. Commands use it rather than each other."""
+
+    push_first: ClassVar[bool] = True
 
     def __init__(self, vmdir: VMDir, state: VMState, remote: ssh.Remote) -> None:
         self.dir = vmdir
@@ -193,15 +276,58 @@ class VM:
                 output.debug(str(e))
         return Plan(current, system, diff, units, diff.added_paths)
 
-    def push(self, pl: Plan, *, copy: bool) -> Pushed:
+    def push(self, pl: Plan, options: PushOptions) -> Pushed:
         """Register the new paths with the activation (zero-copy: the VM
-        sees the host store), or copy them (`copy`)."""
+        sees the host store), or copy them (`options.copy`, or when the
+        guest could not plan: it does not see the new system)."""
         if not pl.to_push:
             return Pushed(0, 0)
-        if copy:
+        if options.copy or pl.units is None:
             self.copy(pl.to_push)
             return Pushed(0, len(pl.to_push))
         return Pushed(len(pl.to_push), 0, pending=pl.to_push)
+
+    def dry_activate(self, system: Path) -> Units:
+        """The guest plans, once the copy made the new system visible."""
+        try:
+            return dry_activate(self.remote, system, self.remote.who)
+        except DryActivateFailed as e:
+            raise RehearseError(str(e)) from None
+
+    def store_json(self, pl: Plan, pushed: Pushed | None) -> dict[str, int]:
+        """The --json `store` of a deploy: how the new paths were pushed."""
+        return {"registered": pushed.registered, "copied": pushed.copied} if pushed else {}
+
+    def push_line(self, pl: Plan, pushed: Pushed | None) -> str:
+        """What the push did (said after the plan)."""
+        pushed = pushed or Pushed(0, 0)
+        when = " (with the activation)" if pushed.pending else ""
+        return f"  store: {pushed.registered} new paths registered without copying{when}, {pushed.copied} copied"
+
+    def verify(self, current: str, pl: Plan, checks: tuple[Check, ...], ssh_check: bool) -> activation.Verify:
+        server_check = self.sshd_check(current, pl.system) if ssh_check else None
+        units = pl.units or plan.Units()
+        touched = {*units.stop, *units.restart, *units.start}
+        return activation.Verify(
+            checks=checks,
+            server_check=server_check,
+            # A switch that restarts rehearse's own sshd is verified by a new login through it.
+            fresh_login=pl.units is None or "rehearse-sshd.service" in touched,
+            greets=self.greets,
+        )
+
+    def activate(self, system: Path, pushed: Pushed, verify: activation.Verify, options: ActivateOptions) -> Activated:
+        """The activation, with the pending registration; paths the guest
+        does not see through the host store are copied, then it starts again."""
+        try:
+            return Activated(_activate(self.remote, system, verify, options, register=pushed.pending), pushed)
+        except activation.NotVisible as e:
+            for path in e.paths:
+                output.debug(f"not visible in the guest: {path}")
+            paths = pushed.pending or []
+            output.info(f"  store: the VM does not see {len(e.paths)} new paths through the host store; copying")
+            self.copy(paths)
+            return Activated(_activate(self.remote, system, verify, options), Pushed(0, len(paths)))
 
     def copy(self, paths: list[str]) -> None:
         """Copy with nix-copy-closure over the VM's SSH master, after checking
@@ -315,6 +441,8 @@ class Server:
     host key known, or --accept-new-host-key), through a ControlMaster of
     rehearse's own (`control_path`, in the VM's state directory)."""
 
+    push_first: ClassVar[bool] = False
+
     def __init__(
         self,
         address: Address,
@@ -323,9 +451,11 @@ class Server:
         accept_new_host_key: bool = False,
         sudo: bool = False,
         sudo_password: str | None = None,
+        forwards: dict[int, int] | None = None,
     ) -> None:
         self.address = address
         self.vmdir = vmdir
+        self.forwards = forwards or {}  # the VM's (host port → guest port), for its checks
         self.remote = ssh.Remote(
             host=address.host,
             port=address.port,
@@ -351,7 +481,7 @@ class Server:
     def close(self) -> None:
         ssh.close_master(self.remote)
 
-    def reach(self, timeout: float) -> answers.Settled:
+    def settle(self, timeout: float) -> answers.Settled:
         """Connect (the host key known, or refused), settle what an
         interrupted promote left pending there (it is rolled back, as it
         would be at its timeout), and say what it runs: one round trip."""
@@ -379,10 +509,10 @@ class Server:
         units = plan.units_between(local, system) if local else None
         return Plan(current, system, diff, units, lacks, nix.sizes(lacks))
 
-    def push(self, pl: Plan, *, use_substitutes: bool) -> Pushed:
+    def push(self, pl: Plan, options: PushOptions) -> Pushed:
         """nix-copy-closure over rehearse's master connection, compressed,
         with the user's NIX_SSHOPTS (in the Remote's options); the server's
-        own substituters first with `use_substitutes`."""
+        own substituters first with `options.use_substitutes`."""
         if not pl.to_push:
             return Pushed(0, 0)
         output.step(f"copying {len(pl.to_push)} paths ({human(pl.push_bytes)}) to {self.describe()}")
@@ -391,7 +521,7 @@ class Server:
             [str(pl.system)],
             ssh.options(self.remote),
             gzip=True,
-            use_substitutes=use_substitutes,
+            use_substitutes=options.use_substitutes,
             on_line=CopyProgress(pl.push_sizes or {}).line,
         )
         if r.returncode != 0:
@@ -403,6 +533,32 @@ class Server:
                 "unsigned paths",
             )
         return Pushed(0, len(pl.to_push))
+
+    def dry_activate(self, system: Path) -> Units:
+        """The units, from the server's own dry-activate (the new system copied)."""
+        try:
+            return dry_activate(self.remote, system, self.describe())
+        except DryActivateFailed as e:
+            raise RehearseError(f"{e} (on {self.describe()}); nothing was activated.") from None
+
+    def store_json(self, pl: Plan, pushed: Pushed | None) -> dict[str, int]:
+        """The --json `store` of a promote: what the server lacks."""
+        return {"missing": len(pl.to_push), "bytes": pl.push_bytes}
+
+    def push_line(self, pl: Plan, pushed: Pushed | None) -> str:
+        """What the push will copy (said with the plan, before a dry run stops)."""
+        return f"  copy: {len(pl.to_push)} paths the server lacks, {human(pl.push_bytes)}"
+
+    def verify(self, current: str, pl: Plan, checks: tuple[Check, ...], ssh_check: bool) -> activation.Verify:
+        return activation.Verify(checks=tuple(self.checks(checks, self.forwards)), fresh_login=True)
+
+    def activate(self, system: Path, pushed: Pushed, verify: activation.Verify, options: ActivateOptions) -> Activated:
+        """Detached on the server, verified over a new connection, confirmed,
+        or rolled back (system and boot entry) by the server itself."""
+        return Activated(_activate(self.remote, system, verify, options), pushed)
+
+    def generations(self) -> Generations:
+        return read_generations(self.remote)
 
     def checks(self, checks: tuple[Check, ...], forwards: dict[int, int]) -> list[Check]:
         """The VM's checks made the server's (`forwards`: the VM's, host port
