@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rehearse.config import ACTIVATION_TIMEOUT, Check
+from rehearse.config import ACTIVATION_TIMEOUT, Check, merge_include
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.host import nix, ssh
@@ -67,8 +67,6 @@ def must_ask(doing: str, unchanged: str, yes: bool) -> None:
 def run_deploy(req: DeployRequest) -> Report:
     """build → the pipeline (run.py) over the VM (it rolls back unless
     confirmed). Returns the outcome; a rolled-back deploy raises, with it."""
-    from rehearse.config import merge_include
-
     vmdir = VMDir(req.name)
     with vmdir.locked("rehearse deploy"):
         vm = VM.running(vmdir)

@@ -27,9 +27,10 @@ from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.core import output
 from rehearse.core.errors import RehearseError
 from rehearse.core.values import Address
-from rehearse.host import answers, nix, plan, scripts, ssh
+from rehearse.host import answers, nix, plan, qemu, scripts, server_ssh, ssh
 from rehearse.host.answers import Generations
 from rehearse.host.plan import ClosureDiff, Units, human, store_name
+from rehearse.machines import lifecycle
 from rehearse.store.state import VMDir, VMState
 from rehearse.targets import activation
 
@@ -181,8 +182,6 @@ class VM:
     @classmethod
     def running(cls, vmdir: VMDir) -> VM:
         """The VM, which must be running (else a clear error)."""
-        from rehearse.machines import lifecycle
-
         state, remote = lifecycle.running(vmdir)
         return cls(vmdir, state, remote)
 
@@ -212,8 +211,6 @@ class VM:
     # The VM's record of what it runs and what boots it.
 
     def reconcile(self, running: str) -> None:
-        from rehearse.machines import lifecycle
-
         lifecycle.reconcile(self.dir, self.state, running)
 
     def adopt(self, system: Path, runner: Path, source: nix.Source) -> None:
@@ -244,8 +241,6 @@ class VM:
         self.dir.save(self.state)
 
     def restart(self) -> None:
-        from rehearse.machines import lifecycle
-
         lifecycle.restart(self.dir)
 
     def tcp_forwards(self) -> dict[int, int]:
@@ -255,8 +250,6 @@ class VM:
     def greets(self) -> bool:
         """Whether the management sshd answers a new connection with its SSH
         greeting (through the same forward and firewall as any login)."""
-        from rehearse.host import qemu
-
         return qemu.ssh_banner(self.remote.port, timeout=5.0)
 
     # plan → push
@@ -363,8 +356,6 @@ class VM:
         hostfwd_add). The server's host keys are read through the management
         channel after the switch and pinned, so even this check never trusts
         on first use."""
-        from rehearse.host import qemu, server_ssh
-
         public = self.dir.file("id_ed25519.pub").read_text()
         old = server_ssh.read(Path(current), public) if current else server_ssh.Sshd(enabled=False)
         new = server_ssh.read(system, public)
