@@ -5,30 +5,15 @@ and changes nothing: each run in-process, as from the command line."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rehearse.commands import cli
 from rehearse.core.errors import ExitCode
 from rehearse.host import nix, ssh
 from rehearse.machines import lifecycle
 from rehearse.store.state import VMDir, VMState
-
-
-def main(*argv: str) -> int:
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(argv))
-    assert isinstance(e.value.code, int)
-    return e.value.code
-
-
-@pytest.fixture
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("REHEARSE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
+from tests.unit.test_input import main
 
 
 def error_of(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:

@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,13 +174,6 @@ def main(*argv: str) -> int:
         cli.main(list(argv))
     assert isinstance(e.value.code, int)
     return e.value.code
-
-
-@pytest.fixture
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("REHEARSE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
 
 
 def test_a_check_that_cannot_run_stops_deploy_before_anything(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
