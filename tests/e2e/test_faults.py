@@ -40,8 +40,10 @@ def generations(rehearse: Rehearse) -> list[int]:
     return [g["generation"] for g in json.loads(result.stdout)]
 
 
-def processes(needle: str) -> list[int]:
-    """Pids of processes whose command line contains `needle`."""
+def processes(needle: str, also: str = "") -> list[int]:
+    """Pids of processes whose command line contains `needle` (and `also`:
+    this test's VM directory, so that nothing of another test's VM, which may
+    run beside this one, is ever counted or killed)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -50,7 +52,7 @@ def processes(needle: str) -> list[int]:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if needle in cmd:
+        if needle in cmd and also in cmd:
             found.append(int(entry))
     return found
 
@@ -136,7 +138,8 @@ def test_copy_killed_half_way_then_retried(rehearse: Rehearse, vm: Config) -> No
     vm.set(blob("killed", 48))
     proc = deploy_popen(rehearse, "--copy")
     try:
-        wait_for(lambda: processes("nix-copy-closure --to"), 300, "nix-copy-closure")
+        # its ssh (named by this VM's key) runs the other side of the copy
+        wait_for(lambda: processes("nix-store --serve", str(rehearse.state / NAME)), 300, "nix-copy-closure")
         time.sleep(1.5)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -157,9 +160,10 @@ def test_dropped_session_during_activation_is_reconnected_and_confirmed(rehearse
     vm.set('  environment.etc."motd".text = "dropped";\n' + oneshot("slowstart", "sleep 8"))
     proc = deploy_popen(rehearse, "--confirm-timeout", "30")
     ctl = str(rehearse.state / NAME / "ssh.ctl")
-    wait_for(lambda: processes("tail -n +1 -f"), 300, "the session following the activation")
+    mine = str(rehearse.state / NAME)
+    wait_for(lambda: processes("tail -n +1 -f", mine), 300, "the session following the activation")
     time.sleep(3)  # inside the switch: slowstart takes 8 s
-    for pid in processes("tail -n +1 -f") + processes(f"{ctl} [mux]"):
+    for pid in processes("tail -n +1 -f", mine) + processes(f"{ctl} [mux]"):
         os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

@@ -541,7 +541,7 @@ def test_qemu_reads_the_paths_as_given(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 20
-        while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not (sock.exists() and log.exists()) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert sock.exists() and log.exists(), proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,8 @@ def test_kvm_probe_answer_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_socket_paths_stay_short(tmp_path: Path) -> None:
-    short = VMDir("fripon", tmp_path)
+    # tmp_path's own length varies (a pytest-xdist worker's is longer): a short directory of its own
+    short = VMDir("fripon", Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp")))
     assert short.socket("qmp.sock") == short.path / "qmp.sock"
     deep = VMDir("fripon", tmp_path / ("x" * 100))
     sock = deep.socket("qmp.sock")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from pathlib import Path
+
+import pytest
 
 from rehearse.host import qemu
 from rehearse.store.state import VMDir
@@ -75,3 +80,35 @@ def test_a_port_held_only_by_time_wait_connections_is_free() -> None:
     listener.close()
     time.sleep(0.2)
     assert qemu.port_free(port)
+
+
+def _runner(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "run-fripon-vm"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return script
+
+
+def test_a_port_taken_before_qemu_listens_is_said_so_the_caller_picks_again(tmp_path: Path) -> None:
+    """Two `up`s in two terminals can pick the same free port; the one whose
+    QEMU then fails to forward it learns which port, to pick another."""
+    d = VMDir("fripon", tmp_path / "state")
+    d.create()
+    line = "qemu-system-x86_64: -netdev user,id=n: Could not set up host forwarding rule 'tcp:127.0.0.1:2231-:64022'"
+    runner = _runner(tmp_path, f'echo "{line}" >&2; exit 1\n')
+    with pytest.raises(qemu.PortTaken) as taken:
+        qemu.start(runner, {}, d, listens=[2231], timeout=20)
+    assert taken.value.port == 2231
+
+
+def test_start_returns_once_the_forwards_listen(tmp_path: Path) -> None:
+    d = VMDir("fripon", tmp_path / "state")
+    d.create()
+    port = qemu.pick_port(23000)
+    listen = f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(30)"
+    runner = _runner(tmp_path, f'exec {sys.executable} -c "{listen}"\n')
+    pid = qemu.start(runner, {}, d, listens=[port], timeout=20)
+    try:
+        assert not qemu.port_free(port)  # returned after the listen, not before
+    finally:
+        os.kill(pid, signal.SIGKILL)

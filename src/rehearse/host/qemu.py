@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,12 +190,36 @@ def runner_env(vmdir: VMDir, forwards: list[Forward], *, gui: bool, tcg: bool) -
     }
 
 
-def start(runner: Path, env: dict[str, str], vmdir: VMDir) -> int:
+class PortTaken(RehearseError):
+    """A host port picked as free was taken by someone else (another
+    rehearse, another program) before QEMU could listen on it."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(f"port {port} on 127.0.0.1 was taken while the VM started.")
+        self.port = port
+
+
+_FORWARD_REFUSED = re.compile(r"Could not set up host forwarding rule '(?:tcp|udp):127\.0\.0\.1:(\d+)-")
+
+
+def start(runner: Path, env: dict[str, str], vmdir: VMDir, listens: Sequence[int] = (), timeout: float = 60) -> int:
     """Start the runner detached (the VM outlives rehearse); its pid is QEMU's,
-    since the runner ends by exec'ing QEMU."""
+    since the runner ends by exec'ing QEMU. With `listens`, wait until QEMU
+    listens on those host ports: a port another process took between the
+    pick and QEMU's start (another rehearse in another terminal) ends QEMU
+    at once, and raises PortTaken so that the caller picks again."""
     vmdir.file("console.log").write_bytes(b"")
     vmdir.file("runner.log").write_bytes(b"")
     proc = process.spawn([runner], env=env, cwd=vmdir.path, log_file=vmdir.file("runner.log"))
+    deadline = time.monotonic() + timeout
+    while listens and proc.poll() is None and time.monotonic() < deadline:
+        if not any(port_free(p) for p in listens):
+            break
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        refused = _FORWARD_REFUSED.search(vmdir.file("runner.log").read_text(errors="replace"))
+        if refused:
+            raise PortTaken(int(refused.group(1)))
     return proc.pid
 
 

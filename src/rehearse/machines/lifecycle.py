@@ -252,12 +252,6 @@ def _up(
     runner = next((runner_out / "bin").glob("run-*-vm"))
     system = str((runner_out / "system").resolve())
 
-    with _PORTS:  # the machines of a fleet pick theirs one at a time, each apart from the others'
-        ssh_port = qemu.pick_port(2222, taken={f.host_port for f in forwards} | _CLAIMED)
-        server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port} | _CLAIMED)
-        _CLAIMED.update([ssh_port, *(f.host_port for f in server_ssh)])
-    all_forwards = [qemu.Forward(ssh_port, MANAGEMENT_PORT), *server_ssh, *forwards]
-
     kernel = runner_out / "system" / "kernel"
     with _KVM:
         tcg = not qemu.kvm_works(kernel, ensure_root(vmdir.path.parent))
@@ -268,10 +262,9 @@ def _up(
             "KVM does not work on this machine (/dev/kvm did not run a guest); "
             "using software emulation (TCG), which is slower"
         )
-    env = qemu.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
     with contextlib.ExitStack() as hub:
         if state.lan is not None:  # the hub stays up at least until this VM's state names its QEMU
-            env[lan.SOCKET_ENV] = str(hub.enter_context(lan.joined(vmdir.path.parent)))
+            hub_socket = hub.enter_context(lan.joined(vmdir.path.parent))
         # An SSH master left from an earlier run of this VM talks to nothing.
         if state.ssh_port is not None:
             ssh.close_master(remote_for(vmdir, state.ssh_port))
@@ -280,7 +273,29 @@ def _up(
         if not vmdir.file("disk.qcow2").exists():
             state.disk_from = system
         share_host_key(vmdir)
-        pid = qemu.start(runner, env, vmdir)
+        for attempt in range(5):
+            with _PORTS:  # the machines of a fleet pick theirs one at a time, each apart from the others'
+                ssh_port = qemu.pick_port(2222, taken={f.host_port for f in forwards} | _CLAIMED)
+                server_ssh = server_ssh_forwards(Path(system), vmdir, forwards, taken={ssh_port} | _CLAIMED)
+                _CLAIMED.update([ssh_port, *(f.host_port for f in server_ssh)])
+            all_forwards = [qemu.Forward(ssh_port, MANAGEMENT_PORT), *server_ssh, *forwards]
+            env = qemu.runner_env(vmdir, all_forwards, gui=req.gui, tcg=tcg)
+            if state.lan is not None:
+                env[lan.SOCKET_ENV] = str(hub_socket)
+            try:
+                pid = qemu.start(runner, env, vmdir, listens=[f.host_port for f in all_forwards if f.proto == "tcp"])
+                break
+            except qemu.PortTaken as taken:
+                # A port rehearse picked (never one the user asked for: those
+                # were checked free and are refused again below) went to
+                # another program meanwhile: pick again, apart from it.
+                if taken.port in {f.host_port for f in forwards} or attempt == 4:
+                    raise RehearseError(
+                        f"port {taken.port} on 127.0.0.1 is taken: QEMU could not forward it; nothing was started.",
+                        hint="free it, or forward another host port (--forward PORT:GUEST, forward in rehearse.toml)",
+                        exit_code=ExitCode.USAGE,
+                    ) from None
+                _CLAIMED.add(taken.port)
 
         state.pid = pid
         state.pid_start = process_start(pid)
