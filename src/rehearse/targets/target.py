@@ -101,6 +101,11 @@ class Target(Protocol):
     # (zero-copy), and its guest plans once it sees the new system; a
     # server's copies, after the plan was shown and a dry run stopped.
     push_first: ClassVar[bool]
+    # A server of the user's: named in --json (`target`) and in commands
+    # (`--server`); asked before a rollback, which switches (the boot entry
+    # too). A VM's rollback is a `test`: its next start boots its runner.
+    is_server: ClassVar[bool]
+    rollback_action: ClassVar[str]
     remote: ssh.Remote
 
     @property
@@ -108,7 +113,14 @@ class Target(Protocol):
 
     def describe(self) -> str: ...
 
-    def settle(self, timeout: float) -> answers.Settled: ...
+    def close(self) -> None: ...
+
+    # `for_push`: new paths are to be pushed there (a server must then have Nix).
+    def settle(self, timeout: float, *, for_push: bool = True) -> answers.Settled: ...
+
+    def reconcile(self, running: str) -> None: ...
+
+    def rolled_back_to(self, system: Path) -> None: ...
 
     def plan(self, current: str, system: Path) -> Plan: ...
 
@@ -173,6 +185,8 @@ class VM:
     the channel to it. Commands use it rather than each other."""
 
     push_first: ClassVar[bool] = True
+    is_server: ClassVar[bool] = False
+    rollback_action: ClassVar[str] = "test"
 
     def __init__(self, vmdir: VMDir, state: VMState, remote: ssh.Remote) -> None:
         self.dir = vmdir
@@ -205,7 +219,10 @@ class VM:
     def rehearsals(self) -> Path:
         return self.dir.file("rehearsals.json")
 
-    def settle(self, timeout: float) -> answers.Settled:
+    def close(self) -> None:
+        """Nothing to close: the VM's SSH master is kept for later commands."""
+
+    def settle(self, timeout: float, *, for_push: bool = True) -> answers.Settled:
         return activation.settle(self.remote, timeout)
 
     # The VM's record of what it runs and what boots it.
@@ -433,6 +450,8 @@ class Server:
     rehearse's own (`control_path`, in the VM's state directory)."""
 
     push_first: ClassVar[bool] = False
+    is_server: ClassVar[bool] = True
+    rollback_action: ClassVar[str] = "switch"
 
     def __init__(
         self,
@@ -472,16 +491,25 @@ class Server:
     def close(self) -> None:
         ssh.close_master(self.remote)
 
-    def settle(self, timeout: float) -> answers.Settled:
+    def settle(self, timeout: float, *, for_push: bool = True) -> answers.Settled:
         """Connect (the host key known, or refused), settle what an
         interrupted promote left pending there (it is rolled back, as it
-        would be at its timeout), and say what it runs: one round trip."""
+        would be at its timeout), and say what it runs: one round trip
+        (with `for_push`, the same one asks whether it has Nix)."""
         ssh.check_sudo(self.remote)  # may the user use sudo as asked? Before anything else
+        if not for_push:
+            return activation.settle(self.remote, timeout)
         argv = scripts.sh("reach.sh", activation.RUN_DIR, str(math.ceil(timeout)), scripts.guest("settle.sh"))
         settled = answers.settled(self.describe(), ssh.run(self.remote, argv, timeout=timeout + 60).stdout)
         if not settled.has_nix:
             raise RehearseError(f"{self.describe()} has no nix-store on its PATH: is it a NixOS machine?")
         return settled
+
+    def reconcile(self, running: str) -> None:
+        """Nothing to reconcile: rehearse keeps no record of what a server runs."""
+
+    def rolled_back_to(self, system: Path) -> None:
+        """Nothing to record: the server's boot entry went back with the switch."""
 
     def plan(self, current: str, system: Path) -> Plan:
         """What the server lacks of the new closure (and its size); the
