@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.core import output
 from rehearse.core.errors import RehearseError
-from rehearse.core.values import Address
+from rehearse.core.values import Address, CheckKind
 from rehearse.host import answers, nix, plan, qemu, scripts, server_ssh, ssh
 from rehearse.host.answers import Generations
 from rehearse.host.plan import ClosureDiff, Units, human, store_name
@@ -618,12 +618,12 @@ def check_for_server(check: Check, forwards: dict[int, int], host: str) -> Check
     """A VM check made the server's: `cmd` runs there as it is; a `tcp` or
     `http` check through a port the VM forwards goes to that guest port on
     the server. None: it cannot be made the server's (it names no forward)."""
-    if check.kind == "cmd":
+    if check.kind == CheckKind.CMD:
         return check
-    if check.kind == "tcp":
+    if check.kind == CheckKind.TCP:
         guest = forwards.get(int(check.target))
-        return Check("tcp", f"{host}:{guest}") if guest else None
+        return Check(CheckKind.TCP, f"{host}:{guest}") if guest else None
     m = re.match(r"^(https?://)(?:127\.0\.0\.1|localhost):([0-9]+)(/.*)?$", check.target)
     if not m or int(m.group(2)) not in forwards:
         return None
-    return Check("http", f"{m.group(1)}{host}:{forwards[int(m.group(2))]}{m.group(3) or '/'}")
+    return Check(CheckKind.HTTP, f"{m.group(1)}{host}:{forwards[int(m.group(2))]}{m.group(3) or '/'}")
