@@ -214,7 +214,7 @@ def watch(template: Any) -> int:
     state = VM.running(vmdir).state  # a VM that does not run is an error before anything is watched
     source = template.source
     if source is None:
-        recorded = nix.Source.from_json(state.source).of_vm(template.name)
+        recorded = nix.Source.of_record(state.source).of_vm(template.name)
         source = dataclasses.replace(recorded, include=merge_include(recorded.include, list(template.include)))
 
     interrupts = Interrupts()

@@ -71,7 +71,7 @@ def run_deploy(req: DeployRequest) -> Report:
         vm = VM.running(vmdir)
         source = req.source
         if source is None:
-            recorded = nix.Source.from_json(vm.state.source).of_vm(req.name)
+            recorded = nix.Source.of_record(vm.state.source).of_vm(req.name)
             source = dataclasses.replace(recorded, include=merge_include(recorded.include, list(req.include)))
         report = Report(name=req.name, action="deploy", source=source.describe())
 

@@ -31,7 +31,7 @@ from rehearse.host import answers, nix, plan, qemu, scripts, server_ssh, ssh
 from rehearse.host.answers import Generations
 from rehearse.host.plan import ClosureDiff, Units, human, store_name
 from rehearse.machines import lifecycle
-from rehearse.store.state import VMDir, VMState
+from rehearse.store.state import ServerPort, VMDir, VMState
 from rehearse.targets import activation
 
 PROFILE = "/nix/var/nix/profiles/system"
@@ -235,7 +235,7 @@ class VM:
         the runner built in the same evaluation becomes the VM's."""
         self.boot_next(system, runner)
         self.state.system = str(system)
-        self.state.source = source.to_json()
+        self.state.source = source.record()
         self.dir.save(self.state)
 
     def boot_next(self, system: Path, runner: Path) -> None:
@@ -262,7 +262,7 @@ class VM:
 
     def tcp_forwards(self) -> dict[int, int]:
         """Host port → guest port of what the VM forwards (TCP)."""
-        return {int(f["host"]): int(f["guest"]) for f in self.state.forwards if f.get("proto", "tcp") == "tcp"}
+        return self.state.tcp_forwards()
 
     def greets(self) -> bool:
         """Whether the management sshd answers a new connection with its SSH
@@ -385,13 +385,13 @@ class VM:
             )
         state = self.state
         forwards = {guest: host for host, guest in self.tcp_forwards().items()}
-        forwards |= {int(f["guest"]): int(f["host"]) for f in state.server_ssh}
+        forwards |= {p.guest: p.host for p in state.server_ssh}
         for port in new.ports:
             if port not in forwards:
                 host = qemu.pick_port(2200 + port % 100, taken=set(forwards.values()) | {state.ssh_port or 0})
                 qemu.add_forward(self.dir.socket("qmp.sock"), qemu.Forward(host, port))
                 forwards[port] = host
-                state.server_ssh.append({"host": host, "guest": port})
+                state.server_ssh.append(ServerPort(host, port))
                 self.dir.save(state)
                 output.info(f"  the server's sshd port {port} is now forwarded from 127.0.0.1:{host}")
         known_hosts = self.dir.file("server_known_hosts")
