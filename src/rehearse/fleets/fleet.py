@@ -359,7 +359,13 @@ def _check_memory(names: list[str], infos: list[nix.VMInfo]) -> None:
 # --- deploy ----------------------------------------------------------------------
 
 
-def deploy(names: list[str], parallel: int, template: Any, checks_of: Callable[[str], Any], as_json: bool) -> int:
+def deploy(
+    names: list[str],
+    parallel: int,
+    template: single.DeployRequest,
+    checks_of: Callable[[str], tuple[config.Check, ...]],
+    as_json: bool,
+) -> int:
     """`deploy --on/--all`: each machine's own configuration (the one its VM
     was made from), `parallel` at a time. A machine whose deploy fails is
     rolled back alone (by its own VM); the others keep their new systems."""
