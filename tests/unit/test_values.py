@@ -198,3 +198,31 @@ def test_a_state_without_source_or_lan_keeps_them_so(tmp_path: Path) -> None:
 def test_a_lan_with_a_host_of_the_wrong_type_is_a_broken_state() -> None:
     with pytest.raises(ValueError, match="lan is"):
         VMState.from_json({**OLD_STATE, "lan": {**OLD_STATE["lan"], "host": 5}})  # type: ignore[dict-item]
+
+
+def test_history_entries_keep_the_files_fields_in_their_order(tmp_path: Path) -> None:
+    """The typed entries (store/history.py) write what the dicts wrote before them."""
+    from rehearse.store import history
+
+    file = tmp_path / "deploys.json"
+    history.record(file, history.Deployed(1.0, "/s", None, "src", "confirmed", 3, 0, [], {"activate": 1.0}, {}))
+    history.record(file, history.RolledBack(2.0, "/s", "/t", "confirmed", "test", "rollback to generation 2", {}))
+    history.record(file, history.Promoted(3.0, "srv", "/s", "/t", "confirmed", "switch", "src", False, None, {}))
+    history.record(file, history.Rehearsed(4.0, "/d.drv", "/s", "deploy", ["no failed units"]))
+    assert [list(e) for e in history.load(file)] == [
+        [
+            "time",
+            "system",
+            "previous",
+            "source",
+            "result",
+            "generation",
+            "switch_rc",
+            "failed_units",
+            "durations",
+            "pushed",
+        ],
+        ["time", "system", "previous", "result", "action", "source", "durations"],
+        ["time", "target", "system", "previous", "result", "action", "source", "forced", "rehearsal", "durations"],
+        ["time", "server_drv", "vm_system", "how", "checks"],
+    ]

@@ -161,21 +161,21 @@ def _reboot_required(req: DeployRequest, vm: VM, system: Path, runner: Path, rep
     return report.ended("reboot-required", ExitCode.REBOOT_REQUIRED)
 
 
-def _history_entry(report: Report) -> dict[str, Any]:
+def _history_entry(report: Report) -> history.Deployed:
     outcome = report.activation
     assert outcome is not None
-    return {
-        "time": time.time(),
-        "system": report.new_system,
-        "previous": report.old_system,
-        "source": report.source,
-        "result": outcome.result,
-        "generation": outcome.generation,
-        "switch_rc": outcome.switch_rc,
-        "failed_units": outcome.failed_units,
-        "durations": report.durations,
-        "pushed": report.store or {},
-    }
+    return history.Deployed(
+        time=time.time(),
+        system=report.new_system,
+        previous=report.previous,
+        source=report.source,
+        result=outcome.result,
+        generation=outcome.generation,
+        switch_rc=outcome.switch_rc,
+        failed_units=outcome.failed_units,
+        durations=report.durations,
+        pushed=report.store or {},
+    )
 
 
 # --- generations and rollback: a VM, or the server it was promoted to ------------
@@ -284,18 +284,9 @@ def _rollback(req: RollbackRequest, target: Target, gens: Generations) -> Report
     def activated(report: Report) -> Report:
         outcome = report.activation
         assert outcome is not None
-        history.record(
-            target.history,
-            {
-                "time": time.time(),
-                "system": str(system),
-                "previous": report.old_system,
-                "result": outcome.result,
-                "action": action,
-                "source": f"rollback to generation {to}",
-                "durations": {},
-            },
-        )
+        source = f"rollback to generation {to}"
+        entry = history.RolledBack(time.time(), str(system), report.previous, outcome.result, action, source, {})
+        history.record(target.history, entry)
         return report
 
     def confirmed(report: Report, verify: Verify) -> Report:

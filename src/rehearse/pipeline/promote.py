@@ -165,18 +165,18 @@ def _job(req: PromoteRequest, server: Server, rehearsal: dict[str, Any] | None) 
         assert outcome is not None
         history.record(
             server.history,
-            {
-                "time": time.time(),
-                "target": str(req.to),
-                "system": report.new_system,
-                "previous": report.old_system,
-                "result": outcome.result,
-                "action": req.action,
-                "source": report.source,
-                "forced": rehearsal is None,
-                "rehearsal": rehearsal,
-                "durations": report.durations,
-            },
+            history.Promoted(
+                time=time.time(),
+                target=str(req.to),
+                system=report.new_system,
+                previous=report.previous,
+                result=outcome.result,
+                action=req.action,
+                source=report.source,
+                forced=rehearsal is None,
+                rehearsal=rehearsal,
+                durations=report.durations,
+            ),
         )
         return report
 

@@ -87,6 +87,11 @@ class Report:
     forced: bool | None = None  # promote: no rehearsal found, --force
     exit_code: int | None = None  # None: an error's (RehearseError.as_report adds it)
 
+    @property
+    def previous(self) -> str | None:
+        """The system the target ran before (None: none known)."""
+        return self.old_system if isinstance(self.old_system, str) else None
+
     def timed(self, step: str, since: float) -> Report:
         """With the seconds `step` took since `since` (time.monotonic())."""
         return self.with_durations(**{step: round(time.monotonic() - since, 2)})
