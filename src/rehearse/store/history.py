@@ -16,12 +16,18 @@ from rehearse.store.state import write_durably
 
 
 @dataclass(frozen=True)
-class Deployed:
-    """A deploy's activation (deploys.json); the fields in the file's order."""
+class Switched:
+    """The fields an activation's entry starts with."""
 
     time: float
     system: str | None
     previous: str | None
+
+
+@dataclass(frozen=True)
+class Deployed(Switched):
+    """A deploy's activation (deploys.json); the fields in the file's order."""
+
     source: str
     result: str  # the guest's ("confirmed", "rolled-back REASON RC" …)
     generation: int | None
@@ -32,12 +38,9 @@ class Deployed:
 
 
 @dataclass(frozen=True)
-class RolledBack:
+class RolledBack(Switched):
     """A rollback's activation (deploys.json, promotions-TARGET.json)."""
 
-    time: float
-    system: str
-    previous: str | None
     result: str
     action: str  # switch-to-configuration's
     source: str  # "rollback to generation N"

@@ -161,13 +161,7 @@ class LanState:
     domain: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "interface": self.interface,
-            "address": self.address,
-            "host": self.host,
-            "domain": self.domain,
-        }
+        return asdict(self)
 
 
 @dataclass
