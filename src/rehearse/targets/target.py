@@ -1,5 +1,5 @@
 """What a deploy goes to: a running VM (`deploy`, `rollback`) or a real
-server (`promote`). The pipeline (pipeline/run.py: plan → push → activate →
+server (`promote`, `rollback --server`). The pipeline (pipeline/run.py: plan → push → activate →
 verify → roll back) is the same; a target (the `Target` protocol) says how
 its steps are done there:
 
