@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearse.core.errors import ExitCode, RehearseError, escape_char, one_line
-from rehearse.core.values import Address
+from rehearse.core.values import Address, CheckKind
 from rehearse.host.nix import Source
 from rehearse.host.qemu import Forward
 from rehearse.store.state import check_name
@@ -163,7 +163,7 @@ def seconds(value: object, default: float, where: str, bounds: Bounds) -> float:
 
 # --- checks ---------------------------------------------------------------
 
-CHECK_KINDS = ("cmd", "tcp", "http")
+CHECK_KINDS = tuple(k.value for k in CheckKind)
 _CHECK_HINT = 'write { cmd = "systemctl is-active nginx" }, { tcp = 8080 } or { http = "http://127.0.0.1:8080/" }'
 
 
@@ -174,7 +174,7 @@ class Check:
     so a Check is always one that can run: a `tcp` target is a port number,
     an `http` one an http(s) URL."""
 
-    kind: str  # "cmd" | "tcp" | "http"
+    kind: CheckKind
     target: str
 
     @classmethod
@@ -191,11 +191,11 @@ class Check:
         if len(data) != 1:
             raise _expected(where, "exactly one of cmd, tcp or http", data, hint="write one check per table")
         [(kind, value)] = data.items()
-        if kind == "cmd":
-            return cls("cmd", _text(f"{where}: cmd", value, "a shell command as a string"))
-        if kind == "tcp":
-            return cls("tcp", str(port(f"{where}: tcp", value)))
-        return cls("http", _url(f"{where}: http", value))
+        if kind == CheckKind.CMD:
+            return cls(CheckKind.CMD, _text(f"{where}: cmd", value, "a shell command as a string"))
+        if kind == CheckKind.TCP:
+            return cls(CheckKind.TCP, str(port(f"{where}: tcp", value)))
+        return cls(CheckKind.HTTP, _url(f"{where}: http", value))
 
 
 def port(where: str, value: object) -> int:

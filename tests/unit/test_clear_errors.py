@@ -12,7 +12,7 @@ import pytest
 from rehearse.core.errors import ExitCode
 from rehearse.host import nix, ssh
 from rehearse.machines import lifecycle
-from rehearse.store.state import VMDir, VMState
+from rehearse.store.state import Forwarded, RecordedSource, VMDir, VMState
 from tests.unit.test_input import main
 
 
@@ -101,8 +101,8 @@ def test_a_taken_port_of_a_stopped_vm_is_said_before_it_starts(
         port = holder.getsockname()[1]
         d = VMDir("fripon", cwd / "state")
         d.create()
-        state = VMState(name="fripon", source={"configuration": "/srv/configuration.nix"})
-        state.forwards = [{"host": port, "guest": 80, "proto": "tcp"}]
+        state = VMState(name="fripon", source=RecordedSource("/srv/configuration.nix"))
+        state.forwards = [Forwarded(port, 80, "tcp")]
         d.save(state)
         before = d.file("state.json").read_bytes()
         monkeypatch.setattr(nix, "vm_info", lambda source: pytest.fail("evaluated"))
@@ -137,7 +137,7 @@ def test_up_of_a_directory_without_a_configuration(
 def test_restore_on_a_vm_without_a_disk(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = VMDir("fripon", cwd / "state")
     d.create()
-    d.save(VMState(name="fripon", source={"configuration": "/srv/configuration.nix"}))
+    d.save(VMState(name="fripon", source=RecordedSource("/srv/configuration.nix")))
     (d.file("snapshots") / "before").mkdir(parents=True)
     (d.file("snapshots") / "before" / "meta.json").write_text('{"tag": "before", "taken": 1}')
     assert main("restore", "fripon", "before") == ExitCode.USAGE

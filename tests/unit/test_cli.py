@@ -19,7 +19,7 @@ from rehearse.commands import cli, requests
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.host import nix, process, ssh
-from rehearse.store.state import VMDir, VMState
+from rehearse.store.state import RecordedSource, VMDir, VMState
 
 
 def rehearse(*args: str, state: Path, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -37,7 +37,7 @@ def rehearse(*args: str, state: Path, cwd: Path | None = None, **env: str) -> su
 def stopped_vm(root: Path, name: str = "fripon") -> VMDir:
     d = VMDir(name, root)
     d.create()
-    d.save(VMState(name=name, source={"configuration": "/srv/configuration.nix", "include": ["nixpkgs=/old"]}))
+    d.save(VMState(name=name, source=RecordedSource("/srv/configuration.nix", include=("nixpkgs=/old",))))
     return d
 
 

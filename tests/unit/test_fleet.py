@@ -20,7 +20,7 @@ from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.fleets import fleet
 from rehearse.host import lan
-from rehearse.store.state import VMDir, VMState
+from rehearse.store.state import LanState, VMDir, VMState
 from tests.conftest import MINI_NIXPKGS, fixed_fripon
 from tests.unit.test_cli import rehearse
 
@@ -90,12 +90,10 @@ def test_the_hub_starts_once_and_ends_with_the_last_vm(tmp_path: Path, monkeypat
     from rehearse.store.state import process_start
 
     me = os.getpid()
-    d.save(
-        VMState(name="web", pid=me, pid_start=process_start(me), lan={"number": 1, "interface": "eth1", "address": "x"})
-    )
+    d.save(VMState(name="web", pid=me, pid_start=process_start(me), lan=LanState(1, "eth1", "x")))
     lan.release_hub(root)
     assert Path(f"/proc/{pid}").exists()
-    d.save(VMState(name="web", lan={"number": 1, "interface": "eth1", "address": "x"}))
+    d.save(VMState(name="web", lan=LanState(1, "eth1", "x")))
     lan.release_hub(root)
     assert lan._running(root) is None
 
@@ -399,7 +397,7 @@ def lan_vm(root: Path, name: str, *, running: bool) -> VMDir:
     d = VMDir(name, root)
     d.create()
     me = os.getpid()
-    place = {"number": 1, "interface": "eth1", "address": "192.168.1.1"}
+    place = LanState(1, "eth1", "192.168.1.1")
     if running:
         d.save(VMState(name=name, pid=me, pid_start=process_start(me), lan=place))
     else:

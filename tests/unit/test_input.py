@@ -20,7 +20,7 @@ from rehearse.host import process, qemu, scripts, ssh
 from rehearse.machines import lifecycle
 from rehearse.pipeline import deploy
 from rehearse.pipeline.run import Report
-from rehearse.store.state import VMDir, VMState, check_name, process_start
+from rehearse.store.state import RecordedSource, VMDir, VMState, check_name, process_start
 from rehearse.targets import activation
 
 # --- rehearse.toml ----------------------------------------------------------
@@ -165,7 +165,7 @@ def test_cli_names_the_file_in_the_current_directory(tmp_path: Path, monkeypatch
 def stopped_vm(root: Path, name: str = "fripon") -> VMDir:
     d = VMDir(name, root)
     d.create()
-    d.save(VMState(name=name, source={"configuration": "/srv/configuration.nix"}))
+    d.save(VMState(name=name, source=RecordedSource("/srv/configuration.nix")))
     return d
 
 

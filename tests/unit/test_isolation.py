@@ -16,7 +16,7 @@ from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.fleets import fleet
 from rehearse.host import nix
 from rehearse.machines import lifecycle
-from rehearse.store.state import VMDir, VMState
+from rehearse.store.state import RecordedSource, VMDir, VMState
 from tests.conftest import MINI_NIXPKGS, fixed_fripon
 
 
@@ -92,7 +92,7 @@ def test_a_running_vm_is_not_isolated_behind_its_back(
 ) -> None:
     d = VMDir("fripon", tmp_path)
     d.create()
-    d.save(VMState(name="fripon", source={"configuration": "/srv/configuration.nix"}, pid=1, pid_start=1))
+    d.save(VMState(name="fripon", source=RecordedSource("/srv/configuration.nix"), pid=1, pid_start=1))
     monkeypatch.setattr(VMState, "alive", lambda self: True)
     req = lifecycle.UpRequest(source=None, name="fripon", forwards=(), gui=False, ssh_timeout=1, isolate=True)
     with pytest.raises(RehearseError, match="fripon is running without isolation") as e:

@@ -5,6 +5,7 @@ promote have them (README: --json)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -158,3 +159,74 @@ def test_a_rolled_back_activation_raises_with_the_document(tmp_path: Path) -> No
     assert e.value.report is not None and set(e.value.report) == DEPLOY | {"store", "plan"} | ACTIVATED
     assert e.value.report["result"] == "rolled-back" and e.value.report["reason"] == "a.service failed 1"
     assert "failed units: a.service" in e.value.message
+
+
+# --- rollback: the same pipeline, to a generation the target has ------------------------
+
+
+class Rollbackable(Fake):
+    """A target with two generations (1: SYSTEM, 2: CURRENT, the current one)."""
+
+    is_server: ClassVar[bool] = False
+    rollback_action: ClassVar[str] = "test"
+
+    def generations(self) -> Generations:
+        p = "/nix/var/nix/profiles/system"
+        out = f"{p}-1-link {SYSTEM} 100\n{p}-2-link {CURRENT} 200\ncurrent system-2-link\n"
+        return answers.generations("fripon", out, p)
+
+    def rolled_back_to(self, system: Path) -> None:
+        self.steps.append(f"rolled back to {system}")
+
+
+class RollbackServer(Rollbackable):
+    is_server: ClassVar[bool] = True
+    rollback_action: ClassVar[str] = "switch"
+
+    def describe(self) -> str:
+        return "root@srv"
+
+
+def rolled_back(target: Rollbackable, to: int | None = None) -> Report:
+    from rehearse.pipeline import deploy
+
+    req = deploy.RollbackRequest("fripon", to, 30.0, yes=False)
+    return deploy._rollback(req, target, target.generations())  # type: ignore[arg-type]
+
+
+def test_a_rollback_activates_the_generation_without_plan_or_push(tmp_path: Path) -> None:
+    vm = Rollbackable(tmp_path)
+    doc = rolled_back(vm).to_json()
+    assert vm.steps == ["activate", f"rolled back to {SYSTEM}"]  # nothing planned, pushed or verified
+    assert list(doc) == [
+        *("name", "action", "source", "old_system", "new_system", "generation", "durations"),
+        *("switch_rc", "failed_units", "result", "reason", "exit_code"),
+    ]
+    assert doc["source"] == "generation 1" and doc["old_system"] == CURRENT and doc["new_system"] == str(SYSTEM)
+    assert set(doc["durations"]) == {"activate"} and doc["result"] == "confirmed" and doc["exit_code"] == 0
+    [entry] = json.loads(vm.file.read_text())
+    assert entry["source"] == "rollback to generation 1" and entry["action"] == "test" and entry["durations"] == {}
+
+
+def test_a_rollback_to_the_current_generation_changes_nothing(tmp_path: Path) -> None:
+    vm = Rollbackable(tmp_path)
+    doc = rolled_back(vm, to=2).to_json()
+    assert vm.steps == [] and doc["result"] == "unchanged" and doc["generation"] == 2
+
+
+def test_a_rollback_that_does_not_hold_says_so(tmp_path: Path) -> None:
+    with pytest.raises(RehearseError) as e:
+        rolled_back(Rollbackable(tmp_path, ok=False))
+    assert e.value.message == "rollback to generation 1 did not hold: rolled-back a.service failed 1"
+    assert e.value.exit_code == ExitCode.ROLLED_BACK and e.value.hint is None
+    assert e.value.report is not None and "target" not in e.value.report
+
+
+def test_a_server_rollback_asks_and_a_no_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr(pipeline, "confirm", lambda question, yes: asked.append(question) and False)
+    server = RollbackServer(tmp_path)
+    doc = rolled_back(server).to_json()
+    assert asked == ["roll root@srv back to generation 1 (switch)? [y/N]"]
+    assert server.steps == [] and doc["result"] == "declined" and doc["exit_code"] == ExitCode.DECLINED
+    assert doc["target"] == "root@srv"

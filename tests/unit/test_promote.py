@@ -113,7 +113,7 @@ def vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> VMDir:
     vmdir = VMDir("fripon")
     vmdir.create()
     source = nix.Source(configuration=tmp_path / "configuration.nix", include=("nixpkgs=/x",))
-    vmdir.save(VMState(name="fripon", source=source.to_json()))
+    vmdir.save(VMState(name="fripon", source=source.record()))
     return vmdir
 
 

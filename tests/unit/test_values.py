@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 from rehearse import config
 from rehearse.core.errors import RehearseError
 from rehearse.host import plan, qemu, ssh
-from rehearse.store.state import VMDir, VMState
+from rehearse.host.nix import Source
+from rehearse.store.state import Forwarded, LanState, RecordedSource, ServerPort, VMDir, VMState
 
 
 def remote(tmp_path: Path, control: bool = True) -> ssh.Remote:
@@ -140,3 +142,89 @@ def test_socket_paths_stay_short(tmp_path: Path) -> None:
     assert len(str(sock)) < 100 and sock.name.endswith("-qmp.sock")
     assert sock.parent.stat().st_mode & 0o777 == 0o700
     assert deep.socket("ssh.ctl") != sock
+
+
+# A state.json as rehearse wrote it before its state was typed (asdict of the
+# dicts it kept): it loads, typed, and is written back byte for byte.
+OLD_STATE = {
+    "disk_from": "/nix/store/aaaa-nixos-system-fripon",
+    "forwards": [{"guest": 80, "host": 8080, "proto": "tcp"}, {"guest": 53, "host": 5353, "proto": "udp"}],
+    "isolated": False,
+    "lan": {"address": "10.23.0.2", "domain": None, "host": "fripon", "interface": "eth1", "number": 2},
+    "name": "fripon",
+    "overrides": ["networking.interfaces.eth1: …"],
+    "pid": 1234,
+    "pid_start": 5678,
+    "runner": "/nix/store/bbbb-run-fripon-vm",
+    "runners": {"/nix/store/aaaa-nixos-system-fripon": "/nix/store/bbbb-run-fripon-vm"},
+    "server_ssh": [{"guest": 22, "host": 2222}],
+    "source": {
+        "attr": None,
+        "configuration": "/srv/fripon/configuration.nix",
+        "flake": None,
+        "include": ["nixpkgs=/n"],
+    },
+    "ssh_port": 2201,
+    "started": 1700000000.5,
+    "system": "/nix/store/aaaa-nixos-system-fripon",
+}
+
+
+def test_an_old_state_json_loads_typed_and_is_written_back_unchanged(tmp_path: Path) -> None:
+    d = VMDir("fripon", tmp_path)
+    d.create()
+    text = json.dumps(OLD_STATE, indent=2, sort_keys=True) + "\n"
+    d.file("state.json").write_text(text)
+    state = d.load()
+    assert state.forwards == [Forwarded(8080, 80, "tcp"), Forwarded(5353, 53, "udp")]
+    assert state.tcp_forwards() == {8080: 80}
+    assert state.server_ssh == [ServerPort(2222, 22)]
+    assert state.lan == LanState(2, "eth1", "10.23.0.2", "fripon", None)
+    assert state.source == RecordedSource("/srv/fripon/configuration.nix", None, None, ("nixpkgs=/n",))
+    assert Source.of_record(state.source) == Source(Path("/srv/fripon/configuration.nix"), include=("nixpkgs=/n",))
+    d.save(state)
+    assert d.file("state.json").read_text() == text
+
+
+def test_a_state_without_source_or_lan_keeps_them_so(tmp_path: Path) -> None:
+    d = VMDir("fripon", tmp_path)
+    d.create()
+    text = json.dumps({**OLD_STATE, "source": {}, "lan": None}, indent=2, sort_keys=True) + "\n"
+    d.file("state.json").write_text(text)
+    state = d.load()
+    assert state.source is None and state.lan is None
+    d.save(state)
+    assert d.file("state.json").read_text() == text
+
+
+def test_a_lan_with_a_host_of_the_wrong_type_is_a_broken_state() -> None:
+    with pytest.raises(ValueError, match="lan is"):
+        VMState.from_json({**OLD_STATE, "lan": {**OLD_STATE["lan"], "host": 5}})  # type: ignore[dict-item]
+
+
+def test_history_entries_keep_the_files_fields_in_their_order(tmp_path: Path) -> None:
+    """The typed entries (store/history.py) write what the dicts wrote before them."""
+    from rehearse.store import history
+
+    file = tmp_path / "deploys.json"
+    history.record(file, history.Deployed(1.0, "/s", None, "src", "confirmed", 3, 0, [], {"activate": 1.0}, {}))
+    history.record(file, history.RolledBack(2.0, "/s", "/t", "confirmed", "test", "rollback to generation 2", {}))
+    history.record(file, history.Promoted(3.0, "srv", "/s", "/t", "confirmed", "switch", "src", False, None, {}))
+    history.record(file, history.Rehearsed(4.0, "/d.drv", "/s", "deploy", ["no failed units"]))
+    assert [list(e) for e in history.load(file)] == [
+        [
+            "time",
+            "system",
+            "previous",
+            "source",
+            "result",
+            "generation",
+            "switch_rc",
+            "failed_units",
+            "durations",
+            "pushed",
+        ],
+        ["time", "system", "previous", "result", "action", "source", "durations"],
+        ["time", "target", "system", "previous", "result", "action", "source", "forced", "rehearsal", "durations"],
+        ["time", "server_drv", "vm_system", "how", "checks"],
+    ]

@@ -192,11 +192,11 @@ def test_watch_needs_a_running_vm(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from rehearse.store.state import VMDir, VMState
+    from rehearse.store.state import RecordedSource, VMDir, VMState
 
     d = VMDir("fripon", tmp_path / "state")
     d.create()
-    d.save(VMState(name="fripon", source={"configuration": "/srv/configuration.nix", "include": []}))
+    d.save(VMState(name="fripon", source=RecordedSource("/srv/configuration.nix")))
     result = subprocess.run(
         [sys.executable, "-m", "rehearse", "deploy", "fripon", "--watch"],
         capture_output=True,

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from rehearse.core.errors import ExitCode, RehearseError
+
+
+class CheckKind(StrEnum):
+    """What a health check (config.Check) reaches: a command in the guest,
+    a TCP port, an HTTP URL."""
+
+    CMD = "cmd"
+    TCP = "tcp"
+    HTTP = "http"
+
 
 _TARGET = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"

@@ -28,7 +28,7 @@ from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.host import lan, nix, qemu
 from rehearse.machines import lifecycle
 from rehearse.pipeline import deploy as single
-from rehearse.store.state import VMDir, all_vms, check_name, state_root
+from rehearse.store.state import LanState, VMDir, all_vms, check_name, state_root
 
 T = TypeVar("T")
 
@@ -233,7 +233,7 @@ def up(req: UpRequest) -> int:
         )
         t = time.monotonic()
         lifecycle.start_vm(one, m.source, info, VMDir(name), places[name], overrides[name])
-        address = places[name].state["address"]
+        address = places[name].state.address
         return Outcome(name, True, "up", 0, time.monotonic() - t, f"{address} on the LAN")
 
     try:
@@ -271,7 +271,7 @@ def _places(
 ) -> tuple[dict[str, lifecycle.LanPlace], dict[str, list[str]]]:
     """Each machine's place on the LAN, beside the fleet's VMs that exist;
     and the overrides shown for it (its LAN interface is no longer one)."""
-    recorded: dict[str, dict[str, Any]] = {}
+    recorded: dict[str, LanState] = {}
     for vmdir in all_vms(root):
         try:
             state = vmdir.load()
@@ -279,7 +279,7 @@ def _places(
             continue
         if state.lan is not None:
             recorded[vmdir.name] = state.lan
-    numbers = lan.numbers(names, {n: int(p["number"]) for n, p in recorded.items()})
+    numbers = lan.numbers(names, {n: p.number for n, p in recorded.items()})
     members = [
         lan.member(
             name,
@@ -292,15 +292,7 @@ def _places(
         for name, m, info in zip(names, machines, infos, strict=True)
     ]
     others = [
-        lan.Member(
-            n,
-            int(p["number"]),
-            str(p["interface"]),
-            str(p["address"]),
-            True,
-            str(p.get("host") or n),
-            p.get("domain"),
-        )
+        lan.Member(n, p.number, p.interface, p.address, True, p.host or n, p.domain)
         for n, p in recorded.items()
         if n not in names
     ]
@@ -308,13 +300,7 @@ def _places(
     lan.check_addresses(everyone)
     places, overrides = {}, {}
     for member, info in zip(members, infos, strict=True):
-        recorded_place = {
-            "number": member.number,
-            "interface": member.interface,
-            "address": member.address,
-            "host": member.host_name,
-            "domain": member.domain,
-        }
+        recorded_place = LanState(member.number, member.interface, member.address, member.host_name, member.domain)
         places[member.name] = lifecycle.LanPlace(recorded_place, lan.settings(member, everyone))
         gone = f"networking.interfaces.{member.interface}:"
         overrides[member.name] = [o for o in info.overrides if not o.startswith(gone)]
@@ -373,7 +359,13 @@ def _check_memory(names: list[str], infos: list[nix.VMInfo]) -> None:
 # --- deploy ----------------------------------------------------------------------
 
 
-def deploy(names: list[str], parallel: int, template: Any, checks_of: Callable[[str], Any], as_json: bool) -> int:
+def deploy(
+    names: list[str],
+    parallel: int,
+    template: single.DeployRequest,
+    checks_of: Callable[[str], tuple[config.Check, ...]],
+    as_json: bool,
+) -> int:
     """`deploy --on/--all`: each machine's own configuration (the one its VM
     was made from), `parallel` at a time. A machine whose deploy fails is
     rolled back alone (by its own VM); the others keep their new systems."""

@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from rehearse.config import merge_include
 from rehearse.core import output
@@ -208,13 +207,13 @@ class Changes:
         self._directories, self._stop = None, None
 
 
-def watch(template: Any) -> int:
-    """Deploy `template` (a DeployRequest) on every change, until Ctrl-C."""
+def watch(template: deploy.DeployRequest) -> int:
+    """Deploy `template` on every change, until Ctrl-C."""
     vmdir = VMDir(template.name)
     state = VM.running(vmdir).state  # a VM that does not run is an error before anything is watched
     source = template.source
     if source is None:
-        recorded = nix.Source.from_json(state.source).of_vm(template.name)
+        recorded = nix.Source.of_record(state.source).of_vm(template.name)
         source = dataclasses.replace(recorded, include=merge_include(recorded.include, list(template.include)))
 
     interrupts = Interrupts()
@@ -225,7 +224,7 @@ def watch(template: Any) -> int:
         loop(
             changes,
             lambda evaluated: watched(source, evaluated),
-            lambda what, evaluated: _deploy(deploy, template, source, evaluated, what, interrupts),
+            lambda what, evaluated: _deploy(template, source, evaluated, what, interrupts),
             interrupts,
         )
     except KeyboardInterrupt:
@@ -279,7 +278,7 @@ def _short(path: Path, scope: Watched) -> str:
     return str(path)
 
 
-def _deploy(deploy: Any, template: Any, source: nix.Source, evaluated: set[str], what: str, i: Interrupts) -> None:
+def _deploy(template: deploy.DeployRequest, source: nix.Source, evaluated: set[str], what: str, i: Interrupts) -> None:
     """One deploy, and its line."""
     t0 = time.monotonic()
     stamp = time.strftime("%H:%M:%S")

@@ -19,6 +19,7 @@ from typing import Any
 
 from rehearse.core.errors import ExitCode, RehearseError, one_line
 from rehearse.host import process
+from rehearse.store.state import RecordedSource
 
 FLAKE_FEATURES = ["--option", "extra-experimental-features", "nix-command flakes"]
 # Nix's events as `@nix {json}` lines on stderr (progress.py reads them); -v
@@ -35,22 +36,17 @@ class Source:
     attr: str | None = None
     include: tuple[str, ...] = field(default_factory=tuple)  # -I entries (nixpkgs=PATH …)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "configuration": str(self.configuration) if self.configuration else None,
-            "flake": self.flake,
-            "attr": self.attr,
-            "include": list(self.include),
-        }
+    def record(self) -> RecordedSource:
+        """As a VM's state records it."""
+        configuration = str(self.configuration) if self.configuration else None
+        return RecordedSource(configuration, self.flake, self.attr, self.include)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Source:
-        return cls(
-            configuration=Path(data["configuration"]) if data.get("configuration") else None,
-            flake=data.get("flake"),
-            attr=data.get("attr"),
-            include=tuple(data.get("include") or ()),
-        )
+    def of_record(cls, data: RecordedSource | None) -> Source:
+        """A VM's recorded source (None: none recorded, which of_vm refuses)."""
+        data = data or RecordedSource()
+        configuration = Path(data.configuration) if data.configuration else None
+        return cls(configuration=configuration, flake=data.flake, attr=data.attr, include=data.include)
 
     def of_vm(self, name: str) -> Source:
         """This source, recorded for VM `name`, when it names a configuration

@@ -22,7 +22,18 @@ from rehearse.core.errors import ExitCode, RehearseError
 from rehearse.host import answers, lan, nix, qemu, server_ssh, ssh
 from rehearse.host.nix import Source
 from rehearse.store import history
-from rehearse.store.state import VMDir, VMState, all_vms, create_private, ensure_root, process_start, state_root
+from rehearse.store.state import (
+    Forwarded,
+    LanState,
+    ServerPort,
+    VMDir,
+    VMState,
+    all_vms,
+    create_private,
+    ensure_root,
+    process_start,
+    state_root,
+)
 
 HOST_KEY = "ssh_host_ed25519_key"  # the VM's host key, in its state directory; a copy goes to shared/
 
@@ -148,7 +159,7 @@ def _restart(req: UpRequest, vmdir: VMDir) -> None:
     needed); -I replaces entries of its recorded search path."""
     with vmdir.locked("rehearse up"):
         state = vmdir.load()
-        recorded = Source.from_json(state.source)
+        recorded = Source.of_record(state.source)
         source = dataclasses.replace(recorded, include=merge_include(recorded.include, list(req.include)))
         if state.alive() or (state.runner and Path(state.runner).exists() and not req.rebuild and not req.include):
             # Its forwards (the configuration's and --forward ones) were recorded.
@@ -172,7 +183,7 @@ class LanPlace:
     """A fleet machine's place on the LAN, from fleet.py: what its state
     records and what its module's settings say."""
 
-    state: dict[str, Any]
+    state: LanState
     settings: dict[str, Any]
 
 
@@ -207,7 +218,7 @@ def _up(
         state = VMState(name=name)
     # A host port that is taken is said before anything is built or changed.
     if config_forwards is None:
-        recorded = [qemu.Forward(int(f["host"]), int(f["guest"]), str(f["proto"])) for f in state.forwards]
+        recorded = [qemu.Forward(f.host, f.guest, f.proto) for f in state.forwards]
         forwards = check_forwards([*recorded, *(f for f in req.forwards if f not in recorded)])
     else:
         forwards = plan_forwards(config_forwards, req.forwards)
@@ -242,7 +253,7 @@ def _up(
         with BUILDS:
             [runner_out] = nix.build(source, settings, ["vm"], vmdir.file("vm"))
         output.debug(f"built {runner_out} in {time.monotonic() - t0:.1f} s")
-        state.source = source.to_json()
+        state.source = source.record()
         if state.isolated and not restricts(runner_out):
             raise RehearseError(
                 f"the VM built for {name} does not restrict its network (its run script has no restrict=on): "
@@ -300,8 +311,8 @@ def _up(
         state.pid = pid
         state.pid_start = process_start(pid)
         state.ssh_port = ssh_port
-        state.forwards = [{"host": f.host_port, "guest": f.guest_port, "proto": f.proto} for f in forwards]
-        state.server_ssh = [{"host": f.host_port, "guest": f.guest_port} for f in server_ssh]
+        state.forwards = [Forwarded(f.host_port, f.guest_port, f.proto) for f in forwards]
+        state.server_ssh = [ServerPort(f.host_port, f.guest_port) for f in server_ssh]
         if overrides is not None:
             state.overrides = overrides
         state.runner = str(runner_out)
@@ -324,7 +335,7 @@ def _up(
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
     )
     if state.lan is not None:
-        output.info(f"  on the fleet's LAN: {state.lan['address']} ({state.lan['interface']})")
+        output.info(f"  on the fleet's LAN: {state.lan.address} ({state.lan.interface})")
     if state.isolated:
         output.info(f"  isolated: {ISOLATED}")
     for f in server_ssh:
@@ -473,16 +484,18 @@ def status(as_json: bool) -> None:
                 "state": ("paused" if paused else "running") if alive else ("crashed" if state.pid else "stopped"),
                 "pid": state.pid if alive else None,
                 "ssh": f"127.0.0.1:{state.ssh_port}" if alive and state.ssh_port else None,
-                "forwards": state.forwards if alive else [],
+                "forwards": [f.to_json() for f in state.forwards] if alive else [],
                 "system": state.system,
                 "disk_from": state.disk_from,
                 "disk_older": bool(state.disk_from and state.system and state.disk_from != state.system),
-                "source": nix.Source.from_json(state.source).describe() if state.source else None,
+                "source": nix.Source.of_record(state.source).describe() if state.source else None,
                 "uptime": round(now - state.started) if alive and state.started else None,
-                "server_ssh": state.server_ssh if alive else [],
+                "server_ssh": [p.to_json() for p in state.server_ssh] if alive else [],
                 "overrides": state.overrides,
                 "lan": {
-                    **{k: state.lan.get(k) for k in ("address", "interface", "number")},
+                    "address": state.lan.address,
+                    "interface": state.lan.interface,
+                    "number": state.lan.number,
                     "hub": _hub(alive, hub_running),
                 }
                 if state.lan
@@ -654,7 +667,7 @@ def restart(vmdir: VMDir, timeout: float = 60.0) -> None:
     output.step(f"restarting {vmdir.name}")
     output.info(f"{vmdir.name}: {_power_off(vmdir, state, timeout)}")
     req = UpRequest(source=None, name=vmdir.name, forwards=(), gui=False, ssh_timeout=SSH_TIMEOUT)
-    _up(req, Source.from_json(state.source), None, vmdir)
+    _up(req, Source.of_record(state.source), None, vmdir)
 
 
 def down(name: str, timeout: float) -> None:

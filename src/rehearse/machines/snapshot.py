@@ -23,7 +23,6 @@ Files: <vm>/snapshots/<tag>/{meta.json, state.json, runner}.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -195,7 +194,7 @@ def take(name: str, tag: str | None) -> Snapshot:
         home.mkdir(parents=True, mode=0o700)
         if state.runner and Path(state.runner).exists():
             nix.add_root(Path(state.runner), home / "runner")
-        write_durably(home / "state.json", json.dumps(dataclasses.asdict(vmdir.load()), indent=2))
+        write_durably(home / "state.json", json.dumps(vmdir.load().to_json(), indent=2))
         write_durably(home / "meta.json", json.dumps(snap.to_json(), indent=2))
         how = "live (paused after a sync)" if remote is not None else "of the powered-off VM"
         output.success(
@@ -272,7 +271,7 @@ def restore(name: str, tag: str, timeout: float, ssh_timeout: float) -> None:
         vmdir.save(state)
         output.step(f"{name}: disk restored to snapshot {tag}; booting its system ({store_name(kept.system or '')})")
         req = lifecycle.UpRequest(source=None, name=name, forwards=(), gui=False, ssh_timeout=ssh_timeout)
-        lifecycle.boot(req, Source.from_json(state.source), vmdir)
+        lifecycle.boot(req, Source.of_record(state.source), vmdir)
 
 
 def listing(name: str, as_json: bool) -> None:

@@ -18,15 +18,14 @@ from typing import Any
 from rehearse.config import ACTIVATION_TIMEOUT, Check, merge_include
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
-from rehearse.host import nix, ssh
+from rehearse.host import nix
 from rehearse.host.answers import Generations
 from rehearse.host.plan import store_name
-from rehearse.pipeline.run import Job, Report, Words, confirm, run
+from rehearse.pipeline.run import Job, Report, Words, run
 from rehearse.store import history
 from rehearse.store.state import VMDir
-from rehearse.targets import activation
 from rehearse.targets.activation import Verify
-from rehearse.targets.target import VM, ActivateOptions, Pushed, PushOptions, Server, Target
+from rehearse.targets.target import VM, ActivateOptions, PushOptions, Server, Target
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def run_deploy(req: DeployRequest) -> Report:
         vm = VM.running(vmdir)
         source = req.source
         if source is None:
-            recorded = nix.Source.from_json(vm.state.source).of_vm(req.name)
+            recorded = nix.Source.of_record(vm.state.source).of_vm(req.name)
             source = dataclasses.replace(recorded, include=merge_include(recorded.include, list(req.include)))
         report = Report(name=req.name, action="deploy", source=source.describe())
 
@@ -162,21 +161,21 @@ def _reboot_required(req: DeployRequest, vm: VM, system: Path, runner: Path, rep
     return report.ended("reboot-required", ExitCode.REBOOT_REQUIRED)
 
 
-def _history_entry(report: Report) -> dict[str, Any]:
+def _history_entry(report: Report) -> history.Deployed:
     outcome = report.activation
     assert outcome is not None
-    return {
-        "time": time.time(),
-        "system": report.new_system,
-        "previous": report.old_system,
-        "source": report.source,
-        "result": outcome.result,
-        "generation": outcome.generation,
-        "switch_rc": outcome.switch_rc,
-        "failed_units": outcome.failed_units,
-        "durations": report.durations,
-        "pushed": report.store or {},
-    }
+    return history.Deployed(
+        time=time.time(),
+        system=report.new_system,
+        previous=report.previous,
+        source=report.source,
+        result=outcome.result,
+        generation=outcome.generation,
+        switch_rc=outcome.switch_rc,
+        failed_units=outcome.failed_units,
+        durations=report.durations,
+        pushed=report.store or {},
+    )
 
 
 # --- generations and rollback: a VM, or the server it was promoted to ------------
@@ -233,33 +232,35 @@ class RollbackRequest:
 
 
 def rollback(req: RollbackRequest) -> Report:
+    """The pipeline (run.py) over the VM, or the server it was promoted to,
+    to one of its generations: settled, asked (a server), activated."""
     vmdir = VMDir(req.name)
     with vmdir.locked("rehearse rollback"):
+        target: Target
         if req.server is None:
-            vm = VM.running(vmdir)
-            vm.settle(req.activation_timeout).say()
-            gens = vm.generations()
-            vm.reconcile(gens.running)
-            return _rollback(req, vm, gens, "test", vm)
-        vmdir.check()
+            target = VM.running(vmdir)
+        else:
+            vmdir.check()
+            target = req.server
         try:
-            must_ask(
-                f"`rollback --server` would switch {req.server.describe()} to another generation",
-                "nothing was sent to the server",
-                req.yes,
-            )
-            ssh.check_sudo(req.server.remote)
-            settled = activation.settle(req.server.remote, req.activation_timeout)
-            settled.say()
-            return _rollback(req, req.server, req.server.generations(), "switch", None)
+            if target.is_server:
+                must_ask(
+                    f"`rollback --server` would switch {target.describe()} to another generation",
+                    "nothing was sent to the server",
+                    req.yes,
+                )
+            target.settle(req.activation_timeout, for_push=False).say()
+            gens = target.generations()
+            target.reconcile(gens.running)
+            return _rollback(req, target, gens)
         finally:
-            req.server.close()
+            target.close()
 
 
-def _rollback(req: RollbackRequest, target: Target, gens: Generations, action: str, vm: VM | None) -> Report:
+def _rollback(req: RollbackRequest, target: Target, gens: Generations) -> Report:
     where = target.describe()
     numbers = [g.number for g in gens.generations]
-    hint = f"`rehearse generations {req.name}{' --server' if vm is None else ''}` lists them"
+    hint = f"`rehearse generations {req.name}{' --server' if target.is_server else ''}` lists them"
     to = req.to
     if to is None:
         older = [n for n in numbers if gens.current is not None and n < gens.current]
@@ -271,45 +272,46 @@ def _rollback(req: RollbackRequest, target: Target, gens: Generations, action: s
     if to not in numbers:
         raise RehearseError(f"{where} has no generation {to}.", hint=hint, exit_code=ExitCode.USAGE)
     system = Path(gens.system_of(to) or "")
+    action = target.rollback_action
     report = Report(
         name=req.name,
         action="rollback",
         source=f"generation {to}",
-        target=where if vm is None else None,
-        old_system=gens.system_of(gens.current),
-        new_system=str(system),
+        target=where if target.is_server else None,
         generation=to,
     )
-    if to == gens.current:
-        output.info(f"{where} already runs generation {to}")
-        return report.ended("unchanged")
-    if vm is None and not confirm(f"roll {where} back to generation {to} ({action})? [y/N]", req.yes):
-        output.info(f"not rolled back; {where} runs what it ran")
-        return report.ended("declined", ExitCode.DECLINED)
-    output.step(f"rolling {where} back to generation {to} ({store_name(str(system))})")
-    t = time.monotonic()
-    options = ActivateOptions(req.confirm_timeout, req.activation_timeout, action=action, generation=to)
-    outcome = target.activate(system, Pushed(0, 0), Verify(), options).outcome
-    report = dataclasses.replace(report.timed("activate", t), activation=outcome)
-    history.record(
-        target.history,
-        {
-            "time": time.time(),
-            "system": str(system),
-            "previous": report.old_system,
-            "result": outcome.result,
-            "action": action,
-            "source": f"rollback to generation {to}",
-            "durations": {},
-        },
+
+    def activated(report: Report) -> Report:
+        outcome = report.activation
+        assert outcome is not None
+        source = f"rollback to generation {to}"
+        entry = history.RolledBack(time.time(), str(system), report.previous, outcome.result, action, source, {})
+        history.record(target.history, entry)
+        return report
+
+    def confirmed(report: Report, verify: Verify) -> Report:
+        target.rolled_back_to(system)
+        output.success(f"{where} runs generation {to}")
+        return report
+
+    job = Job(
+        where=where,
+        heading=where,
+        words=Words(
+            verb="roll back",
+            dry_run="",
+            question=f"roll {where} back to generation {to} ({action})? [y/N]",
+            declined=f"not rolled back; {where} runs what it ran",
+            rolled_back=f"the rollback to generation {to}",
+            unchanged=f"{{where}} already runs generation {to}",
+            activating=f"rolling {where} back to generation {to} ({store_name(str(system))})",
+            not_held=f"rollback to generation {to} did not hold: {{result}}",
+        ),
+        activate=ActivateOptions(req.confirm_timeout, req.activation_timeout, action=action, generation=to),
+        yes=req.yes or not target.is_server,
+        activated=activated,
+        confirmed=confirmed,
+        plan=False,
+        unchanged=to == gens.current,
     )
-    if not outcome.ok:
-        raise RehearseError(
-            f"rollback to generation {to} did not hold: {outcome.result}",
-            exit_code=ExitCode.ROLLED_BACK,
-            report=report.to_json(),
-        )
-    if vm is not None:
-        vm.rolled_back_to(system)
-    output.success(f"{where} runs generation {to}")
-    return report.ended("confirmed")
+    return run(target, job, report, gens.system_of(gens.current) or "", system)

@@ -93,7 +93,7 @@ def run_promote(req: PromoteRequest) -> Report:
 
 def _promote(req: PromoteRequest, vmdir: VMDir) -> Report:
     state = vmdir.load()
-    source = nix.Source.from_json(state.source).of_vm(req.name)
+    source = nix.Source.of_record(state.source).of_vm(req.name)
     report = Report(
         name=req.name, action="promote", target=str(req.to), switch_action=req.action, source=source.describe()
     )
@@ -134,7 +134,7 @@ def _promote(req: PromoteRequest, vmdir: VMDir) -> Report:
         accept_new_host_key=req.accept_new_host_key,
         sudo=req.sudo,
         sudo_password=req.sudo_password,
-        forwards={int(f["host"]): int(f["guest"]) for f in state.forwards if f.get("proto", "tcp") == "tcp"},
+        forwards=state.tcp_forwards(),
     )
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -165,18 +165,18 @@ def _job(req: PromoteRequest, server: Server, rehearsal: dict[str, Any] | None) 
         assert outcome is not None
         history.record(
             server.history,
-            {
-                "time": time.time(),
-                "target": str(req.to),
-                "system": report.new_system,
-                "previous": report.old_system,
-                "result": outcome.result,
-                "action": req.action,
-                "source": report.source,
-                "forced": rehearsal is None,
-                "rehearsal": rehearsal,
-                "durations": report.durations,
-            },
+            history.Promoted(
+                time=time.time(),
+                target=str(req.to),
+                system=report.new_system,
+                previous=report.previous,
+                result=outcome.result,
+                action=req.action,
+                source=report.source,
+                forced=rehearsal is None,
+                rehearsal=rehearsal,
+                durations=report.durations,
+            ),
         )
         return report
 

@@ -12,9 +12,12 @@ is built and the target settled:
   detached under the other side's PID 1, verified over a connection made
   after the switch, confirmed, or rolled back by the other side itself.
 
+A rollback (deploy.py) runs the same pipeline to a generation the target
+has: nothing to plan or push (`Job.plan` False), confirm → activate.
+
 What differs between a VM and a server is in the target; what differs
-between `deploy` and `promote` (their words, their history, what a
-confirmed switch records) is in the `Job` they give. Each returns one
+between `deploy`, `rollback` and `promote` (their words, their history, what
+a confirmed switch records) is in the `Job` they give. Each returns one
 `Report`, whose `to_json()` is the --json document of deploy, rollback and
 promote.
 """
@@ -84,6 +87,11 @@ class Report:
     forced: bool | None = None  # promote: no rehearsal found, --force
     exit_code: int | None = None  # None: an error's (RehearseError.as_report adds it)
 
+    @property
+    def previous(self) -> str | None:
+        """The system the target ran before (None: none known)."""
+        return self.old_system if isinstance(self.old_system, str) else None
+
     def timed(self, step: str, since: float) -> Report:
         """With the seconds `step` took since `since` (time.monotonic())."""
         return self.with_durations(**{step: round(time.monotonic() - since, 2)})
@@ -141,6 +149,10 @@ class Words:
     declined: str  # said when the answer is no
     rolled_back: str  # what was rolled back ("the new configuration")
     hint: str | None = None  # of the error of a rolled-back activation
+    unchanged: str = "{where} already runs {system}: nothing to {verb}"
+    activating: str = "activating on {heading}"
+    # The error of an activation that did not hold ({result}: the guest's); None: rolled_back()'s.
+    not_held: str | None = None
     # Why a dry run cannot plan when the target plans only once it sees the new system.
     unplannable: str = "{where} cannot plan the switch without the new system, and a dry run sends nothing."
 
@@ -169,6 +181,11 @@ class Job:
     confirmed: Callable[[Report, Verify], Report] = _nothing
     # switch-to-configuration exited 100 (a VM: the next boot takes it); None: rolled back like any other.
     reboot_required: Callable[[Report], Report] | None = None
+    # False: a rollback, to a generation the target has: nothing to plan, push
+    # or verify beyond the activation's own (and its durations are the activation's).
+    plan: bool = True
+    # Whether the target already runs what is asked; None: whether it runs the new system.
+    unchanged: bool | None = None
 
 
 def confirm(question: str, yes: bool) -> bool:
@@ -201,9 +218,11 @@ def run(target: Target, job: Job, report: Report, current: str, system: Path) ->
     runs) to `system`. Returns the outcome; a rolled-back activation raises,
     with it."""
     report = dataclasses.replace(report, old_system=current or None, new_system=str(system))
-    if str(system) == current:
-        output.info(f"{job.where} already runs {system}: nothing to {job.words.verb}")
+    if job.unchanged if job.unchanged is not None else str(system) == current:
+        output.info(job.words.unchanged.format(where=job.where, system=system, verb=job.words.verb))
         return report.ended("unchanged")
+    if not job.plan:
+        return _activate(target, job, report, current, system, None, Pushed(0, 0))
 
     # plan → push: a target whose push only registers pushes before the plan
     # is shown (its guest plans once it sees the new system); another shows
@@ -230,28 +249,36 @@ def run(target: Target, job: Job, report: Report, current: str, system: Path) ->
             output.info(f"  {line}")
     else:
         output.info(target.push_line(pl, pushed))
+    return _activate(target, job, report, current, system, pl, pushed)
+
+
+def _activate(
+    target: Target, job: Job, report: Report, current: str, system: Path, pl: Plan | None, pushed: Pushed
+) -> Report:
+    """confirm → activate → verify (`pl` None: a rollback, verified by the
+    activation alone). Returns the outcome; one that did not hold raises."""
     if not confirm(job.words.question, job.yes):
         output.info(job.words.declined)
         return report.ended("declined", ExitCode.DECLINED)
-
-    # activate → verify
-    verify = target.verify(current, pl, job.checks, job.ssh_check)
+    verify = Verify() if pl is None else target.verify(current, pl, job.checks, job.ssh_check)
     t = time.monotonic()
-    output.step(f"activating on {job.heading}")
+    output.step(job.words.activating.format(heading=job.heading))
     activated = target.activate(system, pushed, verify, job.activate)
     outcome = activated.outcome
-    report = dataclasses.replace(
-        report.timed("activate", t), store=target.store_json(pl, activated.pushed), activation=outcome
-    )
-    if outcome.after_switch is not None:
-        report = report.with_durations(after_switch=outcome.after_switch)
+    report = dataclasses.replace(report.timed("activate", t), activation=outcome)
+    if pl is not None:
+        report = dataclasses.replace(report, store=target.store_json(pl, activated.pushed))
+        if outcome.after_switch is not None:
+            report = report.with_durations(after_switch=outcome.after_switch)
     report = job.activated(report)
     if outcome.reboot_required and job.reboot_required is not None:
         return job.reboot_required(report)
     if outcome.ok:
         return job.confirmed(report, verify).ended("confirmed")
     raise RehearseError(
-        rolled_back(job.words.rolled_back, job.where, current, outcome),
+        job.words.not_held.format(result=outcome.result)
+        if job.words.not_held is not None
+        else rolled_back(job.words.rolled_back, job.where, current, outcome),
         hint=job.words.hint,
         exit_code=ExitCode.ROLLED_BACK,
         report=report.to_json(),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,72 @@ from rehearse.core import output
 from rehearse.store.state import write_durably
 
 
-def record(history: Path, entry: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class Switched:
+    """The fields an activation's entry starts with."""
+
+    time: float
+    system: str | None
+    previous: str | None
+
+
+@dataclass(frozen=True)
+class Deployed(Switched):
+    """A deploy's activation (deploys.json); the fields in the file's order."""
+
+    source: str
+    result: str  # the guest's ("confirmed", "rolled-back REASON RC" …)
+    generation: int | None
+    switch_rc: int | None
+    failed_units: list[str]
+    durations: dict[str, float]
+    pushed: dict[str, int]
+
+
+@dataclass(frozen=True)
+class RolledBack(Switched):
+    """A rollback's activation (deploys.json, promotions-TARGET.json)."""
+
+    result: str
+    action: str  # switch-to-configuration's
+    source: str  # "rollback to generation N"
+    durations: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """A promote's activation (promotions-TARGET.json)."""
+
+    time: float
+    target: str
+    system: str | None
+    previous: str | None
+    result: str
+    action: str
+    source: str
+    forced: bool  # no rehearsal found, --force
+    rehearsal: dict[str, Any] | None  # the rehearsals.json entry its guard found
+    durations: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Rehearsed:
+    """The VM ran and confirmed a revision (rehearsals.json)."""
+
+    time: float
+    server_drv: str
+    vm_system: str
+    how: str  # "deploy" or "up"
+    checks: list[str]
+
+
+Entry = Deployed | RolledBack | Promoted | Rehearsed
+
+
+def record(history: Path, entry: Entry | dict[str, Any]) -> None:
+    """Add `entry` (typed, or a JSON object as the file holds it)."""
     entries = load(history, keep_broken=True)
-    entries.append(entry)
+    entries.append(entry if isinstance(entry, dict) else asdict(entry))
     write_durably(history, json.dumps(entries, indent=1) + "\n")
 
 
@@ -47,7 +111,7 @@ def record_rehearsal(file: Path, server_drv: str | None, system: str, how: str, 
     keyed by the derivation of the server's own system."""
     if server_drv is None:
         return
-    record(file, {"time": time.time(), "server_drv": server_drv, "vm_system": system, "how": how, "checks": checks})
+    record(file, Rehearsed(time.time(), server_drv, system, how, checks))
 
 
 def find_rehearsal(file: Path, server_drv: str | None) -> dict[str, Any] | None:

@@ -113,28 +113,83 @@ def check_name(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class RecordedSource:
+    """The configuration a VM was built from, as recorded (host/nix.py's
+    Source: record(), of_record())."""
+
+    configuration: str | None = None
+    flake: str | None = None
+    attr: str | None = None
+    include: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"configuration": self.configuration, "flake": self.flake, "attr": self.attr, "include": [*self.include]}
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """A port the VM forwards: 127.0.0.1:host on this machine → guest in the VM."""
+
+    host: int
+    guest: int
+    proto: str = "tcp"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"guest": self.guest, "host": self.host, "proto": self.proto}
+
+
+@dataclass(frozen=True)
+class ServerPort:
+    """A port of the server's own sshd, forwarded: 127.0.0.1:host → guest."""
+
+    host: int
+    guest: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"guest": self.guest, "host": self.host}
+
+
+@dataclass(frozen=True)
+class LanState:
+    """A fleet machine's place on the LAN (host/lan.py), as its state records it."""
+
+    number: int
+    interface: str
+    address: str
+    host: str | None = None  # its host name (None: the VM's name)
+    domain: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class VMState:
     """What state.json holds. Mutable: commands update it under the lock."""
 
     name: str
-    source: dict[str, Any] = field(default_factory=dict)
+    source: RecordedSource | None = None  # None: none recorded ({} in state.json)
     pid: int | None = None
     pid_start: int | None = None  # with pid, names the VM's process (pids are reused)
     ssh_port: int | None = None
-    forwards: list[dict[str, Any]] = field(default_factory=list)
+    forwards: list[Forwarded] = field(default_factory=list)
     runner: str | None = None  # the VM runner (system.build.vm) `up` starts: that of `system`
     system: str | None = None  # the system the VM runs (after live deploys, the last deployed)
     runners: dict[str, str] = field(default_factory=dict)  # system → its runner, for restarts after rollback
     disk_from: str | None = None  # the system the disk was made with: its state may be older
     started: float | None = None
-    server_ssh: list[dict[str, Any]] = field(default_factory=list)  # the server's sshd ports: {host, guest}
+    server_ssh: list[ServerPort] = field(default_factory=list)  # the server's sshd ports
     overrides: list[str] = field(default_factory=list)  # the server's settings the VM overrides
-    lan: dict[str, Any] | None = None  # on a fleet's LAN (lan.py): {number, interface, address}
+    lan: LanState | None = None  # on a fleet's LAN (lan.py)
     isolated: bool = False  # virtualisation.restrictNetwork: the VM reaches neither the host nor the outside
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.pid_start)
+
+    def tcp_forwards(self) -> dict[int, int]:
+        """Host port → guest port of what the VM forwards (TCP)."""
+        return {f.host: f.guest for f in self.forwards if f.proto == "tcp"}
 
     @classmethod
     def from_json(cls, data: object, name: str | None = None) -> VMState:
@@ -152,7 +207,32 @@ class VMState:
             if not _valid(key, value):
                 shown = repr(value)
                 raise ValueError(f"{key} is {shown if len(shown) <= 60 else shown[:59] + '…'}")
-        return cls(**known)
+        typed: dict[str, Any] = {**known}
+        if "source" in known:
+            src = known["source"]
+            typed["source"] = (
+                RecordedSource(src.get("configuration"), src.get("flake"), src.get("attr"), (*src.get("include", []),))
+                if src
+                else None
+            )
+        if "forwards" in known:
+            typed["forwards"] = [Forwarded(f["host"], f["guest"], f["proto"]) for f in known["forwards"]]
+        if "server_ssh" in known:
+            typed["server_ssh"] = [ServerPort(f["host"], f["guest"]) for f in known["server_ssh"]]
+        if known.get("lan") is not None:
+            lan = known["lan"]
+            typed["lan"] = LanState(lan["number"], lan["interface"], lan["address"], lan.get("host"), lan.get("domain"))
+        return cls(**typed)
+
+    def to_json(self) -> dict[str, Any]:
+        """What state.json holds (from_json reads it back)."""
+        return {
+            **asdict(self),
+            "source": self.source.to_json() if self.source else {},
+            "forwards": [f.to_json() for f in self.forwards],
+            "server_ssh": [p.to_json() for p in self.server_ssh],
+            "lan": self.lan.to_json() if self.lan else None,
+        }
 
 
 def _is_int(v: object) -> bool:
@@ -186,6 +266,8 @@ def _valid(key: str, v: object) -> bool:
                 and _is_int(v.get("number"))
                 and isinstance(v.get("interface"), str)
                 and isinstance(v.get("address"), str)
+                and isinstance(v.get("host"), str | None)
+                and isinstance(v.get("domain"), str | None)
             )
         case "runners":
             return isinstance(v, dict) and all(isinstance(a, str) and isinstance(b, str) for a, b in v.items())
@@ -368,7 +450,7 @@ class VMDir:
             raise self._broken("it is nested too deeply") from None
 
     def save(self, state: VMState) -> None:
-        write_durably(self.path / "state.json", json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
+        write_durably(self.path / "state.json", json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
 
     @contextlib.contextmanager
     def locked(self, what: str, *, create: bool = False) -> Iterator[None]:

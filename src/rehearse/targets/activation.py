@@ -23,6 +23,7 @@ from typing import Any
 from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.core import output
 from rehearse.core.errors import RehearseError
+from rehearse.core.values import CheckKind
 from rehearse.host import answers, nix, process, scripts, ssh
 from rehearse.host.answers import Settled
 
@@ -368,7 +369,7 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
     last = ""
     while True:
         try:
-            if check.kind == "cmd":
+            if check.kind == CheckKind.CMD:
                 limit = math.ceil(min(CMD_TRY_TIMEOUT, max(5.0, deadline - time.monotonic())))
                 started = time.monotonic()
                 r = ssh.run(remote, scripts.sh("check.sh", str(limit), check.target), check=False, timeout=limit + 10)
@@ -383,7 +384,7 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
                     last = (
                         f"`{check.target}` exited {r.returncode}: {answers.text((r.stderr or r.stdout).strip()[-200:])}"
                     )
-            elif check.kind == "tcp":
+            elif check.kind == CheckKind.TCP:
                 # A VM's check names a forwarded port; promote's, HOST:PORT on the server.
                 host, _, port = check.target.rpartition(":")
                 with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):

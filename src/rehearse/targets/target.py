@@ -1,5 +1,5 @@
 """What a deploy goes to: a running VM (`deploy`, `rollback`) or a real
-server (`promote`). The pipeline (pipeline/run.py: plan → push → activate →
+server (`promote`, `rollback --server`). The pipeline (pipeline/run.py: plan → push → activate →
 verify → roll back) is the same; a target (the `Target` protocol) says how
 its steps are done there:
 
@@ -26,12 +26,12 @@ from typing import Any, ClassVar, Protocol
 from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.core import output
 from rehearse.core.errors import RehearseError
-from rehearse.core.values import Address
+from rehearse.core.values import Address, CheckKind
 from rehearse.host import answers, nix, plan, qemu, scripts, server_ssh, ssh
 from rehearse.host.answers import Generations
 from rehearse.host.plan import ClosureDiff, Units, human, store_name
 from rehearse.machines import lifecycle
-from rehearse.store.state import VMDir, VMState
+from rehearse.store.state import ServerPort, VMDir, VMState
 from rehearse.targets import activation
 
 PROFILE = "/nix/var/nix/profiles/system"
@@ -101,6 +101,11 @@ class Target(Protocol):
     # (zero-copy), and its guest plans once it sees the new system; a
     # server's copies, after the plan was shown and a dry run stopped.
     push_first: ClassVar[bool]
+    # A server of the user's: named in --json (`target`) and in commands
+    # (`--server`); asked before a rollback, which switches (the boot entry
+    # too). A VM's rollback is a `test`: its next start boots its runner.
+    is_server: ClassVar[bool]
+    rollback_action: ClassVar[str]
     remote: ssh.Remote
 
     @property
@@ -108,7 +113,14 @@ class Target(Protocol):
 
     def describe(self) -> str: ...
 
-    def settle(self, timeout: float) -> answers.Settled: ...
+    def close(self) -> None: ...
+
+    # `for_push`: new paths are to be pushed there (a server must then have Nix).
+    def settle(self, timeout: float, *, for_push: bool = True) -> answers.Settled: ...
+
+    def reconcile(self, running: str) -> None: ...
+
+    def rolled_back_to(self, system: Path) -> None: ...
 
     def plan(self, current: str, system: Path) -> Plan: ...
 
@@ -173,6 +185,8 @@ class VM:
     the channel to it. Commands use it rather than each other."""
 
     push_first: ClassVar[bool] = True
+    is_server: ClassVar[bool] = False
+    rollback_action: ClassVar[str] = "test"
 
     def __init__(self, vmdir: VMDir, state: VMState, remote: ssh.Remote) -> None:
         self.dir = vmdir
@@ -205,7 +219,10 @@ class VM:
     def rehearsals(self) -> Path:
         return self.dir.file("rehearsals.json")
 
-    def settle(self, timeout: float) -> answers.Settled:
+    def close(self) -> None:
+        """Nothing to close: the VM's SSH master is kept for later commands."""
+
+    def settle(self, timeout: float, *, for_push: bool = True) -> answers.Settled:
         return activation.settle(self.remote, timeout)
 
     # The VM's record of what it runs and what boots it.
@@ -218,7 +235,7 @@ class VM:
         the runner built in the same evaluation becomes the VM's."""
         self.boot_next(system, runner)
         self.state.system = str(system)
-        self.state.source = source.to_json()
+        self.state.source = source.record()
         self.dir.save(self.state)
 
     def boot_next(self, system: Path, runner: Path) -> None:
@@ -245,7 +262,7 @@ class VM:
 
     def tcp_forwards(self) -> dict[int, int]:
         """Host port → guest port of what the VM forwards (TCP)."""
-        return {int(f["host"]): int(f["guest"]) for f in self.state.forwards if f.get("proto", "tcp") == "tcp"}
+        return self.state.tcp_forwards()
 
     def greets(self) -> bool:
         """Whether the management sshd answers a new connection with its SSH
@@ -368,13 +385,13 @@ class VM:
             )
         state = self.state
         forwards = {guest: host for host, guest in self.tcp_forwards().items()}
-        forwards |= {int(f["guest"]): int(f["host"]) for f in state.server_ssh}
+        forwards |= {p.guest: p.host for p in state.server_ssh}
         for port in new.ports:
             if port not in forwards:
                 host = qemu.pick_port(2200 + port % 100, taken=set(forwards.values()) | {state.ssh_port or 0})
                 qemu.add_forward(self.dir.socket("qmp.sock"), qemu.Forward(host, port))
                 forwards[port] = host
-                state.server_ssh.append({"host": host, "guest": port})
+                state.server_ssh.append(ServerPort(host, port))
                 self.dir.save(state)
                 output.info(f"  the server's sshd port {port} is now forwarded from 127.0.0.1:{host}")
         known_hosts = self.dir.file("server_known_hosts")
@@ -433,6 +450,8 @@ class Server:
     rehearse's own (`control_path`, in the VM's state directory)."""
 
     push_first: ClassVar[bool] = False
+    is_server: ClassVar[bool] = True
+    rollback_action: ClassVar[str] = "switch"
 
     def __init__(
         self,
@@ -472,16 +491,25 @@ class Server:
     def close(self) -> None:
         ssh.close_master(self.remote)
 
-    def settle(self, timeout: float) -> answers.Settled:
+    def settle(self, timeout: float, *, for_push: bool = True) -> answers.Settled:
         """Connect (the host key known, or refused), settle what an
         interrupted promote left pending there (it is rolled back, as it
-        would be at its timeout), and say what it runs: one round trip."""
+        would be at its timeout), and say what it runs: one round trip
+        (with `for_push`, the same one asks whether it has Nix)."""
         ssh.check_sudo(self.remote)  # may the user use sudo as asked? Before anything else
+        if not for_push:
+            return activation.settle(self.remote, timeout)
         argv = scripts.sh("reach.sh", activation.RUN_DIR, str(math.ceil(timeout)), scripts.guest("settle.sh"))
         settled = answers.settled(self.describe(), ssh.run(self.remote, argv, timeout=timeout + 60).stdout)
         if not settled.has_nix:
             raise RehearseError(f"{self.describe()} has no nix-store on its PATH: is it a NixOS machine?")
         return settled
+
+    def reconcile(self, running: str) -> None:
+        """Nothing to reconcile: rehearse keeps no record of what a server runs."""
+
+    def rolled_back_to(self, system: Path) -> None:
+        """Nothing to record: the server's boot entry went back with the switch."""
 
     def plan(self, current: str, system: Path) -> Plan:
         """What the server lacks of the new closure (and its size); the
@@ -590,12 +618,12 @@ def check_for_server(check: Check, forwards: dict[int, int], host: str) -> Check
     """A VM check made the server's: `cmd` runs there as it is; a `tcp` or
     `http` check through a port the VM forwards goes to that guest port on
     the server. None: it cannot be made the server's (it names no forward)."""
-    if check.kind == "cmd":
+    if check.kind == CheckKind.CMD:
         return check
-    if check.kind == "tcp":
+    if check.kind == CheckKind.TCP:
         guest = forwards.get(int(check.target))
-        return Check("tcp", f"{host}:{guest}") if guest else None
+        return Check(CheckKind.TCP, f"{host}:{guest}") if guest else None
     m = re.match(r"^(https?://)(?:127\.0\.0\.1|localhost):([0-9]+)(/.*)?$", check.target)
     if not m or int(m.group(2)) not in forwards:
         return None
-    return Check("http", f"{m.group(1)}{host}:{forwards[int(m.group(2))]}{m.group(3) or '/'}")
+    return Check(CheckKind.HTTP, f"{m.group(1)}{host}:{forwards[int(m.group(2))]}{m.group(3) or '/'}")
