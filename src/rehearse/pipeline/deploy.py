@@ -305,7 +305,7 @@ def _rollback(req: RollbackRequest, target: Target, gens: Generations, action: s
     )
     if not outcome.ok:
         raise RehearseError(
-            f"rollback to generation {to} did not hold: {outcome.result}",
+            f"rollback to generation {to} did not hold: {outcome.why}",
             exit_code=ExitCode.ROLLED_BACK,
             report=report.to_json(),
         )

@@ -190,7 +190,7 @@ def show_plan(where: str, pl: Plan, *, verbose: bool = False) -> None:
 
 def rolled_back(what: str, where: str, current: str, outcome: Outcome) -> str:
     """The message of an activation that did not hold."""
-    reason = outcome.reason or ""
+    reason = outcome.why
     if outcome.failed_units:
         reason += " — failed units: " + ", ".join(outcome.failed_units)
     return f"{what} was rolled back; {where} runs {store_name(current)} again ({reason})."
