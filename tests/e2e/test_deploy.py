@@ -117,6 +117,13 @@ def test_nix_error_leaves_the_vm_untouched(rehearse: Rehearse, vm: Config) -> No
     assert code == 3  # the configuration does not evaluate
     assert "undefined variable 'undefinedThing'" in err
     assert current(rehearse) == before and generations(rehearse) == gens
+    # Nix's own advice works as it says (issue 24, item 4): --show-trace reaches Nix
+    vm.set('  environment.etc.x.text = (x: x + 1) "s";')
+    code, err, _ = deploy(rehearse)
+    assert code == 3 and "(use '--show-trace' to show detailed location information)" in err, err
+    code, err, _ = deploy(rehearse, "--show-trace")
+    assert code == 3 and "use '--show-trace'" not in err and "… while evaluating" in err, err
+    assert current(rehearse) == before and generations(rehearse) == gens
 
 
 def test_config_that_turns_the_servers_sshd_off_is_rolled_back_at_once(rehearse: Rehearse, vm: Config) -> None:
@@ -142,7 +149,7 @@ def test_config_that_cuts_the_management_channel_is_rolled_back_by_the_guest(reh
     code, err, took = deploy(rehearse, "--confirm-timeout", "20")
     print(f"deploy cutting the management channel, rolled back by the guest: {took:.1f} s")
     assert code == 4, err
-    assert "rolled back" in err and "not-confirmed" in err
+    assert "rolled back" in err and "no confirmation came in time" in err and "not-confirmed" not in err
     assert current(rehearse) == before
     assert rehearse("ssh", NAME, "--", "true").returncode == 0
 
@@ -288,7 +295,7 @@ def test_restart_boots_the_deployed_system(rehearse: Rehearse, vm: Config) -> No
     assert status["system"] == deployed
     assert status["disk_older"] is True
     table = rehearse("status").stdout
-    assert "(disk made with an older system)" in table and deployed in table
+    assert "disk made with an older system" not in table and deployed in table  # it asks nothing of the user
 
 
 def test_json_outcome_and_a_new_search_path_for_the_recorded_configuration(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any
 
@@ -70,6 +72,20 @@ def one_line(text: str) -> str:
     neither break the message nor forge a line of it. NEL and the Unicode
     line separators too, which end a line for some terminals."""
     return text if text.isprintable() else "".join(map(escape_char, text))
+
+
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The one of `known` that `word` was most likely meant to be (a typo),
+    for "did you mean …?"; None when none is close."""
+    matches = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """The end of a sentence that names an unknown `word`: "; did you mean
+    fripon?" when one of `known` is close, else "."."""
+    meant = closest(word, known)
+    return f"; did you mean {meant}?" if meant else "."
 
 
 class RehearseError(Exception):

@@ -70,6 +70,11 @@ def bound(fn: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 machine`, `2 machines`: a count and its noun, plural as English wants."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def configure(*, debug: bool) -> None:
     global _debug
     _debug = debug

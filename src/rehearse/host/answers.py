@@ -37,6 +37,7 @@ import dataclasses
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
@@ -166,7 +167,7 @@ def settled(who: str, out: str) -> Settled:
                 raise BadAnswer(who, "an activation's ID", run_id)
             messages.append(
                 f"an earlier activation ({run_id}) still waited for its verdict: its deployer was interrupted. "
-                f"It was rolled back first ({text(verdict, 300)})."
+                f"It was rolled back first ({verdict_words(text(verdict, 300))})."
             )
         elif word == "current":
             current = running_system(who, rest)
@@ -299,3 +300,28 @@ def result(who: str, value: str) -> str:
     if m is None:
         raise BadAnswer(who, "an activation's verdict", value)
     return m.group(1) + text(m.group(2) or "", 500)
+
+
+# The guest's words for why it rolled back (guest/activate.sh), as a person
+# reads them; any other reason is rehearse's own (a check's failure, sent by
+# reject.sh) and is words already. --json keeps the guest's words.
+_REASONS: Final = (
+    (re.compile(r"activation-exit-(-?\d+)"), "switch-to-configuration exited {0}"),
+    (re.compile(r"activation-timeout-(\d+)s"), "switch-to-configuration ran longer than {0} s"),
+    (re.compile(r"not-confirmed"), "no confirmation came in time"),
+    (re.compile(r"superseded"), "another activation took its place"),
+    (re.compile(r"busy"), "another activation was in progress"),
+    (re.compile(r"profile"), "the system profile could not be set"),
+)
+
+
+def verdict_words(verdict: str) -> str:
+    """An activation's verdict ("rolled-back REASON RC" …) as a person reads
+    it: a rollback's reason in words, without the rollback's exit code."""
+    if not verdict.startswith("rolled-back "):
+        return verdict
+    reason = re.sub(r" -?\d+$", "", verdict.removeprefix("rolled-back "))
+    for pattern, words in _REASONS:
+        if m := pattern.fullmatch(reason):
+            return words.format(*m.groups())
+    return reason

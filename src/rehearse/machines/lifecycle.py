@@ -383,12 +383,28 @@ def server_ssh_forwards(
     return result
 
 
+def _taken_by(port: int) -> str:
+    """Who holds a host port, as " by …" ("" when it cannot be told): a VM
+    of rehearse's that runs with it (a forward, its SSH), else the process
+    that listens on it."""
+    for vmdir in all_vms():
+        try:
+            state = vmdir.load()
+        except RehearseError:
+            continue
+        if state.alive() and port in {state.ssh_port, *(f.get("host") for f in state.forwards)}:
+            return f" by VM {vmdir.name}"
+    holder = qemu.port_holder(port)
+    return f" by {holder}" if holder else ""
+
+
 def check_forwards(forwards: list[qemu.Forward]) -> list[qemu.Forward]:
     forwards = unique_forwards(forwards)  # one host port, one guest port
     for f in forwards:
         if f.proto == "tcp" and not qemu.port_free(f.host_port):
             raise RehearseError(
-                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}; "
+                f"port {f.host_port} on 127.0.0.1 is taken{_taken_by(f.host_port)}: cannot forward it to the VM's "
+                f"port {f.guest_port}; "
                 "nothing was built or started.",
                 hint="free it, or forward another host port (--forward PORT:GUEST, forward in rehearse.toml)",
                 exit_code=ExitCode.USAGE,
@@ -514,8 +530,9 @@ def status(as_json: bool) -> None:
     for r in rows:
         uptime = f"{r['uptime']} s" if r["uptime"] is not None else "-"
         pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or r.get("error") or "-"
-        disk = "  (disk made with an older system)" if r["disk_older"] else ""
-        output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
+        # A disk made with an older system is what every deploy leaves: it
+        # asks nothing of the user, so only --json says it (disk_older).
+        output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}")
         for f in r["server_ssh"]:
             output.result(f"{'':<16} the server's own sshd (port {f['guest']}) on 127.0.0.1:{f['host']}")
         if r["snapshots"]:

@@ -207,7 +207,7 @@ def show_plan(where: str, pl: Plan, *, verbose: bool = False) -> None:
 
 def rolled_back(what: str, where: str, current: str, outcome: Outcome) -> str:
     """The message of an activation that did not hold."""
-    reason = outcome.reason or ""
+    reason = outcome.why
     if outcome.failed_units:
         reason += " — failed units: " + ", ".join(outcome.failed_units)
     return f"{what} was rolled back; {where} runs {store_name(current)} again ({reason})."
@@ -276,7 +276,7 @@ def _activate(
     if outcome.ok:
         return job.confirmed(report, verify).ended("confirmed")
     raise RehearseError(
-        job.words.not_held.format(result=outcome.result)
+        job.words.not_held.format(result=outcome.why)
         if job.words.not_held is not None
         else rolled_back(job.words.rolled_back, job.where, current, outcome),
         hint=job.words.hint,

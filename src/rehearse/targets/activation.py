@@ -54,6 +54,11 @@ class Outcome:
             return None
         return re.sub(r" -?\d+$", "", self.result.removeprefix("rolled-back "))
 
+    @property
+    def why(self) -> str:
+        """The verdict as a person reads it: why it was rolled back, in words."""
+        return answers.verdict_words(self.result)
+
     def report(self) -> dict[str, Any]:
         """The outcome's fields of a --json report (deploy, rollback, promote)."""
         return {
