@@ -127,6 +127,7 @@ def run_deploy(req: DeployRequest) -> Report:
                 declined="not activated; the VM is unchanged",
                 rolled_back="the new configuration",
                 hint=f"`rehearse console {req.name}` and the output above show what went wrong",
+                journal=f"rehearse ssh {req.name} -- journalctl {{units}}",
                 unplannable="{where} cannot plan the switch: it does not see the new system through the host "
                 "store it mounts, and a dry run copies nothing.",
             ),

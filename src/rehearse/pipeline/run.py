@@ -141,6 +141,9 @@ class Words:
     declined: str  # said when the answer is no
     rolled_back: str  # what was rolled back ("the new configuration")
     hint: str | None = None  # of the error of a rolled-back activation
+    # How to read units' logs there ("rehearse ssh web -- journalctl {units}"): the
+    # hint after a failed unit or check then names the unit's log.
+    journal: str | None = None
     # Why a dry run cannot plan when the target plans only once it sees the new system.
     unplannable: str = "{where} cannot plan the switch without the new system, and a dry run sends nothing."
 
@@ -194,6 +197,23 @@ def rolled_back(what: str, where: str, current: str, outcome: Outcome) -> str:
     if outcome.failed_units:
         reason += " — failed units: " + ", ".join(outcome.failed_units)
     return f"{what} was rolled back; {where} runs {store_name(current)} again ({reason})."
+
+
+def where_to_look(words: Words, outcome: Outcome, units: plan.Units | None) -> str | None:
+    """The hint of a rolled-back activation: after a failed unit, its log;
+    after a failed check, the log of the units the switch (re)started (or
+    the whole log of the boot, when it started none)."""
+    if words.journal is None:
+        return words.hint
+    if outcome.failed_units:
+        suspects, why = outcome.failed_units, "why it failed"
+    elif outcome.failed_check:
+        suspects = list(dict.fromkeys([*units.restart, *units.start])) if units is not None else []
+        why = "what the switch started" if suspects else "what happened"
+    else:
+        return words.hint
+    args = " ".join(f"-u {u}" for u in suspects[:3]) if suspects else "-b -n 50"
+    return f"`{words.journal.format(units=args)}` shows {why}"
 
 
 def run(target: Target, job: Job, report: Report, current: str, system: Path) -> Report:
@@ -252,7 +272,7 @@ def run(target: Target, job: Job, report: Report, current: str, system: Path) ->
         return job.confirmed(report, verify).ended("confirmed")
     raise RehearseError(
         rolled_back(job.words.rolled_back, job.where, current, outcome),
-        hint=job.words.hint,
+        hint=where_to_look(job.words, outcome, pl.units),
         exit_code=ExitCode.ROLLED_BACK,
         report=report.to_json(),
     )

@@ -53,6 +53,12 @@ class Outcome:
             return None
         return re.sub(r" -?\d+$", "", self.result.removeprefix("rolled-back "))
 
+    @property
+    def failed_check(self) -> bool:
+        """Whether a check of rehearse.toml rejected the new system (its
+        reason is run_check's: "`CMD` …", "tcp …" or "http …")."""
+        return not self.ok and (self.reason or "").startswith(("`", "tcp ", "http "))
+
     def report(self) -> dict[str, Any]:
         """The outcome's fields of a --json report (deploy, rollback, promote)."""
         return {
@@ -361,6 +367,13 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
     """Try `check` until it passes (None) or `deadline` (time.monotonic())
     has passed; then why its last try failed. A try that fails in any way,
     including one that runs out of time, is tried again."""
+    try:
+        return _run_check(remote, check, deadline)
+    finally:
+        output.live_end()
+
+
+def _run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
     import http.client
     import socket
     import urllib.request
@@ -399,7 +412,34 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
         # http.client's errors are not all OSErrors: something that does not
         # speak HTTP on the port raises BadStatusLine.
         except (OSError, http.client.HTTPException) as e:
-            last = f"{check.kind} {check.target}: {str(e) or type(e).__name__}"
-        if time.monotonic() > deadline:
+            last = f"{check.kind} {check.target}: {plain_failure(e)}"
+        left = deadline - time.monotonic()
+        if left < 0:
             return last
+        # On a terminal, the wait is seen (the next try, the time left).
+        shown = check.target if check.kind != "cmd" else f"`{check.target}`"
+        output.live(f"waiting for {shown} — retrying, {math.ceil(left)} s left")
         time.sleep(2)
+
+
+def plain_failure(e: BaseException) -> str:
+    """Why a try of a `tcp` or `http` check failed, in plain words (not
+    `[Errno 104] Connection reset by peer`)."""
+    import http.client
+    import urllib.error
+
+    if isinstance(e, urllib.error.HTTPError):
+        return f"it answered {e.code} {e.reason}".rstrip()
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        return plain_failure(e.reason)
+    if isinstance(e, ConnectionRefusedError):
+        return "nothing listens on the port (connection refused)"
+    if isinstance(e, ConnectionResetError | http.client.RemoteDisconnected | ConnectionAbortedError):
+        return "nothing answered: the connection was closed at once (is the service listening in the VM yet?)"
+    if isinstance(e, TimeoutError):
+        return "no answer in time"
+    if isinstance(e, http.client.HTTPException):
+        return "what answers on the port does not speak HTTP"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[:1].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__
