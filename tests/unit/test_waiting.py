@@ -14,15 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from rehearse.config import Check
+from rehearse.config import Check, Settings
+from rehearse.core import errors as activation_errors
 from rehearse.core import output
-from rehearse.core.errors import RehearseError
-from rehearse.host import ssh
+from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.host import answers, ssh
 from rehearse.host.plan import Units
 from rehearse.pipeline import run as pipeline
+from rehearse.pipeline.deploy import DeployRequest
 from rehearse.pipeline.run import Words, where_to_look
 from rehearse.targets import activation
 from rehearse.targets.activation import Outcome
+from rehearse.targets.target import VM, Activated, ActivateOptions, Pushed
+from tests.unit.test_input import main, stopped_vm
 
 
 class Clock:
@@ -193,3 +197,168 @@ def test_a_deploys_rolled_back_error_carries_the_units_log(tmp_path: Path, monke
     with pytest.raises(RehearseError) as e:
         pipeline.run(Fake(tmp_path, units=Units(), ok=False), job(words=JOURNAL), deployed(), CURRENT, SYSTEM)
     assert e.value.hint == "`rehearse ssh fripon -- journalctl -u a.service` shows why it failed"
+
+
+# --- 2: Ctrl-C says where the VM is ------------------------------------------------------
+
+
+def test_ctrl_c_before_the_activation_says_the_vm_runs_its_old_system(
+    cwd: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopped_vm(cwd / "state")
+
+    def interrupted(vmdir: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VM, "running", interrupted)
+    assert main("deploy", "fripon", "--yes") == ExitCode.INTERRUPTED
+    err = capsys.readouterr().err
+    assert "error: interrupted: fripon still runs its old system: nothing was activated\n" in err
+
+
+def activation_interrupted(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock, markers: list[str], after: float = 0
+) -> activation_errors.Interrupted:
+    """An activation whose guest said `markers` (rc=…, result=…), then Ctrl-C
+    `after` seconds later."""
+    monkeypatch.setattr(activation.secrets, "token_hex", lambda n: "n0nce")
+    monkeypatch.setattr(activation.output, "info", lambda text: None)
+
+    class Stream:
+        def __enter__(self) -> Stream:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def __iter__(self) -> Iterator[str]:
+            for m in markers:
+                yield f"@@rehearse-n0nce {m}"
+            clock.now += after
+            raise KeyboardInterrupt
+
+        def send(self, text: str) -> bool:
+            return True
+
+    def verdict(*args: object, **kw: object) -> activation.Verdict:
+        return activation.Verdict(None, None)  # the word sent; the verdict would follow in the log
+
+    monkeypatch.setattr(activation.process, "stream", lambda *a, **kw: Stream())
+    monkeypatch.setattr(activation, "verify_and_confirm", verdict)
+    with pytest.raises(activation_errors.Interrupted) as e:
+        activation.activate(remote(), "/nix/store/" + "s" * 32 + "-new", 60, activation.Verify())
+    return e.value
+
+
+def test_ctrl_c_after_the_switch_says_when_the_vm_rolls_itself_back(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    e = activation_interrupted(monkeypatch, clock, ["generation=3", "failed=", "rc=0"], after=2)
+    assert e.where == "the VM x runs the new system unconfirmed; it rolls itself back in 58 s"
+    assert e.hint is not None and "next deploy settles it" in e.hint
+
+
+@pytest.mark.parametrize(
+    ("markers", "says"),
+    [
+        (["generation=3"], "the VM x was switching to the new system; unless confirmed, it rolls itself back 60 s "),
+        (["generation=3", "rc=4"], "the switch failed on the VM x; it is rolling back to its old system"),
+    ],
+)
+def test_ctrl_c_during_the_switch(monkeypatch: pytest.MonkeyPatch, clock: Clock, markers: list[str], says: str) -> None:
+    assert activation_interrupted(monkeypatch, clock, markers).where.startswith(says)
+
+
+@pytest.mark.parametrize(
+    ("result", "says"),
+    [
+        ("confirmed", "fripon runs the new system (confirmed)"),
+        ("rolled-back not-confirmed 0", "fripon was rolled back: it runs its old system again"),
+        ("kept activation-exit-4", "fripon runs the new system, kept as --keep-failed asked (not confirmed)"),
+        ("reboot-required 100", "fripon still runs its old system; its next start boots the new one"),
+    ],
+)
+def test_after_the_verdict_ctrl_c_says_it(result: str, says: str) -> None:
+    assert activation.after("fripon", result) == says
+
+
+def test_an_interrupted_with_its_words_is_printed_with_its_hint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def deploy(request: object) -> None:
+        raise activation_errors.Interrupted("fripon runs the new system unconfirmed; it rolls itself back in 58 s", "h")
+
+    monkeypatch.setattr("rehearse.pipeline.deploy.run_deploy", deploy)
+    monkeypatch.setattr("rehearse.config.load_settings", lambda *a, **kw: Settings())
+    assert main("deploy", "fripon", "--yes") == ExitCode.INTERRUPTED
+    err = capsys.readouterr().err
+    assert "error: interrupted: fripon runs the new system unconfirmed; it rolls itself back in 58 s\nhint: h\n" in err
+
+
+# --- 7: keep a failing system to look at it ---------------------------------------------
+
+
+def test_keep_failed_reaches_the_activation(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[DeployRequest] = []
+
+    def deploy(request: DeployRequest) -> None:
+        seen.append(request)
+        raise RehearseError("stop here")
+
+    monkeypatch.setattr("rehearse.pipeline.deploy.run_deploy", deploy)
+    monkeypatch.setattr("rehearse.config.load_settings", lambda *a, **kw: Settings())
+    main("deploy", "fripon", "--keep-failed")
+    main("deploy", "fripon")
+    assert [r.keep_failed for r in seen] == [True, False]
+
+
+def test_the_activation_asks_the_guest_to_keep_a_failure(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    argvs: list[list[str]] = []
+
+    def stream(argv: list[str], **kw: object) -> object:
+        argvs.append(argv)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(activation.process, "stream", stream)
+    for keep in (True, False):
+        with pytest.raises(KeyboardInterrupt):
+            activation.activate(remote(), "/nix/store/x", 60, activation.Verify(), keep_failed=keep)
+    kept, plain = (" ".join(a) for a in argvs)
+    assert "'--keep-failed /run/rehearse/" in kept and "--keep-failed" not in plain
+
+
+KEPT = Outcome(False, 4, "kept activation-exit-4", ["nginx.service"], generation=8)
+
+
+def test_a_kept_failure_says_so_and_how_to_roll_back(tmp_path: Path) -> None:
+    from tests.unit.test_pipeline import CURRENT, SYSTEM, Fake, deployed, job
+
+    class Kept(Fake):
+        def activate(
+            self, system: Path, pushed: Pushed, verify: activation.Verify, options: ActivateOptions
+        ) -> Activated:
+            assert options.keep_failed
+            return Activated(KEPT, pushed)
+
+    words = dataclasses.replace(JOURNAL, undo="rehearse rollback fripon")
+    j = job(words=words, activate=ActivateOptions(30.0, keep_failed=True))
+    with pytest.raises(RehearseError) as e:
+        pipeline.run(Kept(tmp_path, units=Units()), j, deployed(), CURRENT, SYSTEM)
+    assert e.value.exit_code == ExitCode.ROLLED_BACK  # the failure's, as without --keep-failed
+    assert e.value.message == (
+        "the new configuration failed (activation-exit-4 — failed units: nginx.service) and was kept, "
+        "as --keep-failed asked: fripon runs it, unconfirmed."
+    )
+    assert e.value.hint == (
+        "`rehearse rollback fripon` goes back to nixos-system-fripon-25.11; "
+        "`rehearse ssh fripon -- journalctl -u nginx.service` shows why it failed"
+    )
+    doc = e.value.as_report()
+    assert (doc["result"], doc["reason"], doc["generation"]) == ("kept", "activation-exit-4", 8)
+
+
+def test_the_guest_may_answer_kept() -> None:
+    assert answers.result("the VM x", "kept failed units: a.service") == "kept failed units: a.service"
+    assert KEPT.kept and KEPT.reason == "activation-exit-4" and not KEPT.ok

@@ -289,12 +289,13 @@ def marker_number(who: str, word: str, *, signed: bool = False) -> int:
     return number(who, word, "a number in the activation's markers")
 
 
-_RESULT = re.compile(r"(confirmed|rolled-back|reboot-required)( .*)?")
+_RESULT = re.compile(r"(confirmed|rolled-back|kept|reboot-required)( .*)?")
 
 
 def result(who: str, value: str) -> str:
-    """The activation's verdict: "confirmed", "rolled-back REASON RC" or
-    "reboot-required …"; its free text made printable."""
+    """The activation's verdict: "confirmed", "rolled-back REASON RC",
+    "kept REASON" (deploy --keep-failed) or "reboot-required …"; its free
+    text made printable."""
     m = _RESULT.fullmatch(value)
     if m is None:
         raise BadAnswer(who, "an activation's verdict", value)

@@ -144,6 +144,7 @@ class Words:
     # How to read units' logs there ("rehearse ssh web -- journalctl {units}"): the
     # hint after a failed unit or check then names the unit's log.
     journal: str | None = None
+    undo: str | None = None  # how to go back by hand from a kept failure ("rehearse rollback fripon")
     # Why a dry run cannot plan when the target plans only once it sees the new system.
     unplannable: str = "{where} cannot plan the switch without the new system, and a dry run sends nothing."
 
@@ -196,13 +197,24 @@ def rolled_back(what: str, where: str, current: str, outcome: Outcome) -> str:
     reason = outcome.reason or ""
     if outcome.failed_units:
         reason += " — failed units: " + ", ".join(outcome.failed_units)
+    if outcome.kept:
+        return f"{what} failed ({reason}) and was kept, as --keep-failed asked: {where} runs it, unconfirmed."
     return f"{what} was rolled back; {where} runs {store_name(current)} again ({reason})."
 
 
-def where_to_look(words: Words, outcome: Outcome, units: plan.Units | None) -> str | None:
+def where_to_look(words: Words, outcome: Outcome, units: plan.Units | None, current: str = "") -> str | None:
     """The hint of a rolled-back activation: after a failed unit, its log;
     after a failed check, the log of the units the switch (re)started (or
-    the whole log of the boot, when it started none)."""
+    the whole log of the boot, when it started none). A kept one's says
+    how to go back by hand first."""
+    look = _journal(words, outcome, units)
+    if outcome.kept and words.undo is not None:
+        back = f"`{words.undo}` goes back to {store_name(current) if current else 'the previous generation'}"
+        return back + (f"; {look}" if look is not None else "")
+    return look
+
+
+def _journal(words: Words, outcome: Outcome, units: plan.Units | None) -> str | None:
     if words.journal is None:
         return words.hint
     if outcome.failed_units:
@@ -272,7 +284,7 @@ def run(target: Target, job: Job, report: Report, current: str, system: Path) ->
         return job.confirmed(report, verify).ended("confirmed")
     raise RehearseError(
         rolled_back(job.words.rolled_back, job.where, current, outcome),
-        hint=where_to_look(job.words, outcome, pl.units),
+        hint=where_to_look(job.words, outcome, pl.units, current),
         exit_code=ExitCode.ROLLED_BACK,
         report=report.to_json(),
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.core import output
-from rehearse.core.errors import RehearseError
+from rehearse.core.errors import Interrupted, RehearseError
 from rehearse.host import answers, nix, process, scripts, ssh
 from rehearse.host.answers import Settled
 
@@ -37,7 +37,7 @@ ServerCheck = Callable[[], "str | None"]
 class Outcome:
     ok: bool
     switch_rc: int | None
-    result: str  # the guest's: "confirmed", "rolled-back REASON RC" or "reboot-required …"
+    result: str  # the guest's: "confirmed", "rolled-back REASON RC", "kept REASON" or "reboot-required …"
     failed_units: list[str]
     generation: int | None = None  # the profile generation the activation made or switched to
     after_switch: float | None = None  # seconds from the switch's end to the guest's verdict
@@ -47,10 +47,17 @@ class Outcome:
         return self.result.startswith("reboot-required")
 
     @property
+    def kept(self) -> bool:
+        """It failed, and stays in place as asked (deploy --keep-failed)."""
+        return self.result.startswith("kept ")
+
+    @property
     def reason(self) -> str | None:
-        """Why it was rolled back, without the rollback's exit code."""
+        """Why it was rolled back (or kept), without the rollback's exit code."""
         if self.ok:
             return None
+        if self.kept:
+            return self.result.removeprefix("kept ")
         return re.sub(r" -?\d+$", "", self.result.removeprefix("rolled-back "))
 
     @property
@@ -65,8 +72,8 @@ class Outcome:
             "generation": self.generation,
             "switch_rc": self.switch_rc,
             "failed_units": self.failed_units,
-            "result": "confirmed" if self.ok else "rolled-back",
-            "reason": None if self.ok else self.result.removeprefix("rolled-back "),
+            "result": "confirmed" if self.ok else "kept" if self.kept else "rolled-back",
+            "reason": None if self.ok else self.reason if self.kept else self.result.removeprefix("rolled-back "),
         }
 
 
@@ -85,6 +92,7 @@ class Activation:
     verified: bool = False  # the health check after a successful switch has run
     switched_at: float | None = None  # time.monotonic() when the switch's exit code came
     failed: list[str] | None = None  # units failed just after a good switch (the guest's first look)
+    keep_failed: bool = False  # a failure stays in place (deploy --keep-failed)
 
     def feed(self, line: str) -> str | None:
         """Take one log line; returns the marker's key when it was one."""
@@ -140,6 +148,7 @@ def activate(
     register: list[str] | None = None,
     action: str = "test",
     keep_profile: bool = False,
+    keep_failed: bool = False,
 ) -> Outcome:
     """Set the profile and switch, detached on the other side; stream its
     output; verify and confirm, or let it roll back. One SSH session starts
@@ -149,10 +158,13 @@ def activate(
     If the session drops, reconnect and carry on from the log.
     keep_profile: the system profile is left alone (`promote --test`, as
     `nixos-rebuild test`): no generation, and a rollback switches back to
-    the system that ran."""
+    the system that ran.
+    keep_failed: a failed switch, unit or check leaves the new system in
+    place, unconfirmed (the result is "kept REASON"); a new system that
+    gives no word in time (rehearse cannot reach it) still rolls back."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
-    st = Activation(nonce=secrets.token_hex(8), who=remote.who)
+    st = Activation(nonce=secrets.token_hex(8), who=remote.who, keep_failed=keep_failed)
     script = scripts.guest("activate.sh")
     registration = nix.dump_db(register) if register else ""
     args = [d, st.nonce, system, str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout)), action]
@@ -161,6 +173,8 @@ def activate(
         args.append(str(generation))
     elif keep_profile:
         args.append("keep")
+    if keep_failed:
+        args.insert(0, "--keep-failed")
     argv = scripts.sh(
         "start.sh", d, st.nonce, str(len(script.encode())), str(len(registration.encode())), " ".join(args),
         *(register or []),
@@ -185,6 +199,8 @@ def activate(
         # it rolls back now rather than at its timeout.
         ssh.run(remote, scripts.sh("reject.sh", d, "rehearse refused an answer of the guest"), check=False)
         raise
+    except KeyboardInterrupt:
+        raise Interrupted(*whereabouts(remote.who, st, confirm_timeout)) from None
     assert st.result is not None
     return Outcome(
         ok=st.result == "confirmed",
@@ -194,6 +210,35 @@ def activate(
         generation=st.generation,
         after_switch=round(time.monotonic() - st.switched_at, 2) if st.switched_at is not None else None,
     )
+
+
+def after(who: str, result: str) -> str:
+    """Where an activation's verdict (`result`) left `who`."""
+    if result == "confirmed":
+        return f"{who} runs the new system (confirmed)"
+    if result.startswith("kept"):
+        return f"{who} runs the new system, kept as --keep-failed asked (not confirmed)"
+    if result.startswith("reboot-required"):
+        return f"{who} still runs its old system; its next start boots the new one"
+    return f"{who} was rolled back: it runs its old system again"
+
+
+def whereabouts(who: str, st: Activation, confirm_timeout: float) -> tuple[str, str | None]:
+    """Where an activation interrupted on this side left the other (it goes
+    on there, detached): what to say, and a hint."""
+    settle = "the next deploy settles it (rolling an unconfirmed system back first)"
+    if st.result is not None:
+        return after(who, st.result), None
+    if st.rc is None:
+        return (
+            f"{who} was switching to the new system; unless confirmed, it rolls itself back "
+            f"{math.ceil(confirm_timeout)} s after the switch (or it still runs its old system)",
+            settle,
+        )
+    if st.rc != 0:
+        return f"the switch failed on {who}; it is rolling back to its old system", None
+    left = confirm_timeout - (time.monotonic() - (st.switched_at or time.monotonic()))
+    return f"{who} runs the new system unconfirmed; it rolls itself back in {max(0, math.ceil(left))} s", settle
 
 
 def _switched(
@@ -216,7 +261,8 @@ def _switched(
         st.result = verdict.result
         return True
     if verdict.why is not None:
-        output.warn(f"check failed: {verdict.why}; rolling back")
+        then = "keeping it, as --keep-failed asked" if st.keep_failed else "rolling back"
+        output.warn(f"check failed: {verdict.why}; {then}")
         said = " ".join(verdict.why.split())
         if line is None or not line.send(f"reject {said}\n"):
             ssh.run(remote, scripts.sh("reject.sh", d, said), check=False)
