@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import socket
 import struct
 import sys
@@ -255,7 +256,7 @@ def test_ctrl_c_after_the_switch_says_when_the_vm_rolls_itself_back(
 ) -> None:
     e = activation_interrupted(monkeypatch, clock, ["generation=3", "failed=", "rc=0"], after=2)
     assert e.where == "the VM x runs the new system unconfirmed; it rolls itself back in 58 s"
-    assert e.hint is not None and "next deploy settles it" in e.hint
+    assert e.hint is not None and "the next deploy (or promote) settles it" in e.hint
 
 
 @pytest.mark.parametrize(
@@ -362,3 +363,53 @@ def test_a_kept_failure_says_so_and_how_to_roll_back(tmp_path: Path) -> None:
 def test_the_guest_may_answer_kept() -> None:
     assert answers.result("the VM x", "kept failed units: a.service") == "kept failed units: a.service"
     assert KEPT.kept and KEPT.reason == "activation-exit-4" and not KEPT.ok
+
+
+# --- 1 and 12 on a real (pseudo-)terminal --------------------------------------------------
+
+
+def on_a_screen(code: str) -> str:
+    """What a terminal shows of `code` run by Python with stdout and stderr
+    on a new pseudo-terminal (as a user's shell runs rehearse)."""
+    import os
+    import pty
+    import select
+    import subprocess
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    with subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=slave, env=env) as p:
+        os.close(slave)
+        shown = b""
+        while True:
+            if select.select([master], [], [], 30)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the other end closed
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif p.poll() is not None:
+                break
+        p.wait(timeout=30)
+    os.close(master)
+    return shown.decode()
+
+
+def test_the_wait_and_a_result_on_a_terminal(resetting_port: int) -> None:
+    url = f"http://127.0.0.1:{resetting_port}/"
+    shown = on_a_screen(
+        "import time\n"
+        "from rehearse.config import Check\n"
+        "from rehearse.core import output\n"
+        "from rehearse.targets import activation\n"
+        f"why = activation.run_check(None, Check('http', '{url}'), time.monotonic() + 3)\n"
+        "output.warn('check failed: ' + why)\n"
+        "with output.machine('web'):\n"
+        "    output.live('booting (21 s)')\n"
+        "    output.result('rehearse ssh web')\n"
+    )
+    assert re.search(rf"waiting for {re.escape(url)} — retrying, [1-3] s left", shown), shown
+    assert f"\r\033[Kwarning: check failed: http {url}: nothing answered" in shown  # the live line cleared first
+    assert "(21 s)rehearse ssh web" not in shown and "\r\033[Krehearse ssh web" in shown, shown

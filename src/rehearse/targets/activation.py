@@ -226,7 +226,7 @@ def after(who: str, result: str) -> str:
 def whereabouts(who: str, st: Activation, confirm_timeout: float) -> tuple[str, str | None]:
     """Where an activation interrupted on this side left the other (it goes
     on there, detached): what to say, and a hint."""
-    settle = "the next deploy settles it (rolling an unconfirmed system back first)"
+    settle = "nothing to do: it decides alone; the next deploy (or promote) settles it first"
     if st.result is not None:
         return after(who, st.result), None
     if st.rc is None:
