@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rehearse.core import output
-from rehearse.core.errors import ExitCode, RehearseError, closest, exit_codes_text
+from rehearse.core.errors import ExitCode, Interrupted, RehearseError, closest, exit_codes_text
 
 if TYPE_CHECKING:
     from rehearse.config import Settings
@@ -241,6 +241,12 @@ def parser() -> argparse.ArgumentParser:
         dest="ssh_check",
         action="store_false",
         help="do not check after the switch that the server's own sshd still lets its users in",
+    )
+    dp.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="leave a failed activation (a failed unit or check) in place to look at it, unconfirmed but not "
+        "rolled back; `rehearse rollback NAME` goes back (a new system rehearse cannot reach still rolls back)",
     )
     dp.add_argument("-v", "--verbose", action="store_true", help="list every name, unit and store path of the plan")
     _activation_options(dp, "rolling back")
@@ -573,6 +579,7 @@ def _deploy_request(args: argparse.Namespace, settings: Settings, name: str, sou
         checks=settings.checks_of(name),
         verbose=args.verbose,
         ssh_check=args.ssh_check,
+        keep_failed=args.keep_failed,
     )
 
 
@@ -698,9 +705,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             output.result(json.dumps(e.as_report(), indent=2))
         output.error(e.message, e.hint)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         output.live_end()
-        output.error("interrupted")
+        if isinstance(e, Interrupted):
+            output.error(f"interrupted: {e.where}", e.hint)
+        else:
+            output.error("interrupted")
         sys.exit(ExitCode.INTERRUPTED)
     except Exception as e:
         if debug:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -116,3 +118,37 @@ class RehearseError(Exception):
         if self.hint:
             return f"{self.message}\nhint: {self.hint}"
         return self.message
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with where it left the machine ("fripon runs the new system
+    unconfirmed; it rolls itself back in 58 s"): main() says it instead of
+    a bare "interrupted". A KeyboardInterrupt still, so whatever stops on
+    Ctrl-C (deploy --watch, a fleet) stops on it too."""
+
+    def __init__(self, where: str, hint: str | None = None) -> None:
+        super().__init__(where)
+        self.where = where
+        self.hint = hint
+
+
+@dataclass
+class Whereabouts:
+    """Where a command has left the machine so far (said if Ctrl-C comes)."""
+
+    where: str
+    hint: str | None = None
+
+
+@contextlib.contextmanager
+def saying_where(where: str) -> Iterator[Whereabouts]:
+    """A Ctrl-C in the block becomes an Interrupted that says the
+    Whereabouts' last word (the block updates it as it goes); one already
+    saying more (from deeper down) goes through as it is."""
+    said = Whereabouts(where)
+    try:
+        yield said
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(said.where, said.hint) from None

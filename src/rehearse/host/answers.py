@@ -290,12 +290,13 @@ def marker_number(who: str, word: str, *, signed: bool = False) -> int:
     return number(who, word, "a number in the activation's markers")
 
 
-_RESULT = re.compile(r"(confirmed|rolled-back|reboot-required)( .*)?")
+_RESULT = re.compile(r"(confirmed|rolled-back|kept|reboot-required)( .*)?")
 
 
 def result(who: str, value: str) -> str:
-    """The activation's verdict: "confirmed", "rolled-back REASON RC" or
-    "reboot-required …"; its free text made printable."""
+    """The activation's verdict: "confirmed", "rolled-back REASON RC",
+    "kept REASON" (deploy --keep-failed) or "reboot-required …"; its free
+    text made printable."""
     m = _RESULT.fullmatch(value)
     if m is None:
         raise BadAnswer(who, "an activation's verdict", value)
@@ -317,10 +318,14 @@ _REASONS: Final = (
 
 def verdict_words(verdict: str) -> str:
     """An activation's verdict ("rolled-back REASON RC" …) as a person reads
-    it: a rollback's reason in words, without the rollback's exit code."""
-    if not verdict.startswith("rolled-back "):
+    it: a rollback's reason (or a kept failure's, `deploy --keep-failed`) in
+    words, without the rollback's exit code."""
+    if verdict.startswith("rolled-back "):
+        reason = re.sub(r" -?\d+$", "", verdict.removeprefix("rolled-back "))
+    elif verdict.startswith("kept "):
+        reason = verdict.removeprefix("kept ")
+    else:
         return verdict
-    reason = re.sub(r" -?\d+$", "", verdict.removeprefix("rolled-back "))
     for pattern, words in _REASONS:
         if m := pattern.fullmatch(reason):
             return words.format(*m.groups())

@@ -392,7 +392,11 @@ def _taken_by(port: int) -> str:
             state = vmdir.load()
         except RehearseError:
             continue
-        if state.alive() and port in {state.ssh_port, *(f.host for f in state.forwards), *(p.host for p in state.server_ssh)}:
+        if state.alive() and port in {
+            state.ssh_port,
+            *(f.host for f in state.forwards),
+            *(p.host for p in state.server_ssh),
+        }:
             return f" by VM {vmdir.name}"
     holder = qemu.port_holder(port)
     return f" by {holder}" if holder else ""

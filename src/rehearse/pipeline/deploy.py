@@ -17,13 +17,14 @@ from typing import Any
 
 from rehearse.config import ACTIVATION_TIMEOUT, Check, merge_include
 from rehearse.core import output
-from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.core.errors import ExitCode, RehearseError, saying_where
 from rehearse.host import nix
 from rehearse.host.answers import Generations
 from rehearse.host.plan import store_name
 from rehearse.pipeline.run import Job, Report, Words, run
 from rehearse.store import history
 from rehearse.store.state import VMDir
+from rehearse.targets import activation
 from rehearse.targets.activation import Verify
 from rehearse.targets.target import VM, ActivateOptions, PushOptions, Server, Target
 
@@ -42,6 +43,7 @@ class DeployRequest:
     activation_timeout: float = ACTIVATION_TIMEOUT  # seconds switch-to-configuration may take in the guest
     ssh_check: bool = True  # check the server's own sshd after the switch (server_ssh.py)
     evaluated: set[str] | None = None  # gets the files the build evaluated (deploy --watch)
+    keep_failed: bool = False  # a failed activation stays in place, to look at (not rolled back)
 
 
 def ask(question: str, yes: bool) -> bool:
@@ -67,7 +69,10 @@ def run_deploy(req: DeployRequest) -> Report:
     """build → the pipeline (run.py) over the VM (it rolls back unless
     confirmed). Returns the outcome; a rolled-back deploy raises, with it."""
     vmdir = VMDir(req.name)
-    with vmdir.locked("rehearse deploy"):
+    with (
+        vmdir.locked("rehearse deploy"),
+        saying_where(f"{req.name} still runs its old system: nothing was activated") as said,
+    ):
         vm = VM.running(vmdir)
         source = req.source
         if source is None:
@@ -101,6 +106,10 @@ def run_deploy(req: DeployRequest) -> Report:
 
         def activated(report: Report) -> Report:
             history.record(vm.history, _history_entry(report))
+            assert report.activation is not None
+            if report.activation.kept:  # it runs the new system, as a confirmed one would
+                vm.adopt(system, runner, source)
+            said.where = activation.after(req.name, report.activation.result)
             return report
 
         def confirmed(report: Report, verify: Verify) -> Report:
@@ -126,10 +135,12 @@ def run_deploy(req: DeployRequest) -> Report:
                 declined="not activated; the VM is unchanged",
                 rolled_back="the new configuration",
                 hint=f"`rehearse console {req.name}` and the output above show what went wrong",
+                journal=f"rehearse ssh {req.name} -- journalctl {{units}}",
+                undo=f"rehearse rollback {req.name}",
                 unplannable="{where} cannot plan the switch: it does not see the new system through the host "
                 "store it mounts, and a dry run copies nothing.",
             ),
-            activate=ActivateOptions(req.confirm_timeout, req.activation_timeout),
+            activate=ActivateOptions(req.confirm_timeout, req.activation_timeout, keep_failed=req.keep_failed),
             push=PushOptions(copy=req.force_copy),
             dry_run=req.dry_run,
             yes=req.yes,
