@@ -132,6 +132,8 @@ def start_vm(
     from `source`, evaluated as `info`; with `place`, on the fleet's LAN."""
     with vmdir.locked("rehearse up", create=True):
         fresh = not vmdir.exists
+        if not fresh:
+            other_source(vmdir, vmdir.load(), source, req.rebuild)
         try:
             _up(req, source, info.forward_ports, vmdir, info.overrides if overrides is None else overrides, place)
         except BaseException:
@@ -140,6 +142,33 @@ def start_vm(
             if fresh and not (vmdir.exists and vmdir.load().alive()):
                 shutil.rmtree(vmdir.path, ignore_errors=True)
             raise
+
+
+def other_source(vmdir: VMDir, state: VMState, source: Source, rebuild: bool) -> None:
+    """`up FILE` under the name of a VM made from another file (issue 24,
+    item 3) would start or keep that VM, not FILE's: said, not "nothing
+    changed". A stopped VM rebuilt (--rebuild) takes FILE, as it always did."""
+    if not state.source:
+        return
+    recorded = Source.from_json(state.source)
+    if (recorded.configuration, recorded.flake, recorded.attr) == (source.configuration, source.flake, source.attr):
+        return
+    if rebuild and not state.alive():
+        return
+    name = vmdir.name
+    raise RehearseError(
+        f"VM {name} was made from {recorded.describe()}, not {source.describe()}; nothing changed.",
+        hint=f"`rehearse deploy {name} {_words(source)}` switches {name} to it; "
+        f"`rehearse up {_words(source)} --name OTHER` makes another VM of it",
+        exit_code=ExitCode.USAGE,
+    )
+
+
+def _words(source: Source) -> str:
+    """The source as a command line's arguments."""
+    if source.flake is not None:
+        return f"--flake {shlex.quote(source.describe())}"
+    return shlex.quote(source.describe())
 
 
 def _restart(req: UpRequest, vmdir: VMDir) -> None:
