@@ -45,3 +45,39 @@ def test_up_of_another_file_under_a_vms_name_says_so(
     monkeypatch.setattr(nix, "build", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("would build")))
     assert main("up", "./configuration.nix") == ExitCode.FAILED
     assert "would build" in capsys.readouterr().err
+
+
+def a_system(root: Path, port: int) -> Path:
+    """A system whose server's sshd listens on `port`."""
+    system = root / f"system-{port}"
+    (system / "etc" / "ssh").mkdir(parents=True)
+    (system / "etc" / "ssh" / "sshd_config").write_text(f"Port {port}\n")
+    (system / "etc" / "systemd" / "system").mkdir(parents=True)
+    (system / "etc" / "systemd" / "system" / "sshd.service").write_text("[Service]\n")
+    return system
+
+
+def test_status_shows_only_the_sshd_port_the_running_system_listens_on(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 11: after a deploy moved sshd from 22 to 2022, the line of 22 stayed."""
+    import os
+
+    from rehearse.machines import lifecycle
+    from rehearse.store.state import process_start
+
+    monkeypatch.setattr(lifecycle, "unpause", lambda vmdir, state: False)
+    d = made_from(cwd / "state", cwd / "configuration.nix")
+    state = d.load()
+    state.pid, state.pid_start, state.ssh_port = os.getpid(), process_start(os.getpid()), 2222
+    state.server_ssh = [{"host": 2222 + 1, "guest": 22}, {"host": 2224, "guest": 2022}]
+    state.system = str(a_system(cwd, 22))
+    d.save(state)
+    assert main("status") == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "the server's own sshd (port 22) on 127.0.0.1:2223" in out and "port 2022" not in out
+    state.system = str(a_system(cwd, 2022))  # the deploy that moved it
+    d.save(state)
+    assert main("status") == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "the server's own sshd (port 2022) on 127.0.0.1:2224" in out and "port 22)" not in out

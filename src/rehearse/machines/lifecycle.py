@@ -493,7 +493,7 @@ def status(as_json: bool) -> None:
                 "disk_older": bool(state.disk_from and state.system and state.disk_from != state.system),
                 "source": nix.Source.from_json(state.source).describe() if state.source else None,
                 "uptime": round(now - state.started) if alive and state.started else None,
-                "server_ssh": state.server_ssh if alive else [],
+                "server_ssh": _sshd_forwards(state) if alive else [],
                 "overrides": state.overrides,
                 "lan": {
                     **{k: state.lan.get(k) for k in ("address", "interface", "number")},
@@ -529,6 +529,18 @@ def status(as_json: bool) -> None:
             output.result(f"{'':<16} isolated: {ISOLATED}")
         for o in r["overrides"]:
             output.result(f"{'':<16} overridden for the VM: {o}")
+
+
+def _sshd_forwards(state: VMState) -> list[dict[str, Any]]:
+    """The forwards to the server's own sshd that its running system listens
+    on: QEMU keeps the forward of a port a later deploy moved sshd from
+    (a rollback may bring it back), `status` shows only what is current
+    (issue 24, item 11)."""
+    system = Path(state.system) if state.system else None
+    if system is None or not system.exists():
+        return state.server_ssh
+    ports = server_ssh.read(system, "").ports
+    return [f for f in state.server_ssh if int(f["guest"]) in ports]
 
 
 # The fields of a status row that a VM with a broken state has no value for.
