@@ -33,9 +33,7 @@ def test_up_of_another_file_under_a_vms_name_says_so(
     monkeypatch.setattr(nix, "build", lambda *a, **kw: pytest.fail("built"))
     assert main("up", "./other.nix") == ExitCode.USAGE
     message, hint = error_of(capsys)
-    assert message == (
-        f"error: VM fripon was made from {cwd}/configuration.nix, not {cwd}/other.nix; nothing changed."
-    )
+    assert message == (f"error: VM fripon was made from {cwd}/configuration.nix, not {cwd}/other.nix; nothing changed.")
     assert hint == (
         f"hint: `rehearse deploy fripon {cwd}/other.nix` switches fripon to it; "
         f"`rehearse up {cwd}/other.nix --name OTHER` makes another VM of it"
@@ -81,3 +79,94 @@ def test_status_shows_only_the_sshd_port_the_running_system_listens_on(
     assert main("status") == ExitCode.OK
     out = capsys.readouterr().out
     assert "the server's own sshd (port 2022) on 127.0.0.1:2224" in out and "port 22)" not in out
+
+
+A = "/nix/store/aaaaaaaa0000000000000000000000aa-nixos-system-fripon-26.11"
+B = "/nix/store/bbbbbbbb0000000000000000000000bb-nixos-system-fripon-26.11"
+PROFILE = "/nix/var/nix/profiles/system"
+
+
+def test_one_generation_is_the_booted_one() -> None:
+    """Item 6: every generation holding the booted system was marked."""
+    from rehearse.host import answers
+
+    def booted(at: int) -> list[int]:
+        out = (
+            f"{PROFILE}-1-link {A} 100\n{PROFILE}-2-link {B} 200\n{PROFILE}-3-link {A} 300\n"
+            f"current system-3-link\nrunning {A}\nbooted {A}\nbooted-at {at}\n"
+        )
+        return [g.number for g in answers.generations("fripon", out, PROFILE).generations if g.booted]
+
+    assert booted(50) == [1]  # booted before any generation: the first deploy made generation 1 of it
+    assert booted(350) == [3]  # restarted after generation 3
+    assert booted(250) == [1]
+    with pytest.raises(answers.BadAnswer):
+        answers.generations("fripon", "booted-at soon\n", PROFILE)
+
+
+def test_generation_rows_tell_the_generations_apart(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 6: two rows of the same name showed the same text; what rehearse
+    deployed says when, from what and what changed; the server's rows say
+    what rehearse promoted. Item 14: a stopped VM's are what rehearse recorded."""
+    import json
+
+    from rehearse.host.answers import Generation, Generations
+    from rehearse.pipeline import deploy
+    from rehearse.targets import target
+
+    d = made_from(cwd / "state", cwd / "configuration.nix")
+    deploys = [
+        {"time": 1_000_000, "system": B, "result": "confirmed", "generation": 2, "source": "/srv/c.nix",
+         "changes": "hello 2.12 → 2.12.1, restarts nginx.service"},
+        {"time": 1_000_100, "system": A, "result": "rolled-back", "generation": 3, "source": "/srv/c.nix"},
+    ]  # fmt: skip
+    d.file("deploys.json").write_text(json.dumps(deploys))
+    state = d.load()
+    state.system = B
+    d.save(state)
+    # stopped: from what rehearse knows, and says so
+    assert main("generations", "fripon") == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert "fripon is not running: its deploys as rehearse recorded them; `rehearse up fripon` starts it" in err
+    assert out.splitlines() == [
+        f"     2  {time_of(1_000_000)}  bbbbbbbb nixos-system-fripon-26.11  deployed: "
+        "hello 2.12 → 2.12.1, restarts nginx.service (from /srv/c.nix)"
+    ]
+    assert main("generations", "fripon", "--json") == ExitCode.OK
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["generation"] == 2 and row["current"] and row["system"] == B
+    # running: the VM's own, each row its hash; the one booted marked once
+    gens = Generations([Generation(1, A, 100, True), Generation(2, B, 200, False), Generation(3, A, 300, False)], 2, B)
+    monkeypatch.setattr(VMState, "alive", lambda self: True)
+    monkeypatch.setattr(target.VM, "running", classmethod(lambda cls, vmdir: _Fake(gens)))
+    assert main("generations", "fripon") == ExitCode.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"     1  {time_of(100)}  aaaaaaaa nixos-system-fripon-26.11  (booted)"
+    assert lines[1] == f"*    2  {time_of(200)}  bbbbbbbb nixos-system-fripon-26.11"
+    assert lines[2].startswith(f"        deployed {time_of(1_000_000)}: hello 2.12 → 2.12.1")
+    assert lines[3] == f"     3  {time_of(300)}  aaaaaaaa nixos-system-fripon-26.11"
+    assert len(lines) == 4
+    # a dry run needs the VM: said before anything is built
+    monkeypatch.setattr(VMState, "alive", lambda self: False)
+    monkeypatch.setattr(nix, "build", lambda *a, **kw: pytest.fail("built"))
+    assert main("deploy", "fripon", "--dry-run") == ExitCode.NOT_RUNNING
+    message, hint = error_of(capsys)
+    assert message.startswith("error: fripon is not running: a dry run asks the running VM what it runs")
+    assert hint.startswith("hint: `rehearse up fripon`, then `rehearse deploy fripon --dry-run`")
+    assert deploy.changes(None) is None
+
+
+class _Fake:
+    def __init__(self, gens: object) -> None:
+        self.gens = gens
+
+    def generations(self) -> object:
+        return self.gens
+
+
+def time_of(seconds: int) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
