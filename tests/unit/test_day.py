@@ -170,3 +170,31 @@ def time_of(seconds: int) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def test_up_warns_of_the_servers_own_failed_assertions(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 10: they first appeared at the next deploy."""
+    import os
+
+    from rehearse.host import qemu
+
+    (cwd / "configuration.nix").write_text("{ }")
+    runner = cwd / "vm"
+    (runner / "bin").mkdir(parents=True)
+    (runner / "bin" / "run-fripon-vm").write_text("#!/bin/sh\n")
+    (runner / "system").symlink_to(a_system(cwd, 22))
+    monkeypatch.setattr(nix, "vm_info", lambda source: nix.VMInfo("fripon", "fripon", True, [], []))
+    monkeypatch.setattr(nix, "build", lambda *a, **kw: [runner])
+    failed = ["The ‘fileSystems’ option does not specify your root file system."]
+    monkeypatch.setattr(nix, "server_eval", lambda source, **kw: nix.ServerEval(failed, None))
+    monkeypatch.setattr(qemu, "kvm_works", lambda *a: True)
+    monkeypatch.setattr(qemu, "runner_env", lambda *a, **kw: {})
+    monkeypatch.setattr(qemu, "start", lambda *a: os.getpid())
+    monkeypatch.setattr(qemu, "wait_for_ssh", lambda *a: None)
+    assert main("up", "./configuration.nix") == ExitCode.OK
+    err = capsys.readouterr().err
+    assert err.count("the server itself could not build this configuration") == 1, err
+    assert f"- {failed[0]}" in err
+    assert err.index("fripon is up after") < err.index("the server itself could not build")

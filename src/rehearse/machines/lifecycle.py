@@ -330,13 +330,18 @@ def _up(
         # `promote`'s guard): the server's own system, evaluated meanwhile.
         server = pool.submit(output.bound(nix.server_eval), source) if built else None
         qemu.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
-        if server is not None:
+        server_eval = server.result() if server is not None else None
+        if server_eval is not None:
             passed = ["booted", "reached over SSH through rehearse's channel"]
-            history.record_rehearsal(vmdir.file("rehearsals.json"), server.result().drv_path, system, "up", passed)
+            history.record_rehearsal(vmdir.file("rehearsals.json"), server_eval.drv_path, system, "up", passed)
     output.success(
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
     )
+    # The server's own failed assertions, said at `up` rather than first at
+    # the next deploy (issue 24, item 10): the VM boots, the server's would not build.
+    if server_eval is not None and (warning := server_eval.warning()) is not None:
+        output.warn(warning)
     if state.lan is not None:
         output.info(f"  on the fleet's LAN: {state.lan['address']} ({state.lan['interface']})")
     if state.isolated:

@@ -101,12 +101,9 @@ def run_deploy(req: DeployRequest) -> Report:
         report = report.timed("build", t)
         settled.say()
         current = settled.current
-        if server_eval.failed_assertions:
+        if (warning := server_eval.warning()) is not None:
             report = dataclasses.replace(report, server_failed_assertions=server_eval.failed_assertions)
-            output.warn(
-                "the server itself could not build this configuration (the VM can: its variant differs); "
-                "Failed assertions:\n" + "".join(f"- {m}\n" for m in server_eval.failed_assertions).rstrip()
-            )
+            output.warn(warning)
         vm.reconcile(current)
 
         def activated(report: Report) -> Report:
@@ -247,7 +244,7 @@ def _recorded_generations(name: str, as_json: bool, system: str | None, entries:
         f"{name} is not running: its deploys as rehearse recorded them; "
         f"`rehearse up {name}` starts it, and `rehearse generations {name}` then lists the VM's own generations"
     )
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "generation": h.get("generation"),
             "system": h.get("system"),
