@@ -198,3 +198,103 @@ def test_up_warns_of_the_servers_own_failed_assertions(
     assert err.count("the server itself could not build this configuration") == 1, err
     assert f"- {failed[0]}" in err
     assert err.index("fripon is up after") < err.index("the server itself could not build")
+
+
+@pytest.fixture
+def execed(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argv `rehearse ssh`/`cp` would exec, with VM fripon running on port 2222."""
+    import os
+
+    from rehearse.machines import lifecycle
+
+    made_from(cwd / "state", cwd / "configuration.nix")
+    monkeypatch.setattr(lifecycle, "running", lambda vmdir: (vmdir.load(), lifecycle.remote_for(vmdir, 2222)))
+    argvs: list[list[str]] = []
+
+    def execvp(program: str, argv: list[str]) -> None:
+        argvs.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execvp", execvp)
+    return argvs
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ssh", "-L", "8080:127.0.0.1:80", "-N", "fripon"],
+        ["ssh", "fripon", "-L", "8080:127.0.0.1:80", "-N"],
+        ["ssh", "fripon", "--", "-L8080:127.0.0.1:80", "-N"],
+        ["ssh", "-N", "fripon", "--", "-L", "8080:127.0.0.1:80"],
+    ],
+)
+def test_ssh_options_reach_ssh(execed: list[list[str]], argv: list[str]) -> None:
+    """Item 13: `-L` was refused (before the name) or run as a command (after it)."""
+    assert main(*argv) == 0
+    [ssh] = execed
+    at = ssh.index("root@127.0.0.1")
+    assert ssh[at - 3 : at] == ["-L", "8080:127.0.0.1:80", "-N"] or ssh[at - 3 : at] == [
+        "-N",
+        "-L",
+        "8080:127.0.0.1:80",
+    ]
+    assert ssh[at + 1 :] == [] and "-t" not in ssh
+    assert "ClearAllForwardings=yes" not in ssh and "ControlPath=none" in ssh  # a connection of its own
+    assert "StrictHostKeyChecking=yes" in ssh
+
+
+def test_ssh_without_options_is_as_it_was(execed: list[list[str]]) -> None:
+    assert main("ssh", "fripon", "--", "ls", "-L", "/") == 0
+    [ssh] = execed
+    assert ssh[-3:] == ["root@127.0.0.1", "--", "ls -L /"]
+    assert "ClearAllForwardings=yes" in ssh and "ControlMaster=auto" in ssh
+
+
+def test_cp_copies_through_the_vms_channel(cwd: Path, execed: list[list[str]]) -> None:
+    assert main("cp", "-r", "./a:b", "fripon:/root/x y") == 0
+    [scp] = execed
+    assert scp[0] == "scp" and scp[-4:] == ["-r", "--", "./a:b", "root@127.0.0.1:/root/x y"]
+    assert scp[scp.index("-P") + 1] == "2222" and "-p" not in scp
+    assert f"IdentityFile={cwd}/state/fripon/id_ed25519" in scp and "StrictHostKeyChecking=yes" in scp
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["cp", "a", "b"], "error: which VM? Name one, as NAME:PATH, in the paths to copy from or to."),
+        (["cp", "web:/a", "fripon:/b"], "error: one VM at a time: the paths name fripon, web."),
+        (["cp", "fripon:/a"], "error: what to copy where? Give the sources, then the target."),
+    ],
+)
+def test_cp_without_one_vm(
+    execed: list[list[str]], capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    assert main(*argv) == ExitCode.USAGE
+    assert error_of(capsys)[0] == says
+    assert execed == []
+
+
+def test_ssh_config_is_a_host_block_with_the_pinned_key(
+    cwd: Path, execed: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main("ssh-config", "fripon") == 0
+    d = cwd / "state" / "fripon"
+    assert capsys.readouterr().out.splitlines() == [
+        "Host fripon",
+        "  HostName 127.0.0.1",
+        "  Port 2222",
+        "  User root",
+        f'  IdentityFile "{d}/id_ed25519"',
+        "  IdentitiesOnly yes",
+        f'  UserKnownHostsFile "{d}/known_hosts"',
+        "  HostKeyAlias rehearse-fripon",
+        "  StrictHostKeyChecking yes",
+        "  UpdateHostKeys no",
+        "  ForwardAgent no",
+    ]
+
+
+def test_ssh_config_of_a_stopped_vm(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    made_from(cwd / "state", cwd / "configuration.nix")
+    assert main("ssh-config", "fripon") == ExitCode.NOT_RUNNING
+    assert error_of(capsys) == ("error: VM 'fripon' is not running.", "hint: `rehearse up fripon` starts it")

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from rehearse.config import SSH_TIMEOUT, merge_include, unique_forwards
 from rehearse.core import output
@@ -447,15 +447,101 @@ def unpause(vmdir: VMDir, state: VMState) -> bool:
     return False
 
 
-def ssh_command(name: str, command: list[str]) -> int:
-    """`rehearse ssh NAME [--] WORDS…` as `ssh HOST WORDS…`: the words are
-    joined with spaces and the VM's shell runs them; none: a login shell."""
+# ssh's options that `rehearse ssh` hands to ssh (issue 24, item 13): port
+# forwardings, and -N (no command); each but -N takes a value.
+SSH_OPTIONS: Final = ("-L", "-R", "-D", "-N")
+
+
+def ssh_options(words: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """The ssh options (SSH_OPTIONS) that lead `words` (what follows the
+    VM's name, or its `--`), and the command after them."""
+    taken: list[str] = []
+    rest = list(words)
+    while rest:
+        word = rest[0]
+        if word == "-N":
+            taken.append(rest.pop(0))
+        elif word[:2] in SSH_OPTIONS[:3] and (len(word) > 2 or len(rest) > 1):
+            taken += [word[:2], word[2:] if len(word) > 2 else rest[1]]
+            del rest[: 1 if len(word) > 2 else 2]
+        else:
+            break
+    return tuple(taken), rest
+
+
+def ssh_command(name: str, command: list[str], options: tuple[str, ...] = ()) -> int:
+    """`rehearse ssh [OPTIONS] NAME [--] [OPTIONS] WORDS…` as `ssh HOST
+    WORDS…`: the words are joined with spaces and the VM's shell runs them;
+    none: a login shell (with -N: none, as ssh -N)."""
+    more, command = ssh_options(command)
+    options += more
     _, remote = running(VMDir(name))
-    argv = ssh.argv(remote, tty=not command and sys.stdin.isatty(), shell_command=" ".join(command) or None)
+    tty = not command and "-N" not in options and sys.stdin.isatty()
+    argv = ssh.argv(remote, tty=tty, shell_command=" ".join(command) or None, forwarding=options)
+    return _exec(argv)
+
+
+def _exec(argv: list[str]) -> int:
     output.command(shlex.join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)
+
+
+def copy(words: list[str], recursive: bool) -> int:
+    """`rehearse cp [-r] SOURCE… TARGET`, as scp: NAME:PATH is a path in VM
+    NAME (a local path with a colon is written ./PATH, as for scp), copied
+    through the VM's own channel (its key, its pinned host key, rehearse's
+    master connection) over SFTP."""
+    names = {w.split(":", 1)[0] for w in words if _in_vm(w)}
+    if len(names) != 1:
+        raise RehearseError(
+            "which VM? Name one, as NAME:PATH, in the paths to copy from or to."
+            if not names
+            else f"one VM at a time: the paths name {', '.join(sorted(names))}.",
+            hint="rehearse cp ./file fripon:/root/ ; rehearse cp -r fripon:/etc/nginx ./nginx",
+            exit_code=ExitCode.USAGE,
+        )
+    [name] = names
+    _, remote = running(VMDir(name))
+    opts = ssh.options(remote)
+    at = opts.index("-p")
+    opts[at] = "-P"  # scp's port option
+    paths = [f"{remote.target}:{w.split(':', 1)[1]}" if _in_vm(w) else w for w in words]
+    return _exec(["scp", *opts, *(["-r"] if recursive else []), "--", *paths])
+
+
+def _in_vm(word: str) -> bool:
+    """NAME:PATH (a VM's path), not a local path: scp's rule, what comes
+    before the first colon has no slash."""
+    head, colon, _ = word.partition(":")
+    return bool(colon and head and "/" not in head)
+
+
+def ssh_config(name: str) -> None:
+    """`rehearse ssh-config NAME`: a Host block for the user's own ssh, scp
+    and rsync (as `vagrant ssh-config`), with the VM's key and its pinned
+    host key: StrictHostKeyChecking holds from the first connection on."""
+    vmdir = VMDir(name)
+    _, remote = running(vmdir)
+    assert remote.key is not None and remote.known_hosts is not None
+
+    def quoted(path: Path) -> str:
+        return '"' + ssh.path_option(path) + '"'
+
+    output.result(
+        f"Host {name}\n"
+        "  HostName 127.0.0.1\n"
+        f"  Port {remote.port}\n"
+        "  User root\n"
+        f"  IdentityFile {quoted(remote.key)}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {quoted(remote.known_hosts)}\n"
+        f"  HostKeyAlias {remote.host_key_alias}\n"
+        "  StrictHostKeyChecking yes\n"
+        "  UpdateHostKeys no\n"
+        "  ForwardAgent no"
+    )
 
 
 def cut_off(name: str) -> str:
