@@ -298,3 +298,49 @@ def test_ssh_config_of_a_stopped_vm(cwd: Path, capsys: pytest.CaptureFixture[str
     made_from(cwd / "state", cwd / "configuration.nix")
     assert main("ssh-config", "fripon") == ExitCode.NOT_RUNNING
     assert error_of(capsys) == ("error: VM 'fripon' is not running.", "hint: `rehearse up fripon` starts it")
+
+
+def test_the_servers_listing_marks_what_rehearse_promoted(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Item 6: the server's rows did not say which rehearse promoted."""
+    import json
+
+    from rehearse.host.answers import Generation, Generations
+    from rehearse.pipeline import deploy
+
+    d = made_from(cwd / "state", cwd / "configuration.nix")
+    promotions = d.file("promotions-x.json")
+    promotions.write_text(json.dumps([{"time": 1_000_000, "system": B, "result": "confirmed", "source": "/srv/c.nix"}]))
+
+    class Server:
+        history = promotions
+
+        def generations(self) -> Generations:
+            return Generations([Generation(7, A, 100, True), Generation(8, B, 200, False)], 8, B)
+
+        def close(self) -> None:
+            pass
+
+    deploy.generations("fripon", False, Server())  # type: ignore[arg-type]
+    assert capsys.readouterr().out.splitlines() == [
+        f"     7  {time_of(100)}  aaaaaaaa nixos-system-fripon-26.11  (booted)",
+        f"*    8  {time_of(200)}  bbbbbbbb nixos-system-fripon-26.11",
+        f"        promoted by rehearse {time_of(1_000_000)}: from /srv/c.nix",
+    ]
+
+
+def test_what_a_deploy_changed_in_a_few_words() -> None:
+    from rehearse.host.plan import ClosureDiff, Units
+    from rehearse.pipeline import deploy
+    from rehearse.targets.target import Plan
+
+    diff = ClosureDiff([("hello", "2.12", "2.12.1")], [("curl", "8.1")], [("wget", "1.21")], [], 0)
+    units = Units(stop=("a.service",), start=("a.service", "b.service"), restart=("nginx.service",))
+    plan = Plan(A, Path(B), diff, units, [])
+    assert (
+        deploy.changes(plan)
+        == "hello 2.12 → 2.12.1, +curl, -wget, restarts nginx.service, restarts a.service, starts b.service"
+    )
+    assert deploy.changes(Plan(A, Path(B), None, Units(), [])) == ""
+    assert (
+        deploy.changes(Plan(A, Path(B), diff, Units(restart=tuple(f"u{i}.service" for i in range(20))), []))[-1] == "…"
+    )

@@ -283,8 +283,10 @@ def _system(path: str) -> str:
 
 def _what(row: dict[str, Any]) -> str:
     """What a recorded deploy changed, and from what."""
-    changes = row.get("changes")
-    return f"{changes or 'no package or unit changed'} (from {row.get('source') or '?'})"
+    changes, source = row.get("changes"), f"from {row.get('source') or '?'}"
+    if changes is None:  # recorded before rehearse kept it, or not known
+        return source
+    return f"{changes or 'no package or unit changed'} ({source})"
 
 
 def changes(plan: Plan | None) -> str | None:
@@ -299,8 +301,9 @@ def changes(plan: Plan | None) -> str | None:
         words += [f"+{a['name']}" for a in view["added"]]
         words += [f"-{a['name']}" for a in view["removed"]]
     if plan.units is not None:
-        words += [f"restarts {u}" for u in plan.units.restart]
-        words += [f"starts {u}" for u in plan.units.start if u not in plan.units.stop]
+        units = plan.units  # a unit stopped and started is restarted (plan.Units)
+        words += [f"restarts {u}" for u in (*units.restart, *(u for u in units.start if u in units.stop))]
+        words += [f"starts {u}" for u in units.start if u not in units.stop]
     text = ", ".join(words)
     return text if len(text) <= 100 else text[:99] + "…"
 
