@@ -57,5 +57,7 @@ def test_ssh_without_a_command_is_a_login(capsys: pytest.CaptureFixture[str]) ->
     """The usage line says the command is optional, and so does the error."""
     assert main("ssh") == ExitCode.USAGE
     err = capsys.readouterr().err
-    assert err.startswith("usage: rehearse ssh [-h] [--debug] name [-- COMMAND ...]\n"), err
+    assert err.startswith(
+        "usage: rehearse ssh [-h] [--debug] [-L SPEC] [-R SPEC] [-D SPEC] [-N] name [-- COMMAND ...]\n"
+    ), err
     assert err.splitlines()[-1] == "rehearse ssh: error: the following arguments are required: name"

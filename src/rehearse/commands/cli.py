@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from rehearse.core import output
@@ -60,6 +60,11 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+
+
+def _with_flag(flag: str) -> Callable[[str], tuple[str, str]]:
+    """An ssh option's value, kept with its flag (-L SPEC), in the order given."""
+    return lambda value: (flag, value)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -311,7 +316,19 @@ def parser() -> argparse.ArgumentParser:
     )
 
     s = add("ssh", "log into a VM, or run a command in it (as ssh HOST COMMAND does)")
-    s.usage = "%(prog)s [-h] [--debug] name [-- COMMAND ...]"  # argparse's own would read: a command is needed
+    # argparse's own usage would read: a command is needed
+    s.usage = "%(prog)s [-h] [--debug] [-L SPEC] [-R SPEC] [-D SPEC] [-N] name [-- COMMAND ...]"
+    for flag, what in (("-L", "local"), ("-R", "remote"), ("-D", "dynamic")):
+        s.add_argument(
+            flag,
+            dest="ssh_options",
+            action="append",
+            type=_with_flag(flag),
+            default=[],
+            metavar="SPEC",
+            help=f"a {what} port forwarding, as ssh {flag} (also after the name or its --)",
+        )
+    s.add_argument("-N", action="store_true", help="run no command (forwardings only), as ssh -N")
     s.add_argument("name", help="the VM")
     s.add_argument(
         "cmd",
@@ -319,6 +336,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="-- COMMAND",
         help="a command for the VM's shell: the words are joined with spaces, as ssh does; none: a login shell",
     ).required = False  # argparse's default for REMAINDER: `ssh` alone would say a command is required
+
+    cpy = add("cp", "copy files to or from a VM (as scp, through the VM's own channel)")
+    cpy.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="sources, then the target; NAME:PATH is a path in VM NAME (a local path with a colon: ./PATH)",
+    )
+    cpy.add_argument("-r", "--recursive", action="store_true", help="copy directories, as scp -r")
+
+    sc = add("ssh-config", "print a VM's Host block for your own ssh, scp and rsync (as vagrant ssh-config)")
+    sc.add_argument("name", help="the VM")
 
     st = add("status", "list the VMs")
     st.add_argument("--json", action="store_true", help="print them as JSON on stdout")
@@ -363,7 +392,7 @@ def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         for action in command._get_positional_actions():
             if action.dest == "name":
                 completion.mark_vm_name(action)
-            elif action.dest == "configuration":
+            elif action.dest in ("configuration", "paths"):  # paths: cp's, local ones
                 completion.mark_path(action)
             elif action.dest == "target":  # up: a configuration, or an existing VM's name
                 completion.mark_vm_name(action)
@@ -487,7 +516,18 @@ def dispatch(args: argparse.Namespace) -> int:
             snapshot.restore(args.name, args.tag, _power_off_timeout(args), settings.ssh_timeout)
         case "ssh":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            return lifecycle.ssh_command(args.name, cmd)
+            options = tuple(w for pair in args.ssh_options for w in pair) + (("-N",) if args.N else ())
+            return lifecycle.ssh_command(args.name, cmd, options)
+        case "cp":
+            if len(args.paths) < 2:
+                raise RehearseError(
+                    "what to copy where? Give the sources, then the target.",
+                    hint="rehearse cp ./file fripon:/root/",
+                    exit_code=ExitCode.USAGE,
+                )
+            return lifecycle.copy(args.paths, args.recursive)
+        case "ssh-config":
+            lifecycle.ssh_config(args.name)
         case "status":
             lifecycle.status(args.json)
         case "console":

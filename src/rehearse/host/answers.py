@@ -211,6 +211,7 @@ def generations(who: str, out: str, profile: str) -> Generations:
     found: list[tuple[int, str, int]] = []
     current = None
     running = booted = ""
+    booted_at = 0
     for line in _bounded(who, out).splitlines():
         words = line.split(" ")
         if words == [""]:
@@ -218,6 +219,8 @@ def generations(who: str, out: str, profile: str) -> Generations:
         key, value = words[0], " ".join(words[1:])
         if key == "booted":
             booted = running_system(who, value)
+        elif key == "booted-at":
+            booted_at = number(who, value, "the boot's time (seconds since 1970)")
         elif key == "running":
             running = running_system(who, value)
         elif key == "current":
@@ -235,7 +238,18 @@ def generations(who: str, out: str, profile: str) -> Generations:
         else:
             raise BadAnswer(who, "a line of generations.sh", line)
     found.sort()
-    return Generations([Generation(n, s, d, s == booted) for n, s, d in found], current, running)
+    boot = booted_generation(found, booted, booted_at)
+    return Generations([Generation(n, s, d, n == boot) for n, s, d in found], current, running)
+
+
+def booted_generation(found: list[tuple[int, str, int]], booted: str, booted_at: int) -> int | None:
+    """The one generation (number, system, date) the machine booted, when
+    several hold its system: the newest made before the boot; else (the
+    booted system became a generation at the first deploy, after it) the
+    oldest of them."""
+    same = [(n, d) for n, s, d in found if s == booted]
+    before = [n for n, d in same if d <= booted_at]
+    return before[-1] if before else same[0][0] if same else None
 
 
 def unit(who: str, word: str) -> str:

@@ -184,6 +184,16 @@ class ServerEval:
     # evaluate (a failed assertion, an older nixpkgs).
     drv_path: str | None
 
+    def warning(self) -> str | None:
+        """What `up` and `deploy` warn of when the server's own system would
+        not build (the VM's does); None when it would."""
+        if not self.failed_assertions:
+            return None
+        return (
+            "the server itself could not build this configuration (the VM can: its variant differs); "
+            "Failed assertions:\n" + "".join(f"- {m}\n" for m in self.failed_assertions).rstrip()
+        )
+
 
 def server_eval(source: Source, *, instantiate: bool = False) -> ServerEval:
     """The failed assertions of the server's own system (not the VM's: its
