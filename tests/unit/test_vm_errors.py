@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -112,3 +113,19 @@ def test_start_returns_once_the_forwards_listen(tmp_path: Path) -> None:
         assert not qemu.port_free(port)  # returned after the listen, not before
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_port_another_program_listens_on_is_not_taken_for_qemus(tmp_path: Path) -> None:
+    """The race's loser sees its port bound, by the winner: it waits for its
+    own QEMU (the runner's session), which then fails to forward it."""
+    d = VMDir("fripon", tmp_path / "state")
+    d.create()
+    port = qemu.pick_port(23100)
+    with socket.socket() as winner:
+        winner.bind(("127.0.0.1", port))
+        winner.listen()
+        line = f"qemu-system-x86_64: -netdev user: Could not set up host forwarding rule 'tcp:127.0.0.1:{port}-:22'"
+        runner = _runner(tmp_path, f'sleep 1; echo "{line}" >&2; exit 1\n')
+        with pytest.raises(qemu.PortTaken) as taken:
+            qemu.start(runner, {}, d, listens=[port], timeout=20)
+        assert taken.value.port == port

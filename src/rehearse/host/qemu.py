@@ -216,6 +216,34 @@ def runner_env(vmdir: VMDir, forwards: list[Forward], *, gui: bool, tcg: bool) -
     }
 
 
+def listening_ports(session: int) -> set[int]:
+    """The TCP ports on 127.0.0.1 that processes of `session` listen on
+    (from /proc: the listening sockets' inodes, then the session's fds)."""
+    inodes: dict[str, int] = {}
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[1].startswith("0100007F:"):  # LISTEN on 127.0.0.1
+                inodes[fields[9]] = int(fields[1].split(":")[1], 16)
+    except OSError:
+        return set()
+    ports: set[int] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(after_name[3]) != session:  # state, ppid, pgrp, session
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    ports.add(inodes[link[8:-1]])
+        except (OSError, IndexError, ValueError):
+            continue
+    return ports
+
+
 class PortTaken(RehearseError):
     """A host port picked as free was taken by someone else (another
     rehearse, another program) before QEMU could listen on it."""
@@ -238,10 +266,12 @@ def start(runner: Path, env: dict[str, str], vmdir: VMDir, listens: Sequence[int
     vmdir.file("runner.log").write_bytes(b"")
     proc = process.spawn([runner], env=env, cwd=vmdir.path, log_file=vmdir.file("runner.log"))
     deadline = time.monotonic() + timeout
+    # Listened on by the runner's own session (QEMU), not merely taken: the
+    # program that won the race listens there too.
     while listens and proc.poll() is None and time.monotonic() < deadline:
-        if not any(port_free(p) for p in listens):
+        if set(listens) <= listening_ports(session=proc.pid):
             break
-        time.sleep(0.05)
+        time.sleep(0.1)
     if proc.poll() is not None:
         refused = _FORWARD_REFUSED.search(vmdir.file("runner.log").read_text(errors="replace"))
         if refused:
