@@ -344,3 +344,15 @@ def verdict_words(verdict: str) -> str:
         if m := pattern.fullmatch(reason):
             return words.format(*m.groups())
     return reason
+
+
+_ROLLING_BACK: Final = re.compile(r"(rehearse: rolling back to \S+) \((.+)\)")
+
+
+def log_line(line: str) -> str:
+    """A line of the guest's activation log, as shown: escaped (text()); the
+    guest's own "rolling back to PREV (REASON)" with its reason in words."""
+    shown = text(line)
+    if m := _ROLLING_BACK.fullmatch(shown):
+        return f"{m.group(1)} ({verdict_words('rolled-back ' + m.group(2))})"
+    return shown

@@ -217,7 +217,11 @@ def generations(name: str, as_json: bool, server: Server | None = None) -> None:
             gens = server.generations()
         finally:
             server.close()
-        entries = history.load(server.history)
+        # This VM's promotions to the server under another address (its SSH
+        # port changed) first, so that those to this address win: a system
+        # path names what rehearse promoted wherever it went.
+        others = sorted(p for p in vmdir.path.glob("promotions-*.json") if p != server.history)
+        entries = [h for p in others for h in history.load(p)] + history.load(server.history)
     recorded = {h.get("system"): h for h in entries if h.get("result") == "confirmed"}
     rows: list[dict[str, Any]] = []
     for g in gens.generations:

@@ -105,7 +105,7 @@ class Activation:
         self.seen += 1
         prefix = f"@@rehearse-{self.nonce} "
         if not line.startswith(prefix):
-            self.lines.append(answers.text(line))
+            self.lines.append(answers.log_line(line))
             output.info(self.lines[-1])
             return None
         key, _, value = line[len(prefix) :].partition("=")
