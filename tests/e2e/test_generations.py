@@ -121,6 +121,14 @@ def test_rollback_returns_to_the_system_before(rehearse: Rehearse, vm: Config) -
     r = rehearse("rollback", NAME)
     assert r.returncode == 0, r.stderr
     assert guest(rehearse, "cat /etc/generation") == "first"
+    # Rows that tell generations apart (issue 24, item 6): a hash each, one booted, what was deployed.
+    listing = rehearse("generations", NAME)
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.replace("*", " ").split() for line in listing.stdout.splitlines() if not line.startswith(" " * 8)]
+    hashes = {words[3] for words in rows}  # number, date, time, hash, name
+    assert len(rows) >= 3 and len(hashes) >= 2, listing.stdout
+    assert listing.stdout.count("(booted)") == 1, listing.stdout
+    assert "deployed " in listing.stdout and "(from " in listing.stdout, listing.stdout
 
 
 def test_down_leaves_nothing_running_and_up_boots_the_deployed_system(rehearse: Rehearse, vm: Config) -> None:
@@ -128,6 +136,12 @@ def test_down_leaves_nothing_running_and_up_boots_the_deployed_system(rehearse: 
     r = rehearse("down", NAME)
     assert r.returncode == 0, r.stderr
     assert runner_processes(rehearse) == []
+    # Read-only commands on the stopped VM (issue 24, item 14).
+    listing = rehearse("generations", NAME)
+    assert listing.returncode == 0 and f"{NAME} is not running: its deploys as rehearse recorded" in listing.stderr
+    assert "deployed: " in listing.stdout, listing.stdout
+    dry = rehearse("deploy", NAME, "--dry-run")
+    assert dry.returncode == 6 and "a dry run asks the running VM" in dry.stderr, dry.stderr
     r = rehearse("up", NAME)
     assert r.returncode == 0, r.stderr
     assert guest(rehearse, "readlink /run/current-system") == running

@@ -171,6 +171,9 @@ def test_the_servers_generations_and_rollback(rehearse: Rehearse, vm: Config, se
     gens = json.loads(r.stdout)
     [current] = [g for g in gens if g["current"]]
     assert current["system"] == promoted and len(gens) >= 2
+    # The listing marks what rehearse promoted (issue 24, item 6).
+    listing = rehearse("generations", NAME, "--server", where, env=env)
+    assert listing.returncode == 0 and "        promoted by rehearse " in listing.stdout, listing.stdout
     r = rehearse("rollback", NAME, "--server", where, "--yes", "--json", env=env)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -155,12 +157,51 @@ def test_console_shows_the_serial_log(rehearse: Rehearse, classic: str) -> None:
     assert "Linux version" in result.stdout
 
 
-def test_up_again_changes_nothing(rehearse: Rehearse, classic: str) -> None:
+def test_up_again_changes_nothing(rehearse: Rehearse, classic: str, tmp_path: Path) -> None:
     before = rehearse.vm(classic)
     result = rehearse("up", str(REPO / "examples" / "fripon-vm" / "configuration.nix"), *include())
     assert result.returncode == 0, result.stderr
     assert "already running" in result.stderr
     assert rehearse.vm(classic)["pid"] == before["pid"]
+    # Another file under its name is said, not "nothing changed" (issue 24, item 3).
+    other = fixed_fripon(tmp_path / "other")
+    result = rehearse("up", str(other), *include())
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"VM fripon was made from {REPO / 'examples' / 'fripon-vm' / 'configuration.nix'}, not {other}" in result.stderr
+    )
+    assert f"`rehearse deploy fripon {other}`" in result.stderr and "--name OTHER" in result.stderr
+    assert rehearse.vm(classic)["pid"] == before["pid"]
+
+
+def test_ssh_like_ssh_cp_and_ssh_config(rehearse: Rehearse, classic: str, tmp_path: Path) -> None:
+    """Issue 24, item 13: ssh's -L reaches ssh; files copied both ways; the user's own ssh with ssh-config."""
+    config = tmp_path / "ssh_config"
+    config.write_text(rehearse("ssh-config", classic).stdout)
+    mine = subprocess.run(
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", classic, "hostname"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert mine.returncode == 0 and mine.stdout.strip() == "fripon", mine.stderr
+    (tmp_path / "sent").write_text("from the host\n")
+    sent = rehearse("cp", str(tmp_path / "sent"), f"{classic}:/root/received")
+    assert sent.returncode == 0, sent.stderr
+    assert rehearse("ssh", classic, "--", "cat", "/root/received").stdout == "from the host\n"
+    back = rehearse("cp", f"{classic}:/root/received", str(tmp_path / "back"))
+    assert back.returncode == 0 and (tmp_path / "back").read_text() == "from the host\n", back.stderr
+    # -L before the name: the VM's management sshd answers on the forwarded port.
+    forwarding = rehearse.popen("ssh", "-L", "18622:127.0.0.1:64022", classic, "--", "sleep", "60")
+    try:
+        deadline = time.monotonic() + 30
+        banner = b""
+        while not banner.startswith(b"SSH-2.0"):
+            assert time.monotonic() < deadline and forwarding.poll() is None, forwarding.stderr
+            time.sleep(0.5)
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 18622), timeout=5) as c:
+                banner = c.recv(64)
+    finally:
+        forwarding.kill()
+        forwarding.communicate()
 
 
 def test_down_then_up_then_destroy(rehearse: Rehearse, classic: str) -> None:

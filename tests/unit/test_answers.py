@@ -224,3 +224,13 @@ def test_check_output_is_printable(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     why = activation.run_check(None, Check("cmd", "true"), 0)  # type: ignore[arg-type]
     assert why is not None and "\x1b" not in why and "\\x1b[2J" in why
+
+
+def test_the_guests_rollback_line_says_its_reason_in_words() -> None:
+    line = "rehearse: rolling back to /nix/store/aaaa-nixos-system-x (not-confirmed)"
+    assert (
+        answers.log_line(line)
+        == "rehearse: rolling back to /nix/store/aaaa-nixos-system-x (no confirmation came in time)"
+    )
+    assert answers.log_line("setting up /etc...") == "setting up /etc..."
+    assert "\x1b" not in answers.log_line("\x1b]0;pwned\x07 (not-confirmed)")

@@ -4,6 +4,7 @@ and changes nothing: each run in-process, as from the command line."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -86,9 +87,9 @@ def test_a_taken_forward_port_is_said_before_anything_is_built(
             (cwd / "rehearse.toml").write_text(f'forward = ["{port}:80"]\n')
         assert main("up", "./configuration.nix", *flags) == ExitCode.USAGE
     message, hint = error_of(capsys)
-    assert message == (
-        f"error: port {port} on 127.0.0.1 is taken: cannot forward it to the VM's port 80; "
-        "nothing was built or started."
+    assert message.startswith(f"error: port {port} on 127.0.0.1 is taken by ")  # the process that holds it
+    assert message.endswith(
+        f"(pid {os.getpid()}): cannot forward it to the VM's port 80; nothing was built or started."
     )
     assert hint.startswith("hint: free it, or forward another host port")
     assert not VMDir("fripon", cwd / "state").path.exists()  # the VM that never was leaves nothing

@@ -25,6 +25,8 @@ SUBCOMMANDS = (
     "snapshots",
     "restore",
     "ssh",
+    "cp",
+    "ssh-config",
     "status",
     "console",
     "down",
@@ -40,6 +42,7 @@ VM_COMMANDS = (
     "snapshots",
     "restore",
     "ssh",
+    "ssh-config",
     "console",
     "down",
     "destroy",
@@ -247,7 +250,7 @@ def test_fish_completes_vm_names_from_the_state_dir(tmp_path: Path, home: Path) 
 def test_fish_completes_subcommands_options_and_files(tmp_path: Path, home: Path) -> None:
     script = write(tmp_path, "fish")
     assert set(fish_complete(script, home, "rehearse ")) == set(SUBCOMMANDS)
-    assert fish_complete(script, home, "rehearse --debug s") == ["snapshot", "snapshots", "ssh", "status"]
+    assert fish_complete(script, home, "rehearse --debug s") == ["snapshot", "snapshots", "ssh", "ssh-config", "status"]
     assert fish_complete(script, home, "rehearse console --f") == ["--follow"]
     assert fish_complete(script, home, "rehearse completion ") == ["bash", "fish", "zsh"]
     files = ["configuration.nix", "machines/"]

@@ -348,7 +348,7 @@ def test_down_and_destroy_all_mean_rehearse_tomls_machines_as_deploy_all(tmp_pat
     state = fleet_dir(tmp_path)
     down = rehearse("down", "--all", state=state, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert "down: 1 VMs" in down.stdout and "web " in down.stdout and "other" not in down.stdout
+    assert "down: 1 VM in" in down.stdout and "web " in down.stdout and "other" not in down.stdout
     result = rehearse("destroy", "--all", "--yes", state=state, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not (state / "web").exists()

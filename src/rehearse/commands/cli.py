@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from rehearse.core import output
-from rehearse.core.errors import ExitCode, RehearseError, exit_codes_text
+from rehearse.core.errors import ExitCode, Interrupted, RehearseError, closest, exit_codes_text
 
 if TYPE_CHECKING:
     from rehearse.config import Settings
@@ -60,6 +60,11 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+
+
+def _with_flag(flag: str) -> Callable[[str], tuple[str, str]]:
+    """An ssh option's value, kept with its flag (-L SPEC), in the order given."""
+    return lambda value: (flag, value)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -124,6 +129,25 @@ def _activation_options(p: argparse.ArgumentParser, undo: str) -> None:
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON document on stdout")
 
 
+def _nix_options(p: argparse.ArgumentParser) -> None:
+    """Nix's own flags, for a command that builds (as nixos-rebuild passes them)."""
+    nix = p.add_argument_group("Nix's options (handed to every Nix evaluation and build, as nixos-rebuild does)")
+    nix.add_argument("--show-trace", action="store_true", help="Nix shows the whole trace of an evaluation error")
+    nix.add_argument(
+        "--option",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set Nix's setting NAME to VALUE, as in nix.conf (repeatable)",
+    )
+    nix.add_argument(
+        "-L", "--print-build-logs", action="store_true", help="print every build's log as it comes, as nix build -L"
+    )
+    nix.add_argument("--keep-going", action="store_true", help="Nix builds what it can when a build fails")
+    nix.add_argument("--builders", metavar="SPEC", help="Nix's remote builders, as its builders setting")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rehearse",
@@ -177,6 +201,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build from the configuration even if the VM has a deployed system to restart with",
     )
+    _nix_options(up)
 
     dp = add("deploy", "build a configuration and switch the running VM to it")
     dp.add_argument("name", nargs="?", help="the VM to deploy to (or --on, --all)")
@@ -222,8 +247,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not check after the switch that the server's own sshd still lets its users in",
     )
+    dp.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="leave a failed activation (a failed unit or check) in place to look at it, unconfirmed but not "
+        "rolled back; `rehearse rollback NAME` goes back (a new system rehearse cannot reach still rolls back)",
+    )
     dp.add_argument("-v", "--verbose", action="store_true", help="list every name, unit and store path of the plan")
     _activation_options(dp, "rolling back")
+    _nix_options(dp)
 
     pr = add("promote", "put the configuration a VM rehearsed on the real server (plan, checks, rollback)")
     pr.add_argument("name", help="the VM that rehearsed it")
@@ -252,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--build-host", metavar="HOST", help="build on this Nix remote builder (ssh-ng) instead")
     _activation_options(pr, "rolling back")
+    _nix_options(pr)
 
     g = add("generations", "list a VM's system generations (or those of the server it was promoted to)")
     g.add_argument("name", help="the VM")
@@ -283,13 +316,38 @@ def parser() -> argparse.ArgumentParser:
     )
 
     s = add("ssh", "log into a VM, or run a command in it (as ssh HOST COMMAND does)")
+    # argparse's own usage would read: a command is needed
+    s.usage = "%(prog)s [-h] [--debug] [-L SPEC] [-R SPEC] [-D SPEC] [-N] name [-- COMMAND ...]"
+    for flag, what in (("-L", "local"), ("-R", "remote"), ("-D", "dynamic")):
+        s.add_argument(
+            flag,
+            dest="ssh_options",
+            action="append",
+            type=_with_flag(flag),
+            default=[],
+            metavar="SPEC",
+            help=f"a {what} port forwarding, as ssh {flag} (also after the name or its --)",
+        )
+    s.add_argument("-N", action="store_true", help="run no command (forwardings only), as ssh -N")
     s.add_argument("name", help="the VM")
     s.add_argument(
         "cmd",
         nargs=argparse.REMAINDER,
         metavar="-- COMMAND",
         help="a command for the VM's shell: the words are joined with spaces, as ssh does; none: a login shell",
+    ).required = False  # argparse's default for REMAINDER: `ssh` alone would say a command is required
+
+    cpy = add("cp", "copy files to or from a VM (as scp, through the VM's own channel)")
+    cpy.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="sources, then the target; NAME:PATH is a path in VM NAME (a local path with a colon: ./PATH)",
     )
+    cpy.add_argument("-r", "--recursive", action="store_true", help="copy directories, as scp -r")
+
+    sc = add("ssh-config", "print a VM's Host block for your own ssh, scp and rsync (as vagrant ssh-config)")
+    sc.add_argument("name", help="the VM")
 
     st = add("status", "list the VMs")
     st.add_argument("--json", action="store_true", help="print them as JSON on stdout")
@@ -299,11 +357,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-f", "--follow", action="store_true", help="keep showing what the console prints")
 
     for verb, text in (
-        ("down", "power a VM off"),
-        ("destroy", "power a VM off and delete its disk, snapshots and state"),
+        ("down", "power VMs off"),
+        ("destroy", "power VMs off and delete their disks, snapshots and state"),
     ):
         d = add(verb, text)
-        d.add_argument("name", nargs="?", help="the VM")
+        d.add_argument("name", nargs="*", help="the VM (several: each of them, as `up web db` starts them)")
         d.add_argument("--all", action="store_true", help=ALL_HELP)
         if verb == "destroy":
             d.add_argument(
@@ -334,7 +392,7 @@ def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         for action in command._get_positional_actions():
             if action.dest == "name":
                 completion.mark_vm_name(action)
-            elif action.dest == "configuration":
+            elif action.dest in ("configuration", "paths"):  # paths: cp's, local ones
                 completion.mark_path(action)
             elif action.dest == "target":  # up: a configuration, or an existing VM's name
                 completion.mark_vm_name(action)
@@ -344,6 +402,8 @@ def _mark_completions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def dispatch(args: argparse.Namespace) -> int:
     from rehearse.machines import lifecycle  # config only where needed: `status` must start fast
 
+    if args.command in ("up", "deploy", "promote"):
+        _use_nix_flags(args)
     match args.command:
         case "up":
             from rehearse import config
@@ -456,7 +516,18 @@ def dispatch(args: argparse.Namespace) -> int:
             snapshot.restore(args.name, args.tag, _power_off_timeout(args), settings.ssh_timeout)
         case "ssh":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            return lifecycle.ssh_command(args.name, cmd)
+            options = tuple(w for pair in args.ssh_options for w in pair) + (("-N",) if args.N else ())
+            return lifecycle.ssh_command(args.name, cmd, options)
+        case "cp":
+            if len(args.paths) < 2:
+                raise RehearseError(
+                    "what to copy where? Give the sources, then the target.",
+                    hint="rehearse cp ./file fripon:/root/",
+                    exit_code=ExitCode.USAGE,
+                )
+            return lifecycle.copy(args.paths, args.recursive)
+        case "ssh-config":
+            lifecycle.ssh_config(args.name)
         case "status":
             lifecycle.status(args.json)
         case "console":
@@ -464,22 +535,30 @@ def dispatch(args: argparse.Namespace) -> int:
         case "down" | "destroy":
             timeout = _power_off_timeout(args)
             work = lifecycle.down if args.command == "down" else lifecycle.destroy
-            if args.all:
-                if args.name is not None:
-                    raise RehearseError("give a VM's name or --all, not both.", exit_code=ExitCode.USAGE)
-                from rehearse import config
-                from rehearse.fleets import fleet
+            if args.all and args.name:
+                raise RehearseError("give a VM's name or --all, not both.", exit_code=ExitCode.USAGE)
+            if not args.all and not args.name:
+                raise RehearseError(
+                    "which VM? Give its name, or --all.", hint="`rehearse status` lists them", exit_code=ExitCode.USAGE
+                )
+            if len(args.name) == 1:
+                work(args.name[0], timeout)
+                return 0
+            from rehearse import config
+            from rehearse.fleets import fleet
 
+            if args.all:
                 names = fleet.every_vm_of(config.load_settings().machines)
                 if args.command == "destroy" and names and not _destroy_asked(names, args.yes):
                     output.info("nothing destroyed")
                     return ExitCode.DECLINED
-                return fleet.every_vm(args.command, names, lambda name: work(name, timeout))
-            if args.name is None:
-                raise RehearseError(
-                    "which VM? Give its name, or --all.", hint="`rehearse status` lists them", exit_code=ExitCode.USAGE
-                )
-            work(args.name, timeout)
+            else:  # several: each is known before any is touched
+                from rehearse.store.state import VMDir
+
+                names = list(dict.fromkeys(args.name))
+                for name in names:
+                    VMDir(name).check()
+            return fleet.every_vm(args.command, names, lambda name: work(name, timeout))
         case "completion":
             from rehearse.commands import completion
 
@@ -487,6 +566,32 @@ def dispatch(args: argparse.Namespace) -> int:
         case _:
             raise AssertionError(args.command)
     return 0
+
+
+def _use_nix_flags(args: argparse.Namespace) -> None:
+    """Nix's own flags of a command that builds, for every Nix call it makes."""
+    from rehearse.host import nix
+
+    for name, _ in args.option:
+        if not name.strip():
+            raise RehearseError(
+                "--option NAME VALUE: the setting's name is empty.",
+                hint="e.g. --option cores 2 (Nix's settings are those of nix.conf)",
+                exit_code=ExitCode.USAGE,
+            )
+    if args.builders is not None and getattr(args, "build_host", None):
+        raise RehearseError(
+            "--build-host and --builders both say where Nix builds: give one.", exit_code=ExitCode.USAGE
+        )
+    nix.use_flags(
+        nix.NixFlags(
+            show_trace=args.show_trace,
+            keep_going=args.keep_going,
+            builders=args.builders,
+            options=tuple((name, value) for name, value in args.option),
+            print_build_logs=args.print_build_logs,
+        )
+    )
 
 
 def _destroy_asked(names: list[str], yes: bool) -> bool:
@@ -514,6 +619,7 @@ def _deploy_request(args: argparse.Namespace, settings: Settings, name: str, sou
         checks=settings.checks_of(name),
         verbose=args.verbose,
         ssh_check=args.ssh_check,
+        keep_failed=args.keep_failed,
     )
 
 
@@ -609,8 +715,23 @@ def _report(args: argparse.Namespace, report: Report) -> int:
     return int(report.exit_code or 0)
 
 
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line as values; an unknown word is a usage error of its
+    subcommand, with its usage line and the closest flag it knows."""
+    p = parser()
+    args, unknown = p.parse_known_args(argv)
+    if unknown:
+        [sub] = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        command: argparse.ArgumentParser = sub.choices[args.command]
+        flags = [o for a in command._actions for o in a.option_strings]
+        first = next((w for w in unknown if w.startswith("-")), None)
+        meant = closest(first.split("=", 1)[0], flags) if first is not None else None
+        command.error(f"unrecognized arguments: {' '.join(unknown)}" + (f"; did you mean `{meant}`?" if meant else ""))
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     debug = bool(getattr(args, "debug", False))
     output.configure(debug=debug)
     try:
@@ -624,9 +745,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             output.result(json.dumps(e.as_report(), indent=2))
         output.error(e.message, e.hint)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         output.live_end()
-        output.error("interrupted")
+        if isinstance(e, Interrupted):
+            output.error(f"interrupted: {e.where}", e.hint)
+        else:
+            output.error("interrupted")
         sys.exit(ExitCode.INTERRUPTED)
     except Exception as e:
         if debug:

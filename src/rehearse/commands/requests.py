@@ -7,11 +7,11 @@ import argparse
 from pathlib import Path
 
 from rehearse import config
-from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.core.errors import ExitCode, RehearseError, did_you_mean
 from rehearse.fleets import fleet
 from rehearse.host import qemu
 from rehearse.machines import lifecycle
-from rehearse.store.state import VMDir, check_name
+from rehearse.store.state import VMDir, all_vms, check_name
 
 
 def looks_like_path(target: str) -> bool:
@@ -62,7 +62,7 @@ def up_request(args: argparse.Namespace, settings: config.Settings) -> lifecycle
             )
         if config.stat_or_none(Path(target)) is None:
             raise RehearseError(
-                f"no VM named {target!r}, and no file {target!r}.",
+                f"no VM named {target!r}, and no file {target!r}" + did_you_mean(target, (d.name for d in all_vms())),
                 hint="`rehearse status` lists the VMs; give a configuration as a path (./configuration.nix)",
                 exit_code=ExitCode.USAGE,
             )

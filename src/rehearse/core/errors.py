@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -72,6 +76,20 @@ def one_line(text: str) -> str:
     return text if text.isprintable() else "".join(map(escape_char, text))
 
 
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The one of `known` that `word` was most likely meant to be (a typo),
+    for "did you mean …?"; None when none is close."""
+    matches = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """The end of a sentence that names an unknown `word`: "; did you mean
+    fripon?" when one of `known` is close, else "."."""
+    meant = closest(word, known)
+    return f"; did you mean {meant}?" if meant else "."
+
+
 class RehearseError(Exception):
     """An error the user can act on. main() prints it and exits with `exit_code`."""
 
@@ -100,3 +118,37 @@ class RehearseError(Exception):
         if self.hint:
             return f"{self.message}\nhint: {self.hint}"
         return self.message
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with where it left the machine ("fripon runs the new system
+    unconfirmed; it rolls itself back in 58 s"): main() says it instead of
+    a bare "interrupted". A KeyboardInterrupt still, so whatever stops on
+    Ctrl-C (deploy --watch, a fleet) stops on it too."""
+
+    def __init__(self, where: str, hint: str | None = None) -> None:
+        super().__init__(where)
+        self.where = where
+        self.hint = hint
+
+
+@dataclass
+class Whereabouts:
+    """Where a command has left the machine so far (said if Ctrl-C comes)."""
+
+    where: str
+    hint: str | None = None
+
+
+@contextlib.contextmanager
+def saying_where(where: str) -> Iterator[Whereabouts]:
+    """A Ctrl-C in the block becomes an Interrupted that says the
+    Whereabouts' last word (the block updates it as it goes); one already
+    saying more (from deeper down) goes through as it is."""
+    said = Whereabouts(where)
+    try:
+        yield said
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(said.where, said.hint) from None

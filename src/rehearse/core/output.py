@@ -70,6 +70,11 @@ def bound(fn: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 machine`, `2 machines`: a count and its noun, plural as English wants."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def configure(*, debug: bool) -> None:
     global _debug
     _debug = debug
@@ -212,10 +217,16 @@ def command(line: str) -> None:
 
 
 def result(text: str) -> None:
-    """A result, on stdout."""
+    """A result, on stdout. The live lines (stderr) are cleared first and
+    shown again after it: on a terminal both streams share the screen."""
     text = _safe(text)
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
+    with _lock:
+        _clear()
+        sys.stderr.flush()
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        if _lines():
+            _render()
 
 
 def ask(question: str) -> str:

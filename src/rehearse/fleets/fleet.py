@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from rehearse import config
 from rehearse.core import output
-from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.core.errors import ExitCode, RehearseError, did_you_mean
 from rehearse.host import lan, nix, qemu
 from rehearse.machines import lifecycle
 from rehearse.pipeline import deploy as single
@@ -148,7 +148,7 @@ def select(on: str | None, every: bool, machines: Iterable[config.Machine], what
             check_name(word)
             if word not in existing:
                 raise RehearseError(
-                    f"no VM named {word!r}.",
+                    f"no VM named {word!r}" + did_you_mean(word, existing),
                     hint=f"VMs: {', '.join(existing)}" if existing else "`rehearse up` makes them",
                     exit_code=ExitCode.USAGE,
                 )
@@ -191,7 +191,7 @@ def up(req: UpRequest) -> int:
     qemu.check_state_path(root)
     slots = build_slots(len(req.machines))
     labels = [m.name or (m.source.describe()) for m in req.machines]
-    output.step(f"evaluating {len(req.machines)} machines")
+    output.step(f"evaluating {output.counted(len(req.machines), 'machine')}")
     infos = each(labels, lambda label: nix.vm_info(req.machines[labels.index(label)].source), slots)
     errors = [(label, i) for label, i in zip(labels, infos, strict=True) if isinstance(i, BaseException)]
     if errors:
@@ -245,7 +245,7 @@ def up(req: UpRequest) -> int:
         r if isinstance(r, Outcome) else _failure(n, r, time.monotonic() - start)
         for n, r in zip(names, results, strict=True)
     ]
-    output.result(summary(f"{len(names)} machines in {time.monotonic() - start:.1f} s", outcomes))
+    output.result(summary(f"{output.counted(len(names), 'machine')} in {time.monotonic() - start:.1f} s", outcomes))
     return exit_code(outcomes)
 
 
@@ -392,7 +392,7 @@ def deploy(
         for n, r in zip(names, results, strict=True)
     ]
     code = exit_code(outcomes)
-    table = summary(f"deploy to {len(names)} machines in {time.monotonic() - start:.1f} s", outcomes)
+    table = summary(f"deploy to {output.counted(len(names), 'machine')} in {time.monotonic() - start:.1f} s", outcomes)
     if as_json:
         output.info(table)
         doc = {
@@ -436,5 +436,5 @@ def every_vm(verb: str, names: list[str], work: Callable[[str], None]) -> int:
         r if isinstance(r, Outcome) else _failure(n, r, time.monotonic() - start)
         for n, r in zip(names, results, strict=True)
     ]
-    output.result(summary(f"{verb}: {len(names)} VMs in {time.monotonic() - start:.1f} s", outcomes))
+    output.result(summary(f"{verb}: {output.counted(len(names), 'VM')} in {time.monotonic() - start:.1f} s", outcomes))
     return exit_code(outcomes)

@@ -24,6 +24,7 @@ rehearse alone.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import queue
 import signal
@@ -138,6 +139,10 @@ def kernel_events(directories: list[Path], stop: threading.Event) -> Iterator[It
     """The directories' file events from inotify (watchfiles), debounced."""
     import watchfiles
 
+    # Its logger's "KeyboardInterrupt caught, stopping watch" is a library's
+    # word, not rehearse's: the watch says itself how it ends.
+    logging.getLogger("watchfiles").addHandler(logging.NullHandler())
+    logging.getLogger("watchfiles").propagate = False
     for batch in watchfiles.watch(
         *directories,
         debounce=DEBOUNCE_MS,

@@ -37,6 +37,7 @@ import dataclasses
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from rehearse.core import output
 from rehearse.core.errors import ExitCode, RehearseError
@@ -166,7 +167,7 @@ def settled(who: str, out: str) -> Settled:
                 raise BadAnswer(who, "an activation's ID", run_id)
             messages.append(
                 f"an earlier activation ({run_id}) still waited for its verdict: its deployer was interrupted. "
-                f"It was rolled back first ({text(verdict, 300)})."
+                f"It was rolled back first ({verdict_words(text(verdict, 300))})."
             )
         elif word == "current":
             current = running_system(who, rest)
@@ -210,6 +211,7 @@ def generations(who: str, out: str, profile: str) -> Generations:
     found: list[tuple[int, str, int]] = []
     current = None
     running = booted = ""
+    booted_at = 0
     for line in _bounded(who, out).splitlines():
         words = line.split(" ")
         if words == [""]:
@@ -217,6 +219,8 @@ def generations(who: str, out: str, profile: str) -> Generations:
         key, value = words[0], " ".join(words[1:])
         if key == "booted":
             booted = running_system(who, value)
+        elif key == "booted-at":
+            booted_at = number(who, value, "the boot's time (seconds since 1970)")
         elif key == "running":
             running = running_system(who, value)
         elif key == "current":
@@ -234,7 +238,18 @@ def generations(who: str, out: str, profile: str) -> Generations:
         else:
             raise BadAnswer(who, "a line of generations.sh", line)
     found.sort()
-    return Generations([Generation(n, s, d, s == booted) for n, s, d in found], current, running)
+    boot = booted_generation(found, booted, booted_at)
+    return Generations([Generation(n, s, d, n == boot) for n, s, d in found], current, running)
+
+
+def booted_generation(found: list[tuple[int, str, int]], booted: str, booted_at: int) -> int | None:
+    """The one generation (number, system, date) the machine booted, when
+    several hold its system: the newest made before the boot; else (the
+    booted system became a generation at the first deploy, after it) the
+    oldest of them."""
+    same = [(n, d) for n, s, d in found if s == booted]
+    before = [n for n, d in same if d <= booted_at]
+    return before[-1] if before else same[0][0] if same else None
 
 
 def unit(who: str, word: str) -> str:
@@ -289,13 +304,55 @@ def marker_number(who: str, word: str, *, signed: bool = False) -> int:
     return number(who, word, "a number in the activation's markers")
 
 
-_RESULT = re.compile(r"(confirmed|rolled-back|reboot-required)( .*)?")
+_RESULT = re.compile(r"(confirmed|rolled-back|kept|reboot-required)( .*)?")
 
 
 def result(who: str, value: str) -> str:
-    """The activation's verdict: "confirmed", "rolled-back REASON RC" or
-    "reboot-required …"; its free text made printable."""
+    """The activation's verdict: "confirmed", "rolled-back REASON RC",
+    "kept REASON" (deploy --keep-failed) or "reboot-required …"; its free
+    text made printable."""
     m = _RESULT.fullmatch(value)
     if m is None:
         raise BadAnswer(who, "an activation's verdict", value)
     return m.group(1) + text(m.group(2) or "", 500)
+
+
+# The guest's words for why it rolled back (guest/activate.sh), as a person
+# reads them; any other reason is rehearse's own (a check's failure, sent by
+# reject.sh) and is words already. --json keeps the guest's words.
+_REASONS: Final = (
+    (re.compile(r"activation-exit-(-?\d+)"), "switch-to-configuration exited {0}"),
+    (re.compile(r"activation-timeout-(\d+)s"), "switch-to-configuration ran longer than {0} s"),
+    (re.compile(r"not-confirmed"), "no confirmation came in time"),
+    (re.compile(r"superseded"), "another activation took its place"),
+    (re.compile(r"busy"), "another activation was in progress"),
+    (re.compile(r"profile"), "the system profile could not be set"),
+)
+
+
+def verdict_words(verdict: str) -> str:
+    """An activation's verdict ("rolled-back REASON RC" …) as a person reads
+    it: a rollback's reason (or a kept failure's, `deploy --keep-failed`) in
+    words, without the rollback's exit code."""
+    if verdict.startswith("rolled-back "):
+        reason = re.sub(r" -?\d+$", "", verdict.removeprefix("rolled-back "))
+    elif verdict.startswith("kept "):
+        reason = verdict.removeprefix("kept ")
+    else:
+        return verdict
+    for pattern, words in _REASONS:
+        if m := pattern.fullmatch(reason):
+            return words.format(*m.groups())
+    return reason
+
+
+_ROLLING_BACK: Final = re.compile(r"(rehearse: rolling back to \S+) \((.+)\)")
+
+
+def log_line(line: str) -> str:
+    """A line of the guest's activation log, as shown: escaped (text()); the
+    guest's own "rolling back to PREV (REASON)" with its reason in words."""
+    shown = text(line)
+    if m := _ROLLING_BACK.fullmatch(shown):
+        return f"{m.group(1)} ({verdict_words('rolled-back ' + m.group(2))})"
+    return shown

@@ -28,6 +28,45 @@ JSON_LOG = ["--log-format", "internal-json", "-v"]
 
 
 @dataclass(frozen=True)
+class NixFlags:
+    """Nix's own flags, as the user gave them to a command that builds (up,
+    deploy, promote), handed to every Nix call that evaluates or builds, as
+    nixos-rebuild-ng passes its common and build flags to nix-build.
+
+    `-L` is not handed on: nix-build (2.8) refuses it, and the JSON log
+    rehearse reads already carries every build log line; rehearse prints
+    them as they come instead (progress_view), as `nix build -L` does."""
+
+    show_trace: bool = False
+    keep_going: bool = False
+    builders: str | None = None
+    options: tuple[tuple[str, str], ...] = ()  # --option NAME VALUE, in order
+    print_build_logs: bool = False
+
+    def words(self) -> list[str]:
+        words = ["--show-trace"] if self.show_trace else []
+        words += ["--keep-going"] if self.keep_going else []
+        words += ["--builders", self.builders] if self.builders is not None else []
+        for name, value in self.options:
+            words += ["--option", name, value]
+        return words
+
+
+# The flags of this run of rehearse: one command, one set (set by the
+# command line before anything builds; fleets' threads share them).
+_flags = NixFlags()
+
+
+def use_flags(flags: NixFlags) -> None:
+    global _flags
+    _flags = flags
+
+
+def flags() -> NixFlags:
+    return _flags
+
+
+@dataclass(frozen=True)
 class Source:
     """Where a VM's configuration comes from: a configuration.nix or a flake."""
 
@@ -86,7 +125,7 @@ def _eval_file() -> str:
 
 
 def _args(source: Source, settings: Path | None) -> list[str]:
-    words: list[str] = []
+    words = _flags.words()
     for inc in source.include:
         words += ["-I", inc]
     if source.flake is not None:
@@ -106,7 +145,7 @@ def ensure_flake_lock(source: Source) -> None:
         return
     if (Path(source.flake) / "flake.lock").exists():
         return
-    result = process.run(["nix", *FLAKE_FEATURES, "flake", "lock", source.flake], check=False)
+    result = process.run(["nix", *FLAKE_FEATURES, "flake", "lock", *_flags.words(), source.flake], check=False)
     if result.returncode != 0:
         raise RehearseError(
             f"could not lock the flake {source.flake}:\n{_trim(result.stderr)}", exit_code=ExitCode.CONFIG
@@ -145,6 +184,16 @@ class ServerEval:
     # evaluate (a failed assertion, an older nixpkgs).
     drv_path: str | None
 
+    def warning(self) -> str | None:
+        """What `up` and `deploy` warn of when the server's own system would
+        not build (the VM's does); None when it would."""
+        if not self.failed_assertions:
+            return None
+        return (
+            "the server itself could not build this configuration (the VM can: its variant differs); "
+            "Failed assertions:\n" + "".join(f"- {m}\n" for m in self.failed_assertions).rstrip()
+        )
+
 
 def server_eval(source: Source, *, instantiate: bool = False) -> ServerEval:
     """The failed assertions of the server's own system (not the VM's: its
@@ -180,7 +229,7 @@ def build_server(source: Source, out_link: Path, build_host: str | None = None, 
     remote builds: ssh-ng, no local build jobs)."""
     remote = ["--builders", f"ssh-ng://{build_host}", "--max-jobs", "0"] if build_host else []
     if drv_path is not None and Path(drv_path).exists():
-        argv = ["nix-store", *JSON_LOG, "--realise", drv_path, "--add-root", str(out_link), *remote]
+        argv = ["nix-store", *JSON_LOG, *_flags.words(), "--realise", drv_path, "--add-root", str(out_link), *remote]
         _run_build(argv, source)  # prints the root, not the path
         return Path(os.readlink(out_link))
     ensure_flake_lock(source)
@@ -215,7 +264,7 @@ def _run_build(argv: list[str], source: Source, files: set[str] | None = None) -
     evaluated (also when it fails: what a fix will be made in)."""
     from rehearse.host.progress_view import Renderer  # lazy: commands that build nothing start faster
 
-    progress = Renderer()
+    progress = Renderer(build_logs=_flags.print_build_logs)
     try:
         result = process.run(argv, check=False, on_stderr=progress)
     finally:

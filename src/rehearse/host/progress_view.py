@@ -3,7 +3,7 @@
 On a terminal: one live status line (builds done/expected, what runs, bytes
 copied). Otherwise: a plain line when a derivation starts and when it is
 built, no more (a log of CI must stay readable). Build logs are kept, not
-shown (with --debug they are); a failed build shows the tail of its log.
+shown (with -L or --debug they are); a failed build shows the tail of its log.
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ class Renderer:
     on_stderr, then call `close` (and `summary` if Nix succeeded). Its
     tracker keeps what the caller needs after (Nix's error as plain text)."""
 
-    def __init__(self, *, interval: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, interval: float = 0.1, clock: Callable[[], float] = time.monotonic, build_logs: bool = False
+    ) -> None:
         self.tracker = Tracker()
+        self._build_logs = build_logs  # -L: every line of every build's log, as it comes
         self._terminal = output.is_terminal()
         self._interval, self._clock = interval, clock  # a copy's Progress comes every 64 KiB: redraw less often
         self._drawn = -math.inf
@@ -86,11 +89,15 @@ class Renderer:
                 output.info(f"building {name}")
             case Finished(name) if not self._terminal:
                 output.info(f"built {name}")
+            case Failed(name, log) if self._build_logs:  # its log is on screen already
+                output.info(output.style(f"{name} failed to build", "red", "bold"))
             case Failed(name, log):
                 tail = f"; the last {len(log)} lines of its log:" if log else ", printing nothing"
                 output.info(output.style(f"{name} failed to build", "red", "bold") + tail)
                 for text in log:
                     output.info("  " + text)
+            case LogLine(name, text) if self._build_logs:
+                output.info(f"{name}> {text}")  # as `nix build -L` prints them
             case LogLine(name, text):
                 output.debug(f"{name}> {text}")  # with --debug only: kept for a failure otherwise
             case Message(_, text, True):

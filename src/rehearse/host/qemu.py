@@ -49,6 +49,32 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def port_holder(port: int, proc: Path = Path("/proc")) -> str | None:
+    """Which process listens on 127.0.0.1:`port` (or on every address), as
+    "NAME (pid N)", from /proc (Linux): the listening socket's inode in
+    net/tcp, then the process with that socket open. None when it cannot be
+    told (another user's process, no /proc)."""
+    inodes = set()
+    for table in ("net/tcp", "net/tcp6"):
+        try:
+            lines = (proc / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local address HEX:PORT, state 0A (LISTEN), inode in field 9
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid_dir in proc.glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in (pid_dir / "fd").iterdir()):
+                name = (pid_dir / "comm").read_text().strip()
+                return f"{name} (pid {pid_dir.name})"
+        except OSError:
+            continue
+    return None
+
+
 def pick_port(start: int = 2222, taken: set[int] | None = None) -> int:
     """The first free loopback port from `start`; ports in use are skipped."""
     for port in range(start, start + 2000):

@@ -162,11 +162,18 @@ def argv(
     tty: bool = False,
     connect_timeout: int = 10,
     shell_command: str | None = None,
+    forwarding: tuple[str, ...] = (),
 ) -> list[str]:
     """The ssh command line. Each word of `command` is quoted for the remote
     shell (rehearse's own commands); `shell_command` goes to the remote shell
-    as it is (what a user typed, as `ssh HOST WORDS…` does)."""
-    words = ["ssh", *options(remote, master=master, connect_timeout=connect_timeout)]
+    as it is (what a user typed, as `ssh HOST WORDS…` does). `forwarding`:
+    the user's -L/-R/-D/-N words (`rehearse ssh`), on a connection of their
+    own (not rehearse's master), with forwardings no longer cleared."""
+    opts = options(remote, master=master and not forwarding, connect_timeout=connect_timeout)
+    if forwarding:
+        at = opts.index("ClearAllForwardings=yes")
+        del opts[at - 1 : at + 1]  # its -o too
+    words = ["ssh", *opts, *forwarding]
     if tty:
         words.append("-t")
     words.append(remote.target)

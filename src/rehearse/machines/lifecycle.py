@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from rehearse.config import SSH_TIMEOUT, merge_include, unique_forwards
 from rehearse.core import output
@@ -143,6 +143,8 @@ def start_vm(
     from `source`, evaluated as `info`; with `place`, on the fleet's LAN."""
     with vmdir.locked("rehearse up", create=True):
         fresh = not vmdir.exists
+        if not fresh:
+            other_source(vmdir, vmdir.load(), source, req.rebuild)
         try:
             _up(req, source, info.forward_ports, vmdir, info.overrides if overrides is None else overrides, place)
         except BaseException:
@@ -151,6 +153,33 @@ def start_vm(
             if fresh and not (vmdir.exists and vmdir.load().alive()):
                 shutil.rmtree(vmdir.path, ignore_errors=True)
             raise
+
+
+def other_source(vmdir: VMDir, state: VMState, source: Source, rebuild: bool) -> None:
+    """`up FILE` under the name of a VM made from another file (issue 24,
+    item 3) would start or keep that VM, not FILE's: said, not "nothing
+    changed". A stopped VM rebuilt (--rebuild) takes FILE, as it always did."""
+    if not state.source:
+        return
+    recorded = Source.of_record(state.source)
+    if (recorded.configuration, recorded.flake, recorded.attr) == (source.configuration, source.flake, source.attr):
+        return
+    if rebuild and not state.alive():
+        return
+    name = vmdir.name
+    raise RehearseError(
+        f"VM {name} was made from {recorded.describe()}, not {source.describe()}; nothing changed.",
+        hint=f"`rehearse deploy {name} {_words(source)}` switches {name} to it; "
+        f"`rehearse up {_words(source)} --name OTHER` makes another VM of it",
+        exit_code=ExitCode.USAGE,
+    )
+
+
+def _words(source: Source) -> str:
+    """The source as a command line's arguments."""
+    if source.flake is not None:
+        return f"--flake {shlex.quote(source.describe())}"
+    return shlex.quote(source.describe())
 
 
 def _restart(req: UpRequest, vmdir: VMDir) -> None:
@@ -327,13 +356,18 @@ def _up(
         # `promote`'s guard): the server's own system, evaluated meanwhile.
         server = pool.submit(output.bound(nix.server_eval), source) if built else None
         qemu.wait_for_ssh(remote, pid, state.pid_start, vmdir, req.ssh_timeout)
-        if server is not None:
+        server_eval = server.result() if server is not None else None
+        if server_eval is not None:
             passed = ["booted", "reached over SSH through rehearse's channel"]
-            history.record_rehearsal(vmdir.file("rehearsals.json"), server.result().drv_path, system, "up", passed)
+            history.record_rehearsal(vmdir.file("rehearsals.json"), server_eval.drv_path, system, "up", passed)
     output.success(
         f"{name} is up after {time.monotonic() - t0:.1f} s; ssh on 127.0.0.1:{ssh_port}"
         + "".join(f", {f.host_port}->{f.guest_port}" for f in forwards)
     )
+    # The server's own failed assertions, said at `up` rather than first at
+    # the next deploy (issue 24, item 10): the VM boots, the server's would not build.
+    if server_eval is not None and (warning := server_eval.warning()) is not None:
+        output.warn(warning)
     if state.lan is not None:
         output.info(f"  on the fleet's LAN: {state.lan.address} ({state.lan.interface})")
     if state.isolated:
@@ -383,12 +417,32 @@ def server_ssh_forwards(
     return result
 
 
+def _taken_by(port: int) -> str:
+    """Who holds a host port, as " by …" ("" when it cannot be told): a VM
+    of rehearse's that runs with it (a forward, its SSH), else the process
+    that listens on it."""
+    for vmdir in all_vms():
+        try:
+            state = vmdir.load()
+        except RehearseError:
+            continue
+        if state.alive() and port in {
+            state.ssh_port,
+            *(f.host for f in state.forwards),
+            *(p.host for p in state.server_ssh),
+        }:
+            return f" by VM {vmdir.name}"
+    holder = qemu.port_holder(port)
+    return f" by {holder}" if holder else ""
+
+
 def check_forwards(forwards: list[qemu.Forward]) -> list[qemu.Forward]:
     forwards = unique_forwards(forwards)  # one host port, one guest port
     for f in forwards:
         if f.proto == "tcp" and not qemu.port_free(f.host_port):
             raise RehearseError(
-                f"port {f.host_port} on 127.0.0.1 is taken: cannot forward it to the VM's port {f.guest_port}; "
+                f"port {f.host_port} on 127.0.0.1 is taken{_taken_by(f.host_port)}: cannot forward it to the VM's "
+                f"port {f.guest_port}; "
                 "nothing was built or started.",
                 hint="free it, or forward another host port (--forward PORT:GUEST, forward in rehearse.toml)",
                 exit_code=ExitCode.USAGE,
@@ -439,15 +493,101 @@ def unpause(vmdir: VMDir, state: VMState) -> bool:
     return False
 
 
-def ssh_command(name: str, command: list[str]) -> int:
-    """`rehearse ssh NAME [--] WORDS…` as `ssh HOST WORDS…`: the words are
-    joined with spaces and the VM's shell runs them; none: a login shell."""
+# ssh's options that `rehearse ssh` hands to ssh (issue 24, item 13): port
+# forwardings, and -N (no command); each but -N takes a value.
+SSH_OPTIONS: Final = ("-L", "-R", "-D", "-N")
+
+
+def ssh_options(words: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """The ssh options (SSH_OPTIONS) that lead `words` (what follows the
+    VM's name, or its `--`), and the command after them."""
+    taken: list[str] = []
+    rest = list(words)
+    while rest:
+        word = rest[0]
+        if word == "-N":
+            taken.append(rest.pop(0))
+        elif word[:2] in SSH_OPTIONS[:3] and (len(word) > 2 or len(rest) > 1):
+            taken += [word[:2], word[2:] if len(word) > 2 else rest[1]]
+            del rest[: 1 if len(word) > 2 else 2]
+        else:
+            break
+    return tuple(taken), rest
+
+
+def ssh_command(name: str, command: list[str], options: tuple[str, ...] = ()) -> int:
+    """`rehearse ssh [OPTIONS] NAME [--] [OPTIONS] WORDS…` as `ssh HOST
+    WORDS…`: the words are joined with spaces and the VM's shell runs them;
+    none: a login shell (with -N: none, as ssh -N)."""
+    more, command = ssh_options(command)
+    options += more
     _, remote = running(VMDir(name))
-    argv = ssh.argv(remote, tty=not command and sys.stdin.isatty(), shell_command=" ".join(command) or None)
+    tty = not command and "-N" not in options and sys.stdin.isatty()
+    argv = ssh.argv(remote, tty=tty, shell_command=" ".join(command) or None, forwarding=options)
+    return _exec(argv)
+
+
+def _exec(argv: list[str]) -> int:
     output.command(shlex.join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)
+
+
+def copy(words: list[str], recursive: bool) -> int:
+    """`rehearse cp [-r] SOURCE… TARGET`, as scp: NAME:PATH is a path in VM
+    NAME (a local path with a colon is written ./PATH, as for scp), copied
+    through the VM's own channel (its key, its pinned host key, rehearse's
+    master connection) over SFTP."""
+    names = {w.split(":", 1)[0] for w in words if _in_vm(w)}
+    if len(names) != 1:
+        raise RehearseError(
+            "which VM? Name one, as NAME:PATH, in the paths to copy from or to."
+            if not names
+            else f"one VM at a time: the paths name {', '.join(sorted(names))}.",
+            hint="rehearse cp ./file fripon:/root/ ; rehearse cp -r fripon:/etc/nginx ./nginx",
+            exit_code=ExitCode.USAGE,
+        )
+    [name] = names
+    _, remote = running(VMDir(name))
+    opts = ssh.options(remote)
+    at = opts.index("-p")
+    opts[at] = "-P"  # scp's port option
+    paths = [f"{remote.target}:{w.split(':', 1)[1]}" if _in_vm(w) else w for w in words]
+    return _exec(["scp", *opts, *(["-r"] if recursive else []), "--", *paths])
+
+
+def _in_vm(word: str) -> bool:
+    """NAME:PATH (a VM's path), not a local path: scp's rule, what comes
+    before the first colon has no slash."""
+    head, colon, _ = word.partition(":")
+    return bool(colon and head and "/" not in head)
+
+
+def ssh_config(name: str) -> None:
+    """`rehearse ssh-config NAME`: a Host block for the user's own ssh, scp
+    and rsync (as `vagrant ssh-config`), with the VM's key and its pinned
+    host key: StrictHostKeyChecking holds from the first connection on."""
+    vmdir = VMDir(name)
+    _, remote = running(vmdir)
+    assert remote.key is not None and remote.known_hosts is not None
+
+    def quoted(path: Path) -> str:
+        return '"' + ssh.path_option(path) + '"'
+
+    output.result(
+        f"Host {name}\n"
+        "  HostName 127.0.0.1\n"
+        f"  Port {remote.port}\n"
+        "  User root\n"
+        f"  IdentityFile {quoted(remote.key)}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {quoted(remote.known_hosts)}\n"
+        f"  HostKeyAlias {remote.host_key_alias}\n"
+        "  StrictHostKeyChecking yes\n"
+        "  UpdateHostKeys no\n"
+        "  ForwardAgent no"
+    )
 
 
 def cut_off(name: str) -> str:
@@ -490,7 +630,7 @@ def status(as_json: bool) -> None:
                 "disk_older": bool(state.disk_from and state.system and state.disk_from != state.system),
                 "source": nix.Source.of_record(state.source).describe() if state.source else None,
                 "uptime": round(now - state.started) if alive and state.started else None,
-                "server_ssh": [p.to_json() for p in state.server_ssh] if alive else [],
+                "server_ssh": _sshd_forwards(state) if alive else [],
                 "overrides": state.overrides,
                 "lan": {
                     "address": state.lan.address,
@@ -514,8 +654,9 @@ def status(as_json: bool) -> None:
     for r in rows:
         uptime = f"{r['uptime']} s" if r["uptime"] is not None else "-"
         pid, address, system = r["pid"] or "-", r["ssh"] or "-", r["system"] or r.get("error") or "-"
-        disk = "  (disk made with an older system)" if r["disk_older"] else ""
-        output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}{disk}")
+        # A disk made with an older system is what every deploy leaves: it
+        # asks nothing of the user, so only --json says it (disk_older).
+        output.result(f"{r['name']:<16} {r['state']:<8} {pid:>7} {address:<16} {uptime:>8}  {system}")
         for f in r["server_ssh"]:
             output.result(f"{'':<16} the server's own sshd (port {f['guest']}) on 127.0.0.1:{f['host']}")
         if r["snapshots"]:
@@ -528,6 +669,18 @@ def status(as_json: bool) -> None:
             output.result(f"{'':<16} isolated: {ISOLATED}")
         for o in r["overrides"]:
             output.result(f"{'':<16} overridden for the VM: {o}")
+
+
+def _sshd_forwards(state: VMState) -> list[dict[str, Any]]:
+    """The forwards to the server's own sshd that its running system listens
+    on: QEMU keeps the forward of a port a later deploy moved sshd from
+    (a rollback may bring it back), `status` shows only what is current
+    (issue 24, item 11)."""
+    system = Path(state.system) if state.system else None
+    if system is None or not system.exists():
+        return [p.to_json() for p in state.server_ssh]
+    ports = server_ssh.read(system, "").ports
+    return [p.to_json() for p in state.server_ssh if p.guest in ports]
 
 
 # The fields of a status row that a VM with a broken state has no value for.

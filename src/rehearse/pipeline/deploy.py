@@ -17,15 +17,16 @@ from typing import Any
 
 from rehearse.config import ACTIVATION_TIMEOUT, Check, merge_include
 from rehearse.core import output
-from rehearse.core.errors import ExitCode, RehearseError
+from rehearse.core.errors import ExitCode, RehearseError, saying_where
 from rehearse.host import nix
 from rehearse.host.answers import Generations
 from rehearse.host.plan import store_name
 from rehearse.pipeline.run import Job, Report, Words, run
 from rehearse.store import history
 from rehearse.store.state import VMDir
+from rehearse.targets import activation
 from rehearse.targets.activation import Verify
-from rehearse.targets.target import VM, ActivateOptions, PushOptions, Server, Target
+from rehearse.targets.target import VM, ActivateOptions, Plan, PushOptions, Server, Target
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class DeployRequest:
     activation_timeout: float = ACTIVATION_TIMEOUT  # seconds switch-to-configuration may take in the guest
     ssh_check: bool = True  # check the server's own sshd after the switch (server_ssh.py)
     evaluated: set[str] | None = None  # gets the files the build evaluated (deploy --watch)
+    keep_failed: bool = False  # a failed activation stays in place, to look at (not rolled back)
 
 
 def ask(question: str, yes: bool) -> bool:
@@ -67,7 +69,19 @@ def run_deploy(req: DeployRequest) -> Report:
     """build → the pipeline (run.py) over the VM (it rolls back unless
     confirmed). Returns the outcome; a rolled-back deploy raises, with it."""
     vmdir = VMDir(req.name)
-    with vmdir.locked("rehearse deploy"):
+    with (
+        vmdir.locked("rehearse deploy"),
+        saying_where(f"{req.name} still runs its old system: nothing was activated") as said,
+    ):
+        if req.dry_run and not vmdir.load().alive():
+            # What a dry run shows needs the VM (issue 24, item 14): said before anything is built.
+            raise RehearseError(
+                f"{req.name} is not running: a dry run asks the running VM what it runs and what the switch "
+                "would stop, restart and start (switch-to-configuration dry-activate); nothing was built.",
+                hint=f"`rehearse up {req.name}`, then `rehearse deploy {req.name} --dry-run`; "
+                f"`rehearse generations {req.name}` lists what rehearse recorded of its deploys",
+                exit_code=ExitCode.NOT_RUNNING,
+            )
         vm = VM.running(vmdir)
         source = req.source
         if source is None:
@@ -91,16 +105,17 @@ def run_deploy(req: DeployRequest) -> Report:
         report = report.timed("build", t)
         settled.say()
         current = settled.current
-        if server_eval.failed_assertions:
+        if (warning := server_eval.warning()) is not None:
             report = dataclasses.replace(report, server_failed_assertions=server_eval.failed_assertions)
-            output.warn(
-                "the server itself could not build this configuration (the VM can: its variant differs); "
-                "Failed assertions:\n" + "".join(f"- {m}\n" for m in server_eval.failed_assertions).rstrip()
-            )
+            output.warn(warning)
         vm.reconcile(current)
 
         def activated(report: Report) -> Report:
             history.record(vm.history, _history_entry(report))
+            assert report.activation is not None
+            if report.activation.kept:  # it runs the new system, as a confirmed one would
+                vm.adopt(system, runner, source)
+            said.where = activation.after(req.name, report.activation.result)
             return report
 
         def confirmed(report: Report, verify: Verify) -> Report:
@@ -126,10 +141,12 @@ def run_deploy(req: DeployRequest) -> Report:
                 declined="not activated; the VM is unchanged",
                 rolled_back="the new configuration",
                 hint=f"`rehearse console {req.name}` and the output above show what went wrong",
+                journal=f"rehearse ssh {req.name} -- journalctl {{units}}",
+                undo=f"rehearse rollback {req.name}",
                 unplannable="{where} cannot plan the switch: it does not see the new system through the host "
                 "store it mounts, and a dry run copies nothing.",
             ),
-            activate=ActivateOptions(req.confirm_timeout, req.activation_timeout),
+            activate=ActivateOptions(req.confirm_timeout, req.activation_timeout, keep_failed=req.keep_failed),
             push=PushOptions(copy=req.force_copy),
             dry_run=req.dry_run,
             yes=req.yes,
@@ -175,6 +192,7 @@ def _history_entry(report: Report) -> history.Deployed:
         failed_units=outcome.failed_units,
         durations=report.durations,
         pushed=report.store or {},
+        changes=changes(report.plan),
     )
 
 
@@ -183,18 +201,27 @@ def _history_entry(report: Report) -> history.Deployed:
 
 def generations(name: str, as_json: bool, server: Server | None = None) -> None:
     """The system generations of the VM (or of `server`), with what rehearse
-    recorded of each: when it deployed or promoted it, from what."""
+    recorded of each: when it deployed or promoted it, from what, what
+    changed. A stopped VM's are those rehearse recorded (issue 24, item 14)."""
     vmdir = VMDir(name)
     if server is None:
-        gens = VM.running(vmdir).generations()
+        state = vmdir.load()
         entries = history.load(vmdir.file("deploys.json"))
+        if not state.alive():
+            _recorded_generations(name, as_json, state.system, entries)
+            return
+        gens = VM.running(vmdir).generations()
     else:
         vmdir.check()
         try:
             gens = server.generations()
         finally:
             server.close()
-        entries = history.load(server.history)
+        # This VM's promotions to the server under another address (its SSH
+        # port changed) first, so that those to this address win: a system
+        # path names what rehearse promoted wherever it went.
+        others = sorted(p for p in vmdir.path.glob("promotions-*.json") if p != server.history)
+        entries = [h for p in others for h in history.load(p)] + history.load(server.history)
     recorded = {h.get("system"): h for h in entries if h.get("result") == "confirmed"}
     rows: list[dict[str, Any]] = []
     for g in gens.generations:
@@ -209,16 +236,90 @@ def generations(name: str, as_json: bool, server: Server | None = None) -> None:
                 "deployed": h.get("time") if h else None,
                 "source": h.get("source") if h else None,
                 "durations": h.get("durations") if h else None,
+                "changes": h.get("changes") if h else None,
             }
         )
     if as_json:
         output.result(json.dumps(rows, indent=2))
         return
+    did = "deployed" if server is None else "promoted by rehearse"
     for r in rows:
         mark = "*" if r["current"] else " "
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["date"]))
         booted = "  (booted)" if r["booted"] else ""
-        output.result(f"{mark} {r['generation']:>4}  {when}  {store_name(r['system'])}{booted}")
+        output.result(f"{mark} {r['generation']:>4}  {_when(r['date'])}  {_system(r['system'])}{booted}")
+        if r["deployed"] is not None:
+            output.result(f"{'':8}{did} {_when(r['deployed'])}: {_what(r)}")
+
+
+def _recorded_generations(name: str, as_json: bool, system: str | None, entries: list[dict[str, Any]]) -> None:
+    """A stopped VM's generations as rehearse recorded its deploys: the
+    generation numbers and the current one are the guest's to say."""
+    output.info(
+        f"{name} is not running: its deploys as rehearse recorded them; "
+        f"`rehearse up {name}` starts it, and `rehearse generations {name}` then lists the VM's own generations"
+    )
+    rows: list[dict[str, Any]] = [
+        {
+            "generation": h.get("generation"),
+            "system": h.get("system"),
+            "deployed": h.get("time"),
+            "source": h.get("source"),
+            "changes": h.get("changes"),
+            "current": h.get("system") == system,
+        }
+        for h in entries
+        if h.get("result") == "confirmed" and isinstance(h.get("system"), str)
+    ]
+    if as_json:
+        output.result(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        output.info(f"rehearse has recorded no deploy to {name}")
+    for r in rows:
+        number = "?" if r["generation"] is None else r["generation"]
+        output.result(f"  {number:>4}  {_when(r['deployed'])}  {_system(r['system'])}  deployed: {_what(r)}")
+    if system and not any(r["current"] for r in rows):
+        output.result(f"{'':8}its last system: {_system(system)} (made at `up`)")
+
+
+def _when(seconds: object) -> str:
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(seconds))) if isinstance(seconds, int | float) else "-"
+    )
+
+
+def _system(path: str) -> str:
+    """A system as a row shows it: its hash's first 8 characters (what tells
+    two builds of the same name apart) and its name."""
+    base = path.rsplit("/", 1)[-1]
+    return f"{base[:8]} {store_name(path)}" if "-" in base else path
+
+
+def _what(row: dict[str, Any]) -> str:
+    """What a recorded deploy changed, and from what."""
+    changes, source = row.get("changes"), f"from {row.get('source') or '?'}"
+    if changes is None:  # recorded before rehearse kept it, or not known
+        return source
+    return f"{changes or 'no package or unit changed'} ({source})"
+
+
+def changes(plan: Plan | None) -> str | None:
+    """A recorded deploy's change in a few words: the packages changed,
+    added or removed and the units restarted or started; None unknown."""
+    if plan is None:
+        return None
+    words: list[str] = []
+    if plan.diff is not None:
+        view = plan.diff.to_json()
+        words += [f"{c['name']} {c['old']} → {c['new']}" for c in view["changed"]]
+        words += [f"+{a['name']}" for a in view["added"]]
+        words += [f"-{a['name']}" for a in view["removed"]]
+    if plan.units is not None:
+        units = plan.units  # a unit stopped and started is restarted (plan.Units)
+        words += [f"restarts {u}" for u in (*units.restart, *(u for u in units.start if u in units.stop))]
+        words += [f"starts {u}" for u in units.start if u not in units.stop]
+    text = ", ".join(words)
+    return text if len(text) <= 100 else text[:99] + "…"
 
 
 @dataclass(frozen=True)

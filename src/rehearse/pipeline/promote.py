@@ -176,6 +176,7 @@ def _job(req: PromoteRequest, server: Server, rehearsal: dict[str, Any] | None) 
                 forced=rehearsal is None,
                 rehearsal=rehearsal,
                 durations=report.durations,
+                changes=deploy.changes(report.plan),
             ),
         )
         return report

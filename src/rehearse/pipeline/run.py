@@ -153,6 +153,10 @@ class Words:
     activating: str = "activating on {heading}"
     # The error of an activation that did not hold ({result}: the guest's); None: rolled_back()'s.
     not_held: str | None = None
+    # How to read units' logs there ("rehearse ssh web -- journalctl {units}"): the
+    # hint after a failed unit or check then names the unit's log.
+    journal: str | None = None
+    undo: str | None = None  # how to go back by hand from a kept failure ("rehearse rollback fripon")
     # Why a dry run cannot plan when the target plans only once it sees the new system.
     unplannable: str = "{where} cannot plan the switch without the new system, and a dry run sends nothing."
 
@@ -207,10 +211,38 @@ def show_plan(where: str, pl: Plan, *, verbose: bool = False) -> None:
 
 def rolled_back(what: str, where: str, current: str, outcome: Outcome) -> str:
     """The message of an activation that did not hold."""
-    reason = outcome.reason or ""
+    reason = outcome.why
     if outcome.failed_units:
         reason += " — failed units: " + ", ".join(outcome.failed_units)
+    if outcome.kept:
+        return f"{what} failed ({reason}) and was kept, as --keep-failed asked: {where} runs it, unconfirmed."
     return f"{what} was rolled back; {where} runs {store_name(current)} again ({reason})."
+
+
+def where_to_look(words: Words, outcome: Outcome, units: plan.Units | None, current: str = "") -> str | None:
+    """The hint of a rolled-back activation: after a failed unit, its log;
+    after a failed check, the log of the units the switch (re)started (or
+    the whole log of the boot, when it started none). A kept one's says
+    how to go back by hand first."""
+    look = _journal(words, outcome, units)
+    if outcome.kept and words.undo is not None:
+        back = f"`{words.undo}` goes back to {store_name(current) if current else 'the previous generation'}"
+        return back + (f"; {look}" if look is not None else "")
+    return look
+
+
+def _journal(words: Words, outcome: Outcome, units: plan.Units | None) -> str | None:
+    if words.journal is None:
+        return words.hint
+    if outcome.failed_units:
+        suspects, why = outcome.failed_units, "why it failed"
+    elif outcome.failed_check:
+        suspects = list(dict.fromkeys([*units.restart, *units.start])) if units is not None else []
+        why = "what the switch started" if suspects else "what happened"
+    else:
+        return words.hint
+    args = " ".join(f"-u {u}" for u in suspects[:3]) if suspects else "-b -n 50"
+    return f"`{words.journal.format(units=args)}` shows {why}"
 
 
 def run(target: Target, job: Job, report: Report, current: str, system: Path) -> Report:
@@ -276,10 +308,10 @@ def _activate(
     if outcome.ok:
         return job.confirmed(report, verify).ended("confirmed")
     raise RehearseError(
-        job.words.not_held.format(result=outcome.result)
+        job.words.not_held.format(result=outcome.why)
         if job.words.not_held is not None
         else rolled_back(job.words.rolled_back, job.where, current, outcome),
-        hint=job.words.hint,
+        hint=where_to_look(job.words, outcome, pl.units if pl is not None else None, current),
         exit_code=ExitCode.ROLLED_BACK,
         report=report.to_json(),
     )

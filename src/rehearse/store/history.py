@@ -35,6 +35,7 @@ class Deployed(Switched):
     failed_units: list[str]
     durations: dict[str, float]
     pushed: dict[str, int]
+    changes: str | None = None  # what changed, in a few words (pipeline.deploy.changes)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Promoted:
     forced: bool  # no rehearsal found, --force
     rehearsal: dict[str, Any] | None  # the rehearsals.json entry its guard found
     durations: dict[str, float]
+    changes: str | None = None  # what changed, in a few words (pipeline.deploy.changes)
 
 
 @dataclass(frozen=True)

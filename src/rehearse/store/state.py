@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rehearse.core.errors import ExitCode, RehearseError, one_line
+from rehearse.core.errors import ExitCode, RehearseError, did_you_mean, one_line
 
 # Always matched with fullmatch (a `$` would let a trailing newline through).
 # A name never starts with a dot, so the root's own files (.kvm-probe) are no VMs.
@@ -353,7 +353,7 @@ class VMDir:
 
     def _no_vm(self) -> RehearseError:
         return RehearseError(
-            f"no VM named {self.name!r}.",
+            f"no VM named {self.name!r}" + did_you_mean(self.name, (d.name for d in all_vms(self.path.parent))),
             hint="`rehearse status` lists the VMs; `rehearse up` makes one",
             exit_code=ExitCode.USAGE,
         )

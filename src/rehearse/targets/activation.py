@@ -22,7 +22,7 @@ from typing import Any
 
 from rehearse.config import ACTIVATION_TIMEOUT, Check
 from rehearse.core import output
-from rehearse.core.errors import RehearseError
+from rehearse.core.errors import Interrupted, RehearseError
 from rehearse.core.values import CheckKind
 from rehearse.host import answers, nix, process, scripts, ssh
 from rehearse.host.answers import Settled
@@ -38,7 +38,7 @@ ServerCheck = Callable[[], "str | None"]
 class Outcome:
     ok: bool
     switch_rc: int | None
-    result: str  # the guest's: "confirmed", "rolled-back REASON RC" or "reboot-required …"
+    result: str  # the guest's: "confirmed", "rolled-back REASON RC", "kept REASON" or "reboot-required …"
     failed_units: list[str]
     generation: int | None = None  # the profile generation the activation made or switched to
     after_switch: float | None = None  # seconds from the switch's end to the guest's verdict
@@ -48,11 +48,29 @@ class Outcome:
         return self.result.startswith("reboot-required")
 
     @property
+    def kept(self) -> bool:
+        """It failed, and stays in place as asked (deploy --keep-failed)."""
+        return self.result.startswith("kept ")
+
+    @property
     def reason(self) -> str | None:
-        """Why it was rolled back, without the rollback's exit code."""
+        """Why it was rolled back (or kept), without the rollback's exit code."""
         if self.ok:
             return None
+        if self.kept:
+            return self.result.removeprefix("kept ")
         return re.sub(r" -?\d+$", "", self.result.removeprefix("rolled-back "))
+
+    @property
+    def why(self) -> str:
+        """The verdict as a person reads it: why it was rolled back, in words."""
+        return answers.verdict_words(self.result)
+
+    @property
+    def failed_check(self) -> bool:
+        """Whether a check of rehearse.toml rejected the new system (its
+        reason is run_check's: "`CMD` …", "tcp …" or "http …")."""
+        return not self.ok and (self.reason or "").startswith(("`", "tcp ", "http "))
 
     def report(self) -> dict[str, Any]:
         """The outcome's fields of a --json report (deploy, rollback, promote)."""
@@ -60,8 +78,8 @@ class Outcome:
             "generation": self.generation,
             "switch_rc": self.switch_rc,
             "failed_units": self.failed_units,
-            "result": "confirmed" if self.ok else "rolled-back",
-            "reason": None if self.ok else self.result.removeprefix("rolled-back "),
+            "result": "confirmed" if self.ok else "kept" if self.kept else "rolled-back",
+            "reason": None if self.ok else self.reason if self.kept else self.result.removeprefix("rolled-back "),
         }
 
 
@@ -80,13 +98,14 @@ class Activation:
     verified: bool = False  # the health check after a successful switch has run
     switched_at: float | None = None  # time.monotonic() when the switch's exit code came
     failed: list[str] | None = None  # units failed just after a good switch (the guest's first look)
+    keep_failed: bool = False  # a failure stays in place (deploy --keep-failed)
 
     def feed(self, line: str) -> str | None:
         """Take one log line; returns the marker's key when it was one."""
         self.seen += 1
         prefix = f"@@rehearse-{self.nonce} "
         if not line.startswith(prefix):
-            self.lines.append(answers.text(line))
+            self.lines.append(answers.log_line(line))
             output.info(self.lines[-1])
             return None
         key, _, value = line[len(prefix) :].partition("=")
@@ -135,6 +154,7 @@ def activate(
     register: list[str] | None = None,
     action: str = "test",
     keep_profile: bool = False,
+    keep_failed: bool = False,
 ) -> Outcome:
     """Set the profile and switch, detached on the other side; stream its
     output; verify and confirm, or let it roll back. One SSH session starts
@@ -144,10 +164,13 @@ def activate(
     If the session drops, reconnect and carry on from the log.
     keep_profile: the system profile is left alone (`promote --test`, as
     `nixos-rebuild test`): no generation, and a rollback switches back to
-    the system that ran."""
+    the system that ran.
+    keep_failed: a failed switch, unit or check leaves the new system in
+    place, unconfirmed (the result is "kept REASON"); a new system that
+    gives no word in time (rehearse cannot reach it) still rolls back."""
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = f"{RUN_DIR}/{run_id}"
-    st = Activation(nonce=secrets.token_hex(8), who=remote.who)
+    st = Activation(nonce=secrets.token_hex(8), who=remote.who, keep_failed=keep_failed)
     script = scripts.guest("activate.sh")
     registration = nix.dump_db(register) if register else ""
     args = [d, st.nonce, system, str(math.ceil(confirm_timeout)), str(math.ceil(activation_timeout)), action]
@@ -156,6 +179,8 @@ def activate(
         args.append(str(generation))
     elif keep_profile:
         args.append("keep")
+    if keep_failed:
+        args.insert(0, "--keep-failed")
     argv = scripts.sh(
         "start.sh", d, st.nonce, str(len(script.encode())), str(len(registration.encode())), " ".join(args),
         *(register or []),
@@ -180,6 +205,8 @@ def activate(
         # it rolls back now rather than at its timeout.
         ssh.run(remote, scripts.sh("reject.sh", d, "rehearse refused an answer of the guest"), check=False)
         raise
+    except KeyboardInterrupt:
+        raise Interrupted(*whereabouts(remote.who, st, confirm_timeout)) from None
     assert st.result is not None
     return Outcome(
         ok=st.result == "confirmed",
@@ -189,6 +216,35 @@ def activate(
         generation=st.generation,
         after_switch=round(time.monotonic() - st.switched_at, 2) if st.switched_at is not None else None,
     )
+
+
+def after(who: str, result: str) -> str:
+    """Where an activation's verdict (`result`) left `who`."""
+    if result == "confirmed":
+        return f"{who} runs the new system (confirmed)"
+    if result.startswith("kept"):
+        return f"{who} runs the new system, kept as --keep-failed asked (not confirmed)"
+    if result.startswith("reboot-required"):
+        return f"{who} still runs its old system; its next start boots the new one"
+    return f"{who} was rolled back: it runs its old system again"
+
+
+def whereabouts(who: str, st: Activation, confirm_timeout: float) -> tuple[str, str | None]:
+    """Where an activation interrupted on this side left the other (it goes
+    on there, detached): what to say, and a hint."""
+    settle = "nothing to do: it decides alone; the next deploy (or promote) settles it first"
+    if st.result is not None:
+        return after(who, st.result), None
+    if st.rc is None:
+        return (
+            f"{who} was switching to the new system; unless confirmed, it rolls itself back "
+            f"{math.ceil(confirm_timeout)} s after the switch (or it still runs its old system)",
+            settle,
+        )
+    if st.rc != 0:
+        return f"the switch failed on {who}; it is rolling back to its old system", None
+    left = confirm_timeout - (time.monotonic() - (st.switched_at or time.monotonic()))
+    return f"{who} runs the new system unconfirmed; it rolls itself back in {max(0, math.ceil(left))} s", settle
 
 
 def _switched(
@@ -211,7 +267,8 @@ def _switched(
         st.result = verdict.result
         return True
     if verdict.why is not None:
-        output.warn(f"check failed: {verdict.why}; rolling back")
+        then = "keeping it, as --keep-failed asked" if st.keep_failed else "rolling back"
+        output.warn(f"check failed: {verdict.why}; {then}")
         said = " ".join(verdict.why.split())
         if line is None or not line.send(f"reject {said}\n"):
             ssh.run(remote, scripts.sh("reject.sh", d, said), check=False)
@@ -362,6 +419,13 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
     """Try `check` until it passes (None) or `deadline` (time.monotonic())
     has passed; then why its last try failed. A try that fails in any way,
     including one that runs out of time, is tried again."""
+    try:
+        return _run_check(remote, check, deadline)
+    finally:
+        output.live_end()
+
+
+def _run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
     import http.client
     import socket
     import urllib.request
@@ -400,7 +464,34 @@ def run_check(remote: ssh.Remote, check: Check, deadline: float) -> str | None:
         # http.client's errors are not all OSErrors: something that does not
         # speak HTTP on the port raises BadStatusLine.
         except (OSError, http.client.HTTPException) as e:
-            last = f"{check.kind} {check.target}: {str(e) or type(e).__name__}"
-        if time.monotonic() > deadline:
+            last = f"{check.kind} {check.target}: {plain_failure(e)}"
+        left = deadline - time.monotonic()
+        if left < 0:
             return last
+        # On a terminal, the wait is seen (the next try, the time left).
+        shown = check.target if check.kind != "cmd" else f"`{check.target}`"
+        output.live(f"waiting for {shown} — retrying, {math.ceil(left)} s left")
         time.sleep(2)
+
+
+def plain_failure(e: BaseException) -> str:
+    """Why a try of a `tcp` or `http` check failed, in plain words (not
+    `[Errno 104] Connection reset by peer`)."""
+    import http.client
+    import urllib.error
+
+    if isinstance(e, urllib.error.HTTPError):
+        return f"it answered {e.code} {e.reason}".rstrip()
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        return plain_failure(e.reason)
+    if isinstance(e, ConnectionRefusedError):
+        return "nothing listens on the port (connection refused)"
+    if isinstance(e, ConnectionResetError | http.client.RemoteDisconnected | ConnectionAbortedError):
+        return "nothing answered: the connection was closed at once (is the service listening in the VM yet?)"
+    if isinstance(e, TimeoutError):
+        return "no answer in time"
+    if isinstance(e, http.client.HTTPException):
+        return "what answers on the port does not speak HTTP"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[:1].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__

@@ -86,6 +86,7 @@ class ActivateOptions:
     action: str = "test"  # switch-to-configuration's: "test", "switch", "boot"
     keep_profile: bool = False  # nixos-rebuild test: no generation, the boot menu as it was
     generation: int | None = None  # a rollback: the generation to switch to
+    keep_failed: bool = False  # a failed activation stays in place (deploy --keep-failed)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ def _activate(
         register=register,
         action=options.action,
         keep_profile=options.keep_profile,
+        keep_failed=options.keep_failed,
     )
 
 

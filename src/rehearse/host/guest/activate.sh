@@ -2,7 +2,7 @@
 # rehearse's activation, run inside the guest as a transient systemd unit
 # (systemd-run), so a dropped SSH session cannot kill it half-way:
 #
-#   activate.sh DIR NONCE NEW_SYSTEM CONFIRM_TIMEOUT ACTIVATION_TIMEOUT ACTION [GENERATION|keep]
+#   activate.sh [--keep-failed] DIR NONCE NEW_SYSTEM CONFIRM_TIMEOUT ACTIVATION_TIMEOUT ACTION [GENERATION|keep]
 #
 # ACTION is switch-to-configuration's: `test` for a VM (direct boot: no boot
 # loader), `switch` or `boot` for a real server (`promote`), whose rollback
@@ -31,8 +31,14 @@
 # nothing a unit prints during the switch can pass for one):
 # "generation=N" (the profile's new generation), "failed=UNIT…" (after a
 # good switch: the units failed by then), "rc=N" (switch's exit code) and "result=confirmed" or "result=rolled-back REASON RC".
+# --keep-failed (deploy --keep-failed): a failed switch, or a rejection by
+# rehearse (a failed unit or check), leaves the new system in place to be
+# looked at: "result=kept REASON", no rollback. No word in time (rehearse
+# cannot reach the new system) still rolls back.
 # No polling loops: the guest may have one emulated CPU.
 set -u
+keep_failed=0
+[ "$1" = --keep-failed ] && keep_failed=1 && shift
 dir=$1 nonce=$2 new=$3 timeout=$4 activation_timeout=$5 action=$6 target=${7:-}
 case $action in test | switch | boot) ;; *) echo "activate.sh: unknown action $action" >&2; exit 2 ;; esac
 keep=0
@@ -134,6 +140,15 @@ result() {
   exit 0
 }
 
+# A failure, kept in place when asked (--keep-failed); else rolled back.
+failed() {
+  if [ $keep_failed = 1 ]; then
+    echo "rehearse: keeping the failed system ($1), as asked; $prev is the one to roll back to"
+    result "kept $1"
+  fi
+  rollback "$1"
+}
+
 rollback() {
   echo "rehearse: rolling back to $prev ($1)"
   if [ $keep = 1 ]; then # the profile was not touched
@@ -183,7 +198,7 @@ if [ "$rc" -eq 0 ]; then
   mark "failed=$(systemctl list-units --failed --plain --no-legend --full | awk '{printf "%s ", $1}')"
 fi
 mark "rc=$rc"
-[ "$rc" -eq 124 ] && rollback "activation-timeout-${activation_timeout}s"
+[ "$rc" -eq 124 ] && failed "activation-timeout-${activation_timeout}s"
 # 100: the new system's init interface differs; switch-to-configuration
 # changed nothing and the new system takes effect at the next boot (the
 # profile keeps it, as `nixos-rebuild switch` would). Not a failure to undo.
@@ -191,7 +206,7 @@ if [ "$rc" -eq 100 ]; then
   echo "rehearse: the new system needs a reboot (switch-to-configuration exited 100); the VM still runs $prev"
   result "reboot-required 100"
 fi
-[ "$rc" -eq 0 ] || rollback "activation-exit-$rc"
+[ "$rc" -eq 0 ] || failed "activation-exit-$rc"
 
 # The confirmation clock starts now. Wait for rehearse's word; a trapped
 # signal ends `wait` at once (and rehearse sends it again if it came just
@@ -202,6 +217,11 @@ while [ "$confirmed$rejected" = 00 ] && kill -0 "$sleeper" 2>/dev/null; do
   wait "$sleeper"
 done
 kill "$sleeper" 2>/dev/null
-[ "$rejected" = 1 ] && rollback "$(cat "$dir/reject")"
+if [ "$rejected" = 1 ]; then
+  reason=$(cat "$dir/reject")
+  # Superseded (an interrupted deploy's, settled) or refused: never kept.
+  case $reason in superseded | "rehearse refused"*) rollback "$reason" ;; esac
+  failed "$reason"
+fi
 [ "$confirmed" = 1 ] && result confirmed
 rollback not-confirmed

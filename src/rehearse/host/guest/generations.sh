@@ -4,7 +4,8 @@
 #   generations.sh PROFILE
 #
 # prints "LINK SYSTEM MTIME" per generation of PROFILE, then "current LINK",
-# "running SYSTEM" and "booted SYSTEM".
+# "running SYSTEM", "booted SYSTEM" and "booted-at MTIME" (stage 2 makes the
+# link /run/booted-system at boot: its mtime is the boot's time).
 profile=$1
 for l in "$profile"-*-link; do
   [ -e "$l" ] || continue
@@ -13,3 +14,4 @@ done
 echo "current $(readlink -- "$profile")"
 echo "running $(readlink -- /run/current-system)"
 echo "booted $(readlink -- /run/booted-system)"
+echo "booted-at $(stat -c %Y -- /run/booted-system 2>/dev/null || echo 0)"

@@ -75,6 +75,8 @@ let
     UseDNS no
     PrintMotd no
     X11Forwarding no
+    # `rehearse cp` (scp over SFTP): sshd's own server, no program in the guest.
+    Subsystem sftp internal-sftp
   '' + lib.optionalString hasPAMServiceName ''
     PAMServiceName ${pamName}
   '');
