@@ -27,20 +27,7 @@ from rehearse.pipeline.run import Words, where_to_look
 from rehearse.targets import activation
 from rehearse.targets.activation import Outcome
 from rehearse.targets.target import VM, Activated, ActivateOptions, Pushed
-from tests.unit.test_input import main, stopped_vm
-
-
-class Clock:
-    """time.monotonic and time.sleep for run_check, without waiting."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.unit.test_input import Clock, main, stopped_vm
 
 
 @pytest.fixture
