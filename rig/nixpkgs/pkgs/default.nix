@@ -195,6 +195,12 @@ let
       pname = "coreutils"; version = "9.1";
       programs = { ls = "/bin/ls"; cat = "/bin/cat"; };
     };
+    # visudo checks the sudoers file at build time (on the host, which has
+    # Debian's sudo too: ./run and rig/host/recipe install it).
+    sudo = wrapExisting {
+      pname = "sudo"; version = "1.9.13p3";
+      programs = { sudo = "/usr/bin/sudo"; visudo = "/usr/sbin/visudo"; };
+    };
     # QEMU of the host, for the VM runner.
     qemu = wrapExisting {
       pname = "qemu"; version = "7.2";
