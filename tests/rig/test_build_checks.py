@@ -129,3 +129,55 @@ def test_sudoers_checked_by_visudo(tmp_path: Path) -> None:
     assert 'unknown defaults entry "nosuchflag"' in err
     good = built(tmp_path / "good", ROOT_KEY + '\n  security.sudo.extraConfig = "Defaults lecture = never";')
     assert "Defaults lecture = never" in (good / "etc" / "sudoers").read_text()
+
+
+def test_script_and_exec_start_conflict(tmp_path: Path) -> None:
+    code, _, err = build_system(
+        tmp_path / "a",
+        ROOT_KEY + '\n  systemd.services.job = { script = "echo hi"; serviceConfig.ExecStart = "/bin/true"; };',
+    )
+    assert code != 0
+    assert "The option `systemd.services.job.serviceConfig.ExecStart' has conflicting definition values:" in err
+    assert "/nixos/modules/system/boot/systemd.nix': \"/nix/store/" in err and '-job-start"' in err
+    assert 'extra.nix\': "/bin/true"' in err
+    # Lists concatenate (unitOption): a second ExecStartPre beside preStart's.
+    system = built(
+        tmp_path / "b",
+        ROOT_KEY + '\n  systemd.services.job = { preStart = "echo pre"; script = "echo hi";'
+        ' serviceConfig.ExecStartPre = [ "/bin/true" ]; };',
+    )
+    unit = (system / "etc" / "systemd" / "system" / "job.service").read_text().splitlines()
+    pre = [line for line in unit if line.startswith("ExecStartPre=")]
+    assert len(pre) == 2 and "ExecStartPre=/bin/true" in pre and pre[0].endswith("-job-pre-start")
+
+
+def test_start_at_makes_a_timer(tmp_path: Path) -> None:
+    system = built(
+        tmp_path,
+        ROOT_KEY + '\n  systemd.services.tick = { script = "date"; startAt = [ "*:0/5" "Mon 03:00" ]; };'
+        '\n  systemd.services.once = { script = "date"; startAt = "daily"; };'
+        '\n  systemd.services.off = { enable = false; script = "date"; startAt = "daily"; };',
+    )
+    units = system / "etc" / "systemd" / "system"
+    timer = (units / "tick.timer").read_text().splitlines()
+    assert timer[timer.index("[Timer]") + 1 :][:2] == ["OnCalendar=*:0/5", "OnCalendar=Mon 03:00"]
+    assert "WantedBy=timers.target" in timer
+    assert (units / "timers.target.wants" / "tick.timer").resolve() == (units / "tick.timer").resolve()
+    assert "OnCalendar=daily" in (units / "once.timer").read_text()
+    assert not (units / "off.timer").exists()
+    assert not (units / "timers.target.wants" / "tick.service").exists()
+
+
+def test_default_service_path(tmp_path: Path) -> None:
+    system = built(tmp_path, ROOT_KEY + '\n  systemd.services.job = { script = "ls"; path = [ pkgs.hello ]; };')
+    unit = (system / "etc" / "systemd" / "system" / "job.service").read_text().splitlines()
+    (env,) = [line for line in unit if line.startswith('Environment="PATH=')]
+    dirs = env.removeprefix('Environment="PATH=').removesuffix('"').split(":")
+    names = [d.split("-", 1)[1] for d in dirs]
+    # makeBinPath then the sbin directories; the service's own first, then the default.
+    packages = ["hello-2.12.1", "coreutils-9.1", "findutils-4.9.0", "gnugrep-3.8", "gnused-4.9", "systemd-252"]
+    assert names == [f"{p}/bin" for p in packages] + [f"{p}/sbin" for p in packages]
+    assert not any(d.startswith(("/usr", "/bin", "/sbin")) for d in dirs)  # no Debian PATH
+    for program in ("ls", "install", "find", "grep", "sed", "systemctl"):
+        assert any((Path(d) / program).exists() for d in dirs), program
+    assert not any((Path(d) / "ip").exists() for d in dirs)  # iproute2 only with `path`
