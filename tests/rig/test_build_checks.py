@@ -181,3 +181,20 @@ def test_default_service_path(tmp_path: Path) -> None:
     for program in ("ls", "install", "find", "grep", "sed", "systemctl"):
         assert any((Path(d) / program).exists() for d in dirs), program
     assert not any((Path(d) / "ip").exists() for d in dirs)  # iproute2 only with `path`
+
+
+def test_etc_owner_by_name_and_pam_other(tmp_path: Path) -> None:
+    system = built(
+        tmp_path,
+        ROOT_KEY
+        + '\n  environment.etc."app.conf" = { text = "x"; mode = "0640"; user = "nobody"; group = "nogroup"; };'
+        '\n  environment.etc."ids.conf" = { text = "y"; mode = "0600"; uid = 7; gid = 8; };',
+    )
+    modes = (system / "etc" / ".rig-etc-modes").read_text().splitlines()
+    assert "app.conf\t0640\tnobody\tnogroup" in modes and "ids.conf\t0600\t+7\t+8" in modes
+    other = (system / "etc" / "pam.d" / "other").read_text().split("\n")
+    assert [line.split() for line in other if line] == [
+        [kind, "required", module]
+        for kind in ("auth", "account", "password", "session")
+        for module in ("pam_warn.so", "pam_deny.so")
+    ]
