@@ -198,3 +198,20 @@ def test_etc_owner_by_name_and_pam_other(tmp_path: Path) -> None:
         for kind in ("auth", "account", "password", "session")
         for module in ("pam_warn.so", "pam_deny.so")
     ]
+
+
+def test_names_longer_than_31_characters_abort(tmp_path: Path) -> None:
+    long = "u" * 32
+    code, _, err = build_system(tmp_path / "u", ROOT_KEY + f"\n  users.users.{long} = {{ isNormalUser = true; }};")
+    assert (
+        code != 0
+        and f"error: evaluation aborted with the following error message: 'Username '{long}' is longer than 31 characters which is not allowed!'"
+        in err
+    )
+    code, _, err = build_system(
+        tmp_path / "g", ROOT_KEY + f'\n  users.users.v = {{ isSystemUser = true; group = "{long}"; }};'
+    )
+    assert code != 0 and f"Group name '{long}' is longer than 31 characters which is not allowed!" in err
+    assert (
+        build_system(tmp_path / "ok", ROOT_KEY + f"\n  users.users.{long[:31]} = {{ isNormalUser = true; }};")[0] == 0
+    )

@@ -19,7 +19,12 @@ let
 
   userOpts = { name, config, ... }: {
     options = {
-      name = mkOption { type = types.str; default = name; description = "The user name."; };
+      name = mkOption {
+        type = types.str;
+        default = name;
+        apply = x: assert (lib.stringLength x < 32 || abort "Username '${x}' is longer than 31 characters which is not allowed!"); x;
+        description = "The user name.";
+      };
       uid = mkOption { type = types.nullOr types.int; default = null; description = "The account UID; null: chosen at creation."; };
       isNormalUser = mkOption {
         type = types.bool;
@@ -28,7 +33,12 @@ let
       };
       isSystemUser = mkOption { type = types.bool; default = false; description = "A system user (a UID below 1000)."; };
       description = mkOption { type = types.str; default = ""; description = "The GECOS field."; };
-      group = mkOption { type = types.str; default = ""; description = "The user's primary group."; };
+      group = mkOption {
+        type = types.str;
+        default = "";
+        apply = x: assert (lib.stringLength x < 32 || abort "Group name '${x}' is longer than 31 characters which is not allowed!"); x;
+        description = "The user's primary group.";
+      };
       extraGroups = mkOption { type = types.listOf types.str; default = [ ]; description = "The user's auxiliary groups."; };
       home = mkOption { type = types.str; default = "/var/empty"; description = "The user's home directory."; };
       createHome = mkOption { type = types.bool; default = false; description = "Create the home directory at activation."; };
