@@ -237,6 +237,15 @@ def test_services_get_nixos_path_timers_and_etc_owners_by_name(guest: Guest) -> 
     assert guest.ssh("systemctl", "is-active", "tick.timer").stdout.strip() == "active"
     assert guest.ssh("stat", "-c", "%U:%G:%a", "/etc/svc.conf").stdout.strip() == "svc:svc:640"
     assert guest.ssh("readlink", "/etc/pam.d/other").stdout.strip() == "/etc/static/pam.d/other"
+    # A program with no PAM file of its own gets `other`: pam_warn logs it, pam_deny refuses.
+    assert guest.ssh("mv", "/etc/pam.d/su", "/etc/pam.d/su.rig-off").returncode == 0
+    try:
+        denied = guest.ssh("su", "-s", "/bin/sh", "root", "-c", "true")
+    finally:
+        guest.ssh("mv", "/etc/pam.d/su.rig-off", "/etc/pam.d/su")
+    assert denied.returncode != 0
+    assert "pam_warn(su:auth)" in guest.ssh("journalctl", "-b", "--no-pager", "-t", "su").stdout
+    assert guest.ssh("su", "-s", "/bin/sh", "root", "-c", "true").returncode == 0  # Debian's su file: rootok
     good = build(guest_config(guest.dir), VM_TOPLEVEL)
     guest.ssh("systemctl", "reset-failed")
     assert activate(guest, good).returncode == 0
