@@ -207,6 +207,50 @@ def test_failing_unit_makes_switch_exit_4(guest: Guest) -> None:
     assert activate(guest, good).returncode == 0
 
 
+def test_services_get_nixos_path_timers_and_etc_owners_by_name(guest: Guest) -> None:
+    # Issue 25: NixOS's default service PATH (no Debian /usr/bin), startAt's
+    # timer, environment.etc.<n>.user/group by name (after the accounts), `other`.
+    conf = guest_config(
+        guest.dir,
+        extra="""  systemd.services.forgets-path = {
+    wantedBy = [ "multi-user.target" ];
+    serviceConfig.Type = "oneshot";
+    script = "python3 -c pass";
+  };
+  systemd.services.default-path = {
+    wantedBy = [ "multi-user.target" ];
+    serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
+    script = "echo ok | grep ok | sed s/o/0/ > /run/default-path; find /run/default-path; systemctl --version > /dev/null";
+  };
+  systemd.services.tick = { script = "date"; startAt = "*:0/5"; };
+  users.users.svc = { isSystemUser = true; group = "svc"; };
+  users.groups.svc = { };
+  environment.etc."svc.conf" = { text = "x"; mode = "0640"; user = "svc"; group = "svc"; };""",
+    )
+    system = build(conf, VM_TOPLEVEL)
+    result = activate(guest, system)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "warning: the following units failed: forgets-path.service" in result.stderr
+    journal = guest.ssh("journalctl", "-u", "forgets-path.service", "--no-pager").stdout
+    assert "python3: command not found" in journal
+    assert guest.ssh("cat", "/run/default-path").stdout == "0k\n"
+    assert guest.ssh("systemctl", "is-active", "tick.timer").stdout.strip() == "active"
+    assert guest.ssh("stat", "-c", "%U:%G:%a", "/etc/svc.conf").stdout.strip() == "svc:svc:640"
+    assert guest.ssh("readlink", "/etc/pam.d/other").stdout.strip() == "/etc/static/pam.d/other"
+    # A program with no PAM file of its own gets `other`: pam_warn logs it, pam_deny refuses.
+    assert guest.ssh("mv", "/etc/pam.d/su", "/etc/pam.d/su.rig-off").returncode == 0
+    try:
+        denied = guest.ssh("su", "-s", "/bin/sh", "root", "-c", "true")
+    finally:
+        guest.ssh("mv", "/etc/pam.d/su.rig-off", "/etc/pam.d/su")
+    assert denied.returncode != 0
+    assert "pam_warn(su:auth)" in guest.ssh("journalctl", "-b", "--no-pager", "-t", "su").stdout
+    assert guest.ssh("su", "-s", "/bin/sh", "root", "-c", "true").returncode == 0  # Debian's su file: rootok
+    good = build(guest_config(guest.dir), VM_TOPLEVEL)
+    guest.ssh("systemctl", "reset-failed")
+    assert activate(guest, good).returncode == 0
+
+
 def current_system(guest: Guest) -> str:
     return guest.ssh("readlink", "/run/current-system").stdout.strip()
 

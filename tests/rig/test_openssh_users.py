@@ -82,7 +82,7 @@ def test_sshd_config_rendered_like_nixos(tmp_path: Path) -> None:
     assert "auth required pam_deny.so" in pam
     # The authorized keys: a copy, mode 0444.
     modes = (system / "etc" / ".rig-etc-modes").read_text().splitlines()
-    assert "ssh/authorized_keys.d/root\t0444\t0\t0" in modes
+    assert "ssh/authorized_keys.d/root\t0444\t+0\t+0" in modes
     assert KEY in (system / "etc" / "ssh" / "authorized_keys.d" / "root").read_text()
     # Host keys come from sshd-keygen.service, which sshd.service wants.
     units = system / "etc" / "systemd" / "system"
@@ -177,4 +177,4 @@ def test_sudoers(tmp_path: Path) -> None:
     assert "root\tALL=(ALL:ALL)\tSETENV: ALL" in sudoers
     assert "%wheel\tALL=(ALL:ALL)\tNOPASSWD:SETENV: ALL" in sudoers
     modes = (system / "etc" / ".rig-etc-modes").read_text().splitlines()
-    assert "sudoers\t0440\t0\t0" in modes
+    assert "sudoers\t0440\t+0\t+0" in modes

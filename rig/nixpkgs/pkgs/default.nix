@@ -148,6 +148,12 @@ let
       done
     '' // { inherit pname version; };
 
+  # wrapExisting for the programs of a Debian package: { "/bin" = [ "ls" … ]; … }.
+  debianPrograms = { pname, version, dirs }: wrapExisting {
+    inherit pname version;
+    programs = lib.foldl' (acc: dir: acc // lib.genAttrs dirs.${dir} (n: "${dir}/${n}")) { } (builtins.attrNames dirs);
+  };
+
   self = {
     inherit lib system runCommand writeTextFile writeText writeTextDir writeScript
       writeScriptBin writeShellScript writeShellScriptBin writeShellApplication runtimeShell buildEnv
@@ -182,19 +188,25 @@ let
       programs = { nix-store = "/usr/bin/nix-store"; nix-env = "/usr/bin/nix-env"; nix-build = "/usr/bin/nix-build"; nix = "/usr/bin/nix";
         nix-copy-closure = "/usr/bin/nix-copy-closure"; nix-daemon = "/usr/bin/nix-daemon"; };
     };
-    systemd = wrapExisting {
-      pname = "systemd"; version = "252";
-      programs = { systemctl = "/bin/systemctl"; systemd-run = "/usr/bin/systemd-run"; journalctl = "/bin/journalctl"; };
-    } // {
+    systemd = debianPrograms { pname = "systemd"; version = "252"; dirs = { "/bin" = [ "journalctl" "loginctl" "networkctl" "systemctl" "systemd-ask-password" "systemd-creds" "systemd-escape" "systemd-firstboot" "systemd-inhibit" "systemd-machine-id-setup" "systemd-notify" "systemd-repart" "systemd-sysext" "systemd-sysusers" "systemd-tmpfiles" "systemd-tty-ask-password-agent" ]; "/usr/bin" = [ "busctl" "hostnamectl" "kernel-install" "localectl" "systemd-analyze" "systemd-cat" "systemd-cgls" "systemd-cgtop" "systemd-cryptenroll" "systemd-delta" "systemd-detect-virt" "systemd-id128" "systemd-mount" "systemd-path" "systemd-run" "systemd-socket-activate" "systemd-stdio-bridge" "systemd-umount" "timedatectl" ]; }; } // {
       # As nixpkgs' systemd passthru: NixOS writes "systemd <this>" to the
       # toplevel's init-interface-version; switch-to-configuration refuses to
       # switch at runtime to a system whose value differs (exit 100).
       interfaceVersion = 2;
     };
-    coreutils = wrapExisting {
-      pname = "coreutils"; version = "9.1";
-      programs = { ls = "/bin/ls"; cat = "/bin/cat"; };
+    # The packages of NixOS's default service PATH (systemd-lib.nix): every
+    # program of the guest's Debian package, at the path Debian installs it.
+    coreutils = debianPrograms { pname = "coreutils"; version = "9.1"; dirs = { "/bin" = [ "cat" "chgrp" "chmod" "chown" "cp" "date" "dd" "df" "dir" "echo" "false" "ln" "ls" "mkdir" "mknod" "mktemp" "mv" "pwd" "readlink" "rm" "rmdir" "sleep" "stty" "sync" "touch" "true" "uname" "vdir" ]; "/usr/bin" = [ "[" "arch" "b2sum" "base32" "base64" "basename" "basenc" "chcon" "cksum" "comm" "csplit" "cut" "dircolors" "dirname" "du" "env" "expand" "expr" "factor" "fmt" "fold" "groups" "head" "hostid" "id" "install" "join" "link" "logname" "md5sum" "mkfifo" "nice" "nl" "nohup" "nproc" "numfmt" "od" "paste" "pathchk" "pinky" "pr" "printenv" "printf" "ptx" "realpath" "runcon" "seq" "sha1sum" "sha224sum" "sha256sum" "sha384sum" "sha512sum" "shred" "shuf" "sort" "split" "stat" "stdbuf" "sum" "tac" "tail" "tee" "test" "timeout" "tr" "truncate" "tsort" "tty" "unexpand" "uniq" "unlink" "users" "wc" "who" "whoami" "yes" ]; "/usr/sbin" = [ "chroot" ]; }; };
+    findutils = debianPrograms { pname = "findutils"; version = "4.9.0"; dirs = { "/usr/bin" = [ "find" "xargs" ]; }; };
+    gnugrep = debianPrograms { pname = "gnugrep"; version = "3.8"; dirs = { "/bin" = [ "egrep" "fgrep" "grep" ]; "/usr/bin" = [ "rgrep" ]; }; };
+    gnused = debianPrograms { pname = "gnused"; version = "4.9"; dirs = { "/bin" = [ "sed" ]; }; };
+    # visudo checks the sudoers file at build time (on the host, which has
+    # Debian's sudo too: ./run and rig/host/recipe install it).
+    sudo = wrapExisting {
+      pname = "sudo"; version = "1.9.13p3";
+      programs = { sudo = "/usr/bin/sudo"; visudo = "/usr/sbin/visudo"; };
     };
+    nftables = wrapExisting { pname = "nftables"; version = "1.0.6"; programs = { nft = "/usr/sbin/nft"; }; };
     # QEMU of the host, for the VM runner.
     qemu = wrapExisting {
       pname = "qemu"; version = "7.2";

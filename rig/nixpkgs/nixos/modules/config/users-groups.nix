@@ -19,7 +19,12 @@ let
 
   userOpts = { name, config, ... }: {
     options = {
-      name = mkOption { type = types.str; default = name; description = "The user name."; };
+      name = mkOption {
+        type = types.str;
+        default = name;
+        apply = x: assert (lib.stringLength x < 32 || abort "Username '${x}' is longer than 31 characters which is not allowed!"); x;
+        description = "The user name.";
+      };
       uid = mkOption { type = types.nullOr types.int; default = null; description = "The account UID; null: chosen at creation."; };
       isNormalUser = mkOption {
         type = types.bool;
@@ -28,7 +33,12 @@ let
       };
       isSystemUser = mkOption { type = types.bool; default = false; description = "A system user (a UID below 1000)."; };
       description = mkOption { type = types.str; default = ""; description = "The GECOS field."; };
-      group = mkOption { type = types.str; default = ""; description = "The user's primary group."; };
+      group = mkOption {
+        type = types.str;
+        default = "";
+        apply = x: assert (lib.stringLength x < 32 || abort "Group name '${x}' is longer than 31 characters which is not allowed!"); x;
+        description = "The user's primary group.";
+      };
       extraGroups = mkOption { type = types.listOf types.str; default = [ ]; description = "The user's auxiliary groups."; };
       home = mkOption { type = types.str; default = "/var/empty"; description = "The user's home directory."; };
       createHome = mkOption { type = types.bool; default = false; description = "Create the home directory at activation."; };
@@ -104,6 +114,36 @@ let
 
   hasKeys = u: u.openssh.authorizedKeys.keys != [ ] || u.openssh.authorizedKeys.keyFiles != [ ];
 
+  # NixOS's idsAreUnique: false at the first id two entries share, traced
+  # as "Duplicate uid N" / "Duplicate gid N" (a foldr: from the last name).
+  idsUnique = set: idAttr:
+    let
+      step = acc: name:
+        if acc == null then null
+        else
+          let id = toString set.${name}.${idAttr}; in
+          if acc ? ${id} then builtins.trace "Duplicate ${idAttr} ${id}" null
+          else acc // { ${id} = true; };
+    in
+    builtins.foldl' step { } (lib.reverseList (builtins.attrNames set)) != null;
+  uidsUnique = idsUnique (lib.filterAttrs (_: u: u.uid != null) cfg.users) "uid";
+  gidsUnique = idsUnique (lib.filterAttrs (_: g: g.gid != null) cfg.groups) "gid";
+
+  groupNames = lib.mapAttrsToList (_: g: g.name) cfg.groups;
+  usersWithoutGroup = lib.filterAttrs (_: u: u.group != "" && !builtins.elem u.group groupNames) cfg.users;
+
+  # shadow's is_valid_name, without the trailing $ (as NixOS has it).
+  nameRegex = "[a-zA-Z0-9_.][a-zA-Z0-9_.-]*";
+
+  # The password options NixOS counts for its "multiple of the options"
+  # warning; with immutable users the initial ones set the others.
+  passwordOptions = [ "hashedPassword" "hashedPasswordFile" "password" ]
+    ++ lib.optionals cfg.mutableUsers [ "initialHashedPassword" "initialPassword" ];
+  precedence =
+    if cfg.mutableUsers
+    then "{option}`initialHashedPassword` -> {option}`initialPassword` -> {option}`hashedPassword` -> {option}`password` -> {option}`hashedPasswordFile`"
+    else "{option}`initialHashedPassword` -> {option}`hashedPassword` -> {option}`initialPassword` -> {option}`password` -> {option}`hashedPasswordFile`";
+
   # The hash format NixOS accepts without a warning (a subset of the Modular
   # Crypt Format).
   mcf =
@@ -123,6 +163,11 @@ in
       type = types.bool;
       default = true;
       description = "Whether users may be changed outside the configuration (passwd, useradd).";
+    };
+    enforceIdUniqueness = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Whether to require that no two users/groups share the same uid/gid.";
     };
     allowNoPasswordLogin = mkOption {
       type = types.bool;
@@ -171,6 +216,19 @@ in
 
     assertions = [
       {
+        assertion = !cfg.enforceIdUniqueness || (uidsUnique && gidsUnique);
+        message = "UIDs and GIDs must be unique!";
+      }
+      {
+        assertion = usersWithoutGroup == { };
+        message = ''
+          The following users have a primary group that is undefined: ${lib.concatStringsSep " " (builtins.attrNames usersWithoutGroup)}
+          Hint: Add this to your NixOS configuration:
+            ${lib.concatStringsSep "\n  " (map (g: "users.groups.${g} = {};")
+              (lib.unique (lib.mapAttrsToList (_: u: u.group) usersWithoutGroup)))}
+        '';
+      }
+      {
         # With immutable users, some privileged account (root, or a member
         # of wheel) must be able to log in.
         assertion = !cfg.mutableUsers -> !cfg.allowNoPasswordLogin -> lib.any (x: x) (lib.mapAttrsToList (name: u:
@@ -190,12 +248,24 @@ in
       }
     ] ++ lib.concatLists (lib.mapAttrsToList (_: user: [
       {
+        assertion = builtins.match nameRegex user.name != null;
+        message = "The username \"${user.name}\" is not valid, it does not match the regex \"${nameRegex}\".";
+      }
+      {
         assertion = user.hashedPassword != null -> builtins.match ".*:.*" user.hashedPassword == null;
         message = ''
           The password hash of user "${user.name}" contains a ":" character.
           This is invalid and would break the login system because the fields
           of /etc/shadow (file where hashes are stored) are colon-separated.
           Please check the value of option `users.users."${user.name}".hashedPassword`.'';
+      }
+      {
+        assertion = user.isNormalUser && user.uid != null -> user.uid >= 1000;
+        message = ''
+          A user cannot have a users.users.${user.name}.uid set below 1000 and set users.users.${user.name}.isNormalUser.
+          Either users.users.${user.name}.isSystemUser must be set to true instead of users.users.${user.name}.isNormalUser
+          or users.users.${user.name}.uid must be changed to 1000 or above.
+        '';
       }
       {
         assertion =
@@ -219,7 +289,26 @@ in
       }
     ]) cfg.users);
 
-    warnings = builtins.filter (x: x != null) (lib.mapAttrsToList (_: user:
+    warnings = lib.concatMap (user:
+      lib.optional (lib.length (builtins.filter (o: user.${o} != null) passwordOptions) > 1) ''
+        The user '${user.name}' has multiple of the options
+        `initialHashedPassword`, `hashedPassword`, `initialPassword`, `password`
+        & `hashedPasswordFile` set to a non-null value.
+
+        If multiple of these password options are set at the same time then a
+        specific order of precedence is followed, which can lead to surprising
+        results. The order of precedence differs depending on whether the
+        {option}`users.mutableUsers` option is set.
+
+        If the option {option}`users.mutableUsers` is
+        `${lib.boolToString cfg.mutableUsers}`, then the order of precedence is as shown
+        below, where values on the left are overridden by values on the right:
+        ${precedence}
+
+        The values of these options are:
+        ${lib.concatMapStringsSep "\n" (o: "* users.users.\"${user.name}\".${o}: ${lib.generators.toPretty { } user.${o}}") passwordOptions}
+      '') (lib.attrValues cfg.users)
+    ++ builtins.filter (x: x != null) (lib.mapAttrsToList (_: user:
       if allowsLogin user.hashedPassword
         && user.hashedPassword != "" # login without password
         && builtins.match mcf user.hashedPassword == null

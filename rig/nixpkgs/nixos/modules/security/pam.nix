@@ -1,8 +1,9 @@
 # security.pam.services: one /etc/pam.d/<name> per service, as NixOS makes
 # them (nixos/modules/security/pam.nix).  The rig's guest has Debian's PAM
 # modules, so a service's default text is built from Debian's common-* stacks;
-# `text` replaces it, as in NixOS.  Services not declared here fall back to
-# the guest's own /etc/pam.d files (NixOS would use `other`, which denies).
+# `text` replaces it, as in NixOS.  `other`, the stack of a program with no
+# file of its own, denies everything, as NixOS's (pam.nix); the guest's own
+# Debian files for services not declared here stay, though (NixOS has none).
 { config, lib, ... }:
 let
   inherit (lib) mkOption types;
@@ -31,6 +32,17 @@ in
     default = { };
     description = "PAM services: one file /etc/pam.d/<name> each.";
   };
+
+  config.security.pam.services.other.text = ''
+    auth     required pam_warn.so
+    auth     required pam_deny.so
+    account  required pam_warn.so
+    account  required pam_deny.so
+    password required pam_warn.so
+    password required pam_deny.so
+    session  required pam_warn.so
+    session  required pam_deny.so
+  '';
 
   config.environment.etc = lib.mapAttrs' (name: svc:
     lib.nameValuePair "pam.d/${name}" { text = svc.text; }

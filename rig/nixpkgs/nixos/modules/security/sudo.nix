@@ -2,7 +2,8 @@
 # /etc/sudoers (mode 0440) and its PAM service.  The program is the rig
 # guest image's (Debian's sudo, setuid root, /usr/bin/sudo), which reads
 # these; NixOS installs its own as the setuid wrapper /run/wrappers/bin/sudo.
-{ config, lib, ... }:
+# The build-time check runs pkgs.sudo's visudo: the host's (Debian's sudo).
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   cfg = config.security.sudo;
@@ -91,8 +92,12 @@ in
 
     security.pam.services.sudo = { };
 
+    # As NixOS: the file is checked at build time (`visudo -c`), so a
+    # sudoers syntax error fails the system's build, not sudo on the server.
     environment.etc.sudoers = {
-      text = cfg.configFile;
+      source = pkgs.runCommand "sudoers" {
+        src = pkgs.writeText "sudoers-in" cfg.configFile;
+      } "${pkgs.sudo}/bin/visudo -f $src -c && cp $src $out";
       mode = "0440";
     };
   };

@@ -383,6 +383,18 @@ in
         assertion = if cfg.settings.X11Forwarding == true then false else true;
         message = "cannot enable X11 forwarding without setting xauth location";
       }
+      (
+        # Keys that sshd reads as one (it ignores case): "(UseDns, UseDNS)".
+        let
+          duplicates = builtins.filter (names: lib.length names > 1)
+            (lib.attrValues (builtins.groupBy lib.toLower (builtins.attrNames cfg.settings)));
+        in
+        {
+          assertion = duplicates == [ ];
+          message = "Duplicate sshd config key; does your capitalization match the option's? Duplicate keys: "
+            + lib.concatMapStringsSep ", " (names: "(${lib.concatStringsSep ", " names})") duplicates;
+        }
+      )
     ] ++ map ({ addr, ... }: {
       assertion = addr != null;
       message = "addr must be specified in each listenAddresses entry";

@@ -238,6 +238,7 @@ in
         unitConfig.ConditionCapability = "CAP_NET_ADMIN";
         unitConfig.DefaultDependencies = false;
         reloadIfChanged = true;
+        path = [ pkgs.nftables ];
         serviceConfig = {
           Type = "oneshot";
           RemainAfterExit = true;

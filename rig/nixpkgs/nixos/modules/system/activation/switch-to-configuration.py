@@ -43,7 +43,9 @@ PRE_SWITCH_CHECK = "@preSwitchCheck@"
 INSTALL_BOOTLOADER = "@installBootLoader@"
 LOCK = "/run/nixos/switch-to-configuration.lock"
 UNIT_DIR = "etc/systemd/system"
-TARGETS = ("multi-user.target", "default.target", "sysinit.target", "basic.target", "sockets.target")
+# timers.target too: startAt's timers (systemd.nix) start with the switch,
+# as NixOS's, which starts what any active target wants.
+TARGETS = ("multi-user.target", "default.target", "sysinit.target", "basic.target", "sockets.target", "timers.target")
 
 
 def log(msg: str) -> None:

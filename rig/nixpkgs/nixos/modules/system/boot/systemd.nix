@@ -6,7 +6,20 @@
 let
   inherit (lib) mkOption types;
 
-  unitValue = types.oneOf [ types.bool types.int types.str types.path (types.listOf (types.oneOf [ types.bool types.int types.str types.path ])) ];
+  nixosConfig = config;
+
+  # NixOS's unitOption (systemd-unit-options.nix): definitions that are
+  # lists concatenate; otherwise they must all be equal, so `script` and a
+  # `serviceConfig.ExecStart` of one's own conflict ("has conflicting
+  # definition values"), as on NixOS.
+  unitValue = lib.mkOptionType {
+    name = "systemd option";
+    merge = loc: defs:
+      let defs' = lib.filterOverrides defs; in
+      if lib.any (def: builtins.isList def.value) defs'
+      then lib.concatMap (def: lib.toList def.value) defs'
+      else lib.mergeEqualOption loc defs';
+  };
 
   serviceOpts = { name, config, ... }: {
     options = {
@@ -44,8 +57,26 @@ let
         default = true;
         description = "Stop the old unit before activation and start the new one after it, rather than restart.";
       };
-      startAt = mkOption { type = types.either types.str (types.listOf types.str); default = [ ]; description = "Timer schedule (not supported by the mini nixpkgs)."; };
+      startAt = mkOption {
+        type = types.either types.str (types.listOf types.str);
+        default = [ ];
+        description = "When the service runs (systemd.time(7) calendar events): a `<name>.timer` wanted by timers.target.";
+      };
     };
+    # As NixOS's systemd-lib.nix (stage2ServiceConfig, serviceConfig) and
+    # systemd.nix: the default PATH, and the scripts as Exec* keys.
+    config = lib.mkMerge [
+      {
+        path = lib.mkAfter (with pkgs; [ coreutils findutils gnugrep gnused nixosConfig.systemd.package ]);
+        environment.PATH = lib.mkIf (config.path != [ ])
+          "${lib.makeBinPath config.path}:${lib.makeSearchPathOutput "bin" "sbin" config.path}";
+      }
+      (lib.mkIf (config.preStart != "") { serviceConfig.ExecStartPre = [ "${shellScript "${name}-pre-start" config.preStart}" ]; })
+      (lib.mkIf (config.script != "") { serviceConfig.ExecStart = "${shellScript "${name}-start" config.script}"; })
+      (lib.mkIf (config.postStart != "") { serviceConfig.ExecStartPost = [ "${shellScript "${name}-post-start" config.postStart}" ]; })
+      (lib.mkIf (config.preStop != "") { serviceConfig.ExecStop = "${shellScript "${name}-pre-stop" config.preStop}"; })
+      (lib.mkIf (config.postStop != "") { serviceConfig.ExecStopPost = "${shellScript "${name}-post-stop" config.postStop}"; })
+    ];
   };
 
   render = v:
@@ -62,19 +93,11 @@ let
     ${text}
   '';
 
-  hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
   unitText = name: s:
     let
       triggers = builtins.hashString "sha256" (builtins.toJSON (map toString s.restartTriggers));
       reloads = builtins.hashString "sha256" (builtins.toJSON (map toString s.reloadTriggers));
-      exec = lib.optionalAttrs (s.script != "") { ExecStart = shellScript "${name}-start" s.script; }
-        // lib.optionalAttrs (s.preStart != "") { ExecStartPre = shellScript "${name}-pre-start" s.preStart; }
-        // lib.optionalAttrs (s.postStart != "") { ExecStartPost = shellScript "${name}-post-start" s.postStart; }
-        // lib.optionalAttrs (s.preStop != "") { ExecStop = shellScript "${name}-pre-stop" s.preStop; }
-        // lib.optionalAttrs (s.postStop != "") { ExecStopPost = shellScript "${name}-post-stop" s.postStop; };
-      pathValue = lib.concatMapStrings (p: "${p}/bin:${p}/sbin:") s.path + hostPath;
-      env = lib.filterAttrs (_: v: v != null) s.environment // { PATH = pathValue; };
+      env = lib.filterAttrs (_: v: v != null) s.environment;
     in
     ''
       [Unit]
@@ -95,7 +118,7 @@ let
       [Service]
     ''
     + lib.concatStrings (lib.mapAttrsToList (k: v: "Environment=\"${k}=${toString v}\"\n") env)
-    + keyLines (exec // s.serviceConfig);
+    + keyLines s.serviceConfig;
 
   unitFile = name: s:
     let file = "${name}.service"; in
@@ -146,6 +169,19 @@ let
     if s.enable then
       "${pkgs.writeTextFile { name = "unit-${file}"; text = socketText s; destination = "/${file}"; }}/${file}"
     else "/dev/null";
+
+  # startAt: the timer NixOS's systemd.nix makes for the service (wanted by
+  # timers.target, OnCalendar= each event). A calendar event systemd cannot
+  # parse is not checked here (nor by NixOS): the guest's systemd refuses
+  # the timer when the switch starts it.
+  startAtTimerFile = name: s:
+    let file = "${name}.timer"; in
+    "${pkgs.writeTextFile {
+      name = "unit-${builtins.replaceStrings [ "@" ] [ "-" ] file}";
+      destination = "/${file}";
+      text = "[Unit]\n\n[Timer]\n" + keyLines { OnCalendar = s.startAt; } + "\n[Install]\nWantedBy=timers.target\n";
+    }}/${file}";
+  startAtServices = lib.filterAttrs (_: s: s.enable && s.startAt != [ ]) services;
 in
 {
   options.systemd = {
@@ -164,5 +200,6 @@ in
 
   config.environment.etc = lib.mkMerge (
     lib.mapAttrsToList (name: s: unitLinks "service" (unitFile name s) name s) services
-    ++ lib.mapAttrsToList (name: s: unitLinks "socket" (socketFile name s) name s) config.systemd.sockets);
+    ++ lib.mapAttrsToList (name: s: unitLinks "socket" (socketFile name s) name s) config.systemd.sockets
+    ++ lib.mapAttrsToList (name: s: unitLinks "timer" (startAtTimerFile name s) name { enable = true; wantedBy = [ "timers.target" ]; requiredBy = [ ]; }) startAtServices);
 }

@@ -28,7 +28,7 @@ let
   enabled = lib.filter (e: e.enable) (lib.attrValues config.environment.etc);
 
   spec = builtins.toJSON (map (e: {
-    inherit (e) target mode uid gid;
+    inherit (e) target mode user group;
     source = toString e.source;
   }) enabled);
 in
@@ -59,21 +59,27 @@ in
       import json, os, sys
       spec, out = json.load(open(sys.argv[1])), sys.argv[2]
       os.makedirs(os.path.join(out, "etc"), exist_ok=True)
-      # Copied entries, one per line: TARGET<tab>MODE<tab>UID<tab>GID (the
-      # guest's minimal python3 has no json module).
+      # Copied entries, one per line: TARGET<tab>MODE<tab>USER<tab>GROUP, as
+      # NixOS's .uid/.gid files: a name, or +N for an id (the guest's
+      # minimal python3 has no json module).
       with open(os.path.join(out, "etc", ".rig-etc-modes"), "w") as modes:
           for e in spec:
               link = os.path.join(out, "etc", e["target"])
               os.makedirs(os.path.dirname(link), exist_ok=True)
               os.symlink(e["source"], link)
               if e["mode"] != "symlink":
-                  modes.write(f"{e['target']}\t{e['mode']}\t{e['uid']}\t{e['gid']}\n")
+                  modes.write(f"{e['target']}\t{e['mode']}\t{e['user']}\t{e['group']}\n")
       PY
     '';
 
-    system.activationScripts.etc = ''
-      echo "setting up /etc..."
-      /usr/bin/python3 ${./setup-etc.py} "$systemConfig/etc"
-    '';
+    # After the accounts, as NixOS (stringAfter [ "users" "groups" ]): an
+    # entry's user and group are looked up by name.
+    system.activationScripts.etc = {
+      deps = [ "users" ];
+      text = ''
+        echo "setting up /etc..."
+        /usr/bin/python3 ${./setup-etc.py} "$systemConfig/etc"
+      '';
+    };
   };
 }

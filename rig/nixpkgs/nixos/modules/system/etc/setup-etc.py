@@ -39,6 +39,28 @@ def remove_stale_links() -> None:
                 os.unlink(path)
 
 
+def ids(path: str) -> dict:
+    """Name → id of /etc/passwd or /etc/group."""
+    found = {}
+    with open(path) as f:
+        for line in f:
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit():
+                found[fields[0]] = int(fields[2])
+    return found
+
+
+def owner(value: str, table: dict, rel: str) -> int:
+    """An entry's user or group as NixOS's setup-etc.pl reads it: +N is the
+    id N, anything else a name; a name no account has is 0 (Perl's
+    int(undef)), with a warning."""
+    if value.startswith("+"):
+        return int(value[1:])
+    if value not in table:
+        print(f"warning: /etc/{rel}: no user or group named '{value}'; using 0", file=sys.stderr)
+    return table.get(value, 0)
+
+
 def install(rel: str, meta: dict) -> None:
     target = os.path.join("/etc", rel)
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -57,7 +79,7 @@ def install(rel: str, meta: dict) -> None:
     with open(tmp, "wb") as dst:
         dst.write(data)
     os.chmod(tmp, int(meta["mode"], 8))
-    os.chown(tmp, meta.get("uid", 0), meta.get("gid", 0))
+    os.chown(tmp, owner(meta["user"], ids("/etc/passwd"), rel), owner(meta["group"], ids("/etc/group"), rel))
     os.replace(tmp, target)
 
 
@@ -68,8 +90,8 @@ def main() -> None:
     meta = {}
     with open(os.path.join(new_etc, ".rig-etc-modes")) as f:
         for line in f:
-            target, mode, uid, gid = line.rstrip("\n").split("\t")
-            meta[target] = {"mode": mode, "uid": int(uid), "gid": int(gid)}
+            target, mode, user, group = line.rstrip("\n").split("\t")
+            meta[target] = {"mode": mode, "user": user, "group": group}
     copied = []
     for rel in entries(new_etc):
         m = meta.get(rel, {})
