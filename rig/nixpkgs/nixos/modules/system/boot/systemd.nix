@@ -146,9 +146,49 @@ let
     if s.enable then
       "${pkgs.writeTextFile { name = "unit-${file}"; text = socketText s; destination = "/${file}"; }}/${file}"
     else "/dev/null";
+
+  # systemd.timers, as NixOS has them (timerConfig: the keys of [Timer]; no
+  # Unit= means the service of the same name).
+  timerOpts = { name, ... }: {
+    options = {
+      enable = mkOption { type = types.bool; default = true; description = "If false, the unit is masked."; };
+      description = mkOption { type = types.str; default = ""; description = "Description= of the unit."; };
+      wantedBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that want this one."; };
+      requiredBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that require this one."; };
+      after = mkOption { type = types.listOf types.str; default = [ ]; description = "After=."; };
+      before = mkOption { type = types.listOf types.str; default = [ ]; description = "Before=."; };
+      wants = mkOption { type = types.listOf types.str; default = [ ]; description = "Wants=."; };
+      timerConfig = mkOption {
+        type = types.attrsOf unitValue;
+        default = { };
+        example = { OnCalendar = "Sun 14:00:00"; Unit = "foo.service"; };
+        description = "Keys of [Timer] (systemd.timer(5)).";
+      };
+      unitConfig = mkOption { type = types.attrsOf unitValue; default = { }; description = "Keys of [Unit]."; };
+    };
+  };
+
+  timerText = s:
+    "[Unit]\n"
+    + lib.optionalString (s.description != "") "Description=${s.description}\n"
+    + keyLines (lib.filterAttrs (_: v: v != [ ]) { After = s.after; Before = s.before; Wants = s.wants; })
+    + keyLines s.unitConfig
+    + "\n[Timer]\n"
+    + keyLines s.timerConfig;
+
+  timerFile = name: s:
+    let file = "${name}.timer"; in
+    if s.enable then
+      "${pkgs.writeTextFile { name = "unit-${file}"; text = timerText s; destination = "/${file}"; }}/${file}"
+    else "/dev/null";
 in
 {
   options.systemd = {
+    timers = mkOption {
+      type = types.attrsOf (types.submodule timerOpts);
+      default = { };
+      description = "systemd timers.";
+    };
     services = mkOption {
       type = types.attrsOf (types.submodule serviceOpts);
       default = { };
@@ -164,5 +204,6 @@ in
 
   config.environment.etc = lib.mkMerge (
     lib.mapAttrsToList (name: s: unitLinks "service" (unitFile name s) name s) services
-    ++ lib.mapAttrsToList (name: s: unitLinks "socket" (socketFile name s) name s) config.systemd.sockets);
+    ++ lib.mapAttrsToList (name: s: unitLinks "socket" (socketFile name s) name s) config.systemd.sockets
+    ++ lib.mapAttrsToList (name: s: unitLinks "timer" (timerFile name s) name s) config.systemd.timers);
 }
