@@ -175,13 +175,13 @@ in
         '';
       }) (lib.filterAttrs (_: hasKeys) cfg.users);
 
-    # NixOS's linger-users.service.  The rig's guest has no D-Bus for
-    # loginctl: it writes logind's state, /var/lib/systemd/linger/<user>,
-    # itself (logind reads it at boot).
+    # NixOS's linger-users.service.  The rig's guest has no D-Bus and its
+    # logind is masked: instead of loginctl it writes logind's state,
+    # /var/lib/systemd/linger/<user>, itself, and does not require
+    # systemd-logind.service (NixOS does).
     systemd.services.linger-users = lib.mkIf cfg.manageLingering {
       wantedBy = [ "multi-user.target" ];
       after = [ "systemd-logind.service" ];
-      requires = [ "systemd-logind.service" ];
       script =
         let names = v: lib.concatStringsSep " " (lib.mapAttrsToList (_: u: lib.escapeShellArg u.name) (lib.filterAttrs (_: u: u.linger == v) cfg.users));
         in ''
