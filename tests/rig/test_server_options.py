@@ -98,12 +98,16 @@ def test_tmpfiles_rules_and_settings(tmp_path: Path) -> None:
     code, system, err = build_system(
         tmp_path,
         'systemd.tmpfiles.rules = [ "d /var/lib/foo 0755 root root -" ];\n'
-        'systemd.tmpfiles.settings."10-bar"."/var/lib/bar".d = { mode = "0700"; user = "nobody"; };',
+        'systemd.tmpfiles.settings."10-bar"."/var/lib/bar".d = { mode = "0700"; user = "nobody"; };\n'
+        'systemd.tmpfiles.settings."10-bar"."/var/lib/baz"."L+".argument = "/a b";',
     )
     assert code == 0, err
     etc = system / "etc" / "tmpfiles.d"
     assert "d /var/lib/foo 0755 root root -\n" in (etc / "00-nixos.conf").read_text()
-    assert (etc / "10-bar.conf").read_text() == "'d' '/var/lib/bar' '0700' 'nobody' '-' '-'\n"
+    assert (etc / "10-bar.conf").read_text() == (
+        "'d' '/var/lib/bar' '0700' 'nobody' '-' '-' \n"  # the argument, "", C-escaped
+        "'L+' '/var/lib/baz' '-' '-' '-' '-' /a\\x20b\n"
+    )
     resetup = (units(system) / "systemd-tmpfiles-resetup.service").read_text()
     assert "ExecStart=/bin/systemd-tmpfiles --create --remove --exclude-prefix=/dev" in resetup.splitlines()
     assert "X-Restart-Triggers=" in resetup  # a changed rule re-applies them on switch

@@ -1,6 +1,6 @@
 # systemd.tmpfiles: the options of NixOS's system/boot/systemd/tmpfiles.nix.
 # `rules` go to /etc/tmpfiles.d/00-nixos.conf, each `settings.<name>` to
-# /etc/tmpfiles.d/<name>.conf (a line per path and type, its fields quoted);
+# /etc/tmpfiles.d/<name>.conf (a line per path and type, its fields quoted, its argument C-escaped);
 # systemd-tmpfiles-resetup.service applies them (--create --remove) at boot
 # and again on a switch that changes them (its restart trigger).
 { config, lib, pkgs, ... }:
@@ -19,10 +19,10 @@ let
     };
   };
 
-  quote = s: "'${builtins.replaceStrings [ "\\" "'" ] [ "\\\\" "\\'" ] s}'";
-  line = path: e:
-    "${quote e.type} ${quote path} ${quote e.mode} ${quote e.user} ${quote e.group} ${quote e.age}"
-    + lib.optionalString (e.argument != "") " ${quote e.argument}" + "\n";
+  # As tmpfiles.nix: the fields quoted as they are, the argument C-escaped
+  # (lib.strings.escapeC [ "\t" "\n" "\r" " " "\\" ]).
+  escapeArgument = builtins.replaceStrings [ "\t" "\n" "\r" " " "\\" ] [ "\\x09" "\\x0a" "\\x0d" "\\x20" "\\x5c" ];
+  line = path: e: "'${e.type}' '${path}' '${e.mode}' '${e.user}' '${e.group}' '${e.age}' ${escapeArgument e.argument}\n";
   settingsText = paths: lib.concatStrings (lib.mapAttrsToList (path: entries:
     lib.concatStrings (lib.mapAttrsToList (_: line path) entries)) paths);
 
