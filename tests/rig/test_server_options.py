@@ -203,3 +203,19 @@ def test_linger_without_manage_lingering_fails_like_nixos(tmp_path: Path) -> Non
     assert code != 0
     assert "users.manageLingering is set to false, but\n       users.users.root.linger is configured." in err
     assert "users.users.nobody.linger" not in err  # null from stateVersion 25.11 on
+
+
+def test_ping_limit_in_the_syntax_of_the_backend(tmp_path: Path) -> None:
+    # iptables' syntax with the iptables backend (NixOS's example) ...
+    code, system, err = build_system(
+        tmp_path / "a", 'networking.firewall.pingLimit = "--limit 1/minute --limit-burst 5";'
+    )
+    assert code == 0, err
+    rules = ruleset(exec_script((units(system) / "firewall.service").read_text(), "ExecStart"))
+    assert "icmp type echo-request limit rate 1/minute burst 5 packets accept" in rules
+    # ... and refused with the nftables backend (firewall-nftables.nix's assertion)
+    code, _, err = build_system(
+        tmp_path / "b", 'networking.nftables.enable = true; networking.firewall.pingLimit = "--limit 1/minute";'
+    )
+    assert code != 0
+    assert 'nftables syntax like "2/second" should be used in networking.firewall.pingLimit' in err

@@ -69,6 +69,14 @@ let
     + lib.optionalString (udp != "") "    ${match}udp dport { ${udp} } accept\n"
   ) cfg.allInterfaces);
 
+  # The iptables backend takes iptables' syntax ("--limit 1/minute
+  # --limit-burst 5"), said in nft's; what else it is goes as it is (and a
+  # wrong one fails the firewall's start, as iptables would).
+  pingLimit =
+    if cfg.backend != "iptables" then cfg.pingLimit
+    else builtins.replaceStrings [ "--limit-burst " "--limit " ] [ "burst " "" ] cfg.pingLimit
+      + lib.optionalString (lib.hasInfix "--limit-burst" cfg.pingLimit) " packets";
+
   rpfilter = lib.optionalString (cfg.checkReversePath != false) ''
     chain rpfilter {
       type filter hook prerouting priority mangle + 10; policy drop;
@@ -110,7 +118,7 @@ let
       chain input-allow {
     ${allowRules}
     ${lib.optionalString cfg.allowPing
-      "    icmp type echo-request ${lib.optionalString (cfg.pingLimit != null) "limit rate ${cfg.pingLimit} "}accept comment \"allow ping\""}
+      "    icmp type echo-request ${lib.optionalString (cfg.pingLimit != null) "limit rate ${pingLimit} "}accept comment \"allow ping\""}
         icmpv6 type != { nd-redirect, 139 } accept comment "ICMPv6 except redirects and node information queries (RFC 4890, 4.4)"
         ip6 daddr fe80::/64 udp dport 546 accept comment "DHCPv6 client"
     ${lib.optionalString (cfg.backend == "nftables") cfg.extraInputRules}
@@ -264,7 +272,8 @@ in
           message = "the rig's mini nixpkgs has no firewalld";
         }
         {
-          assertion = cfg.pingLimit == null || !(lib.hasPrefix "--" cfg.pingLimit);
+          # firewall-nftables.nix's (the iptables backend takes "--limit …")
+          assertion = cfg.backend != "nftables" || cfg.pingLimit == null || !(lib.hasPrefix "--" cfg.pingLimit);
           message = "nftables syntax like \"2/second\" should be used in networking.firewall.pingLimit";
         }
       ];
