@@ -251,6 +251,35 @@ def test_services_get_nixos_path_timers_and_etc_owners_by_name(guest: Guest) -> 
     assert activate(guest, good).returncode == 0
 
 
+def test_server_options_and_a_failed_firewall_reload(guest: Guest) -> None:
+    # Issue 25, items 6 and 9: what only a switch shows.
+    conf = guest_config(
+        guest.dir,
+        extra="""  systemd.tmpfiles.rules = [ "d /var/lib/rig-tmpfiles 0750 root root -" ];
+  users.users.rigling = { isNormalUser = true; linger = true; };
+  systemd.timers.rig-tick = { wantedBy = [ "timers.target" ]; timerConfig.OnCalendar = "daily"; };
+  systemd.services.rig-tick = { serviceConfig.Type = "oneshot"; script = "true"; };""",
+    )
+    result = activate(guest, build(conf, VM_TOPLEVEL))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert guest.ssh("stat", "-c", "%a", "/var/lib/rig-tmpfiles").stdout.strip() == "750"
+    assert guest.ssh("test", "-e", "/var/lib/systemd/linger/rigling").returncode == 0
+    # The switch started the timer (timers.target wants it); systemd took it.
+    assert guest.ssh("systemctl", "is-active", "rig-tick.timer").stdout.strip() == "active"
+    calendar = guest.ssh("systemctl", "show", "-p", "TimersCalendar", "rig-tick.timer").stdout
+    assert "OnCalendar=*-*-* 00:00:00 ;" in calendar  # "daily", as systemd shows it
+    # The iptables backend's reload: a start that fails stops the firewall.
+    assert guest.ssh("nft", "list", "table", "inet", "nixos-fw").returncode == 0
+    bad = build(guest_config(guest.dir, extra='  networking.firewall.extraCommands = "false";'), VM_TOPLEVEL)
+    activate(guest, bad)
+    assert guest.ssh("nft", "list", "table", "inet", "nixos-fw").returncode != 0
+    journal = guest.ssh("journalctl", "-u", "firewall.service", "--no-pager").stdout
+    assert "Failed to reload firewall... Stopping" in journal
+    guest.ssh("systemctl", "reset-failed")
+    assert activate(guest, build(guest_config(guest.dir), VM_TOPLEVEL)).returncode == 0
+    assert guest.ssh("nft", "list", "table", "inet", "nixos-fw").returncode == 0
+
+
 def current_system(guest: Guest) -> str:
     return guest.ssh("readlink", "/run/current-system").stdout.strip()
 

@@ -7,6 +7,7 @@
   ./config/networking.nix
   ./tasks/network-interfaces.nix
   ./services/networking/firewall.nix
+  ./services/networking/nat.nix
   ./config/users-groups.nix
   ./config/system-path.nix
   ./config/nix.nix
@@ -15,6 +16,7 @@
   ./system/boot/grub.nix
   ./system/boot/filesystems.nix
   ./system/boot/systemd.nix
+  ./system/boot/systemd/tmpfiles.nix
   ./system/etc/etc.nix
   ./system/activation/activation-script.nix
   ./system/activation/top-level.nix

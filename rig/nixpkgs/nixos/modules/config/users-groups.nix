@@ -17,6 +17,7 @@ let
       "*" # password unset
     ]);
 
+  config' = config;
   userOpts = { name, config, ... }: {
     options = {
       name = mkOption {
@@ -49,6 +50,12 @@ let
       password = mkOption { type = types.nullOr types.str; default = null; description = "A clear-text password (world-readable in the store)."; };
       initialPassword = mkOption { type = types.nullOr types.str; default = null; description = "A clear-text password set when the user is created."; };
       hashedPasswordFile = mkOption { type = types.nullOr types.str; default = null; description = "A file holding the password hash."; };
+      linger = mkOption {
+        type = types.nullOr types.bool;
+        # NixOS: null from stateVersion 25.11 on, false before.
+        default = if lib.versionAtLeast config'.system.stateVersion "25.11" then null else false;
+        description = "Whether the user's systemd manager runs from boot, without a login; null: left as it is.";
+      };
       openssh.authorizedKeys = {
         keys = mkOption {
           type = types.listOf types.singleLineStr;
@@ -169,6 +176,11 @@ in
       default = true;
       description = "Whether to require that no two users/groups share the same uid/gid.";
     };
+    manageLingering = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Whether to manage whether users linger or not.";
+    };
     allowNoPasswordLogin = mkOption {
       type = types.bool;
       default = false;
@@ -207,6 +219,33 @@ in
           ${lib.concatMapStrings (f: builtins.readFile f + "\n") u.openssh.authorizedKeys.keyFiles}
         '';
       }) (lib.filterAttrs (_: hasKeys) cfg.users);
+
+    # NixOS's linger-users.service.  The rig's guest has no D-Bus and its
+    # logind is masked: instead of loginctl it writes logind's state,
+    # /var/lib/systemd/linger/<user>, itself, and does not require
+    # systemd-logind.service (NixOS does).
+    systemd.services.linger-users = lib.mkIf cfg.manageLingering {
+      wantedBy = [ "multi-user.target" ];
+      after = [ "systemd-logind.service" ];
+      script =
+        let names = v: lib.concatStringsSep " " (lib.mapAttrsToList (_: u: lib.escapeShellArg u.name) (lib.filterAttrs (_: u: u.linger == v) cfg.users));
+        in ''
+          for user in * .[!.]*; do
+            [ -e "$user" ] || continue
+            if ! id "$user" >/dev/null; then
+              echo "Removing linger for missing user $user" >&2
+              rm -- "$user"
+            fi
+          done
+          for user in ${names false}; do rm -f -- "$user"; done
+          for user in ${names true}; do id "$user" >/dev/null && touch -- "$user"; done
+        '';
+      serviceConfig = {
+        Type = "oneshot";
+        StateDirectory = "systemd/linger";
+        WorkingDirectory = "/var/lib/systemd/linger";
+      };
+    };
 
     system.activationScripts.users = ''
       install -m 0700 -d /root
@@ -250,6 +289,22 @@ in
       {
         assertion = builtins.match nameRegex user.name != null;
         message = "The username \"${user.name}\" is not valid, it does not match the regex \"${nameRegex}\".";
+      }
+      {
+        assertion = user.linger != null -> cfg.manageLingering;
+        message = ''
+          users.manageLingering is set to false, but
+          users.users.${user.name}.linger is configured.
+
+          If you want NixOS to manage whether user accounts linger or
+          not, you must set users.manageLingering to true.  This is the
+          default setting.
+
+          If you do not want NixOS to manage whether user accounts linger
+          or not, you must set users.users.${user.name}.linger to null.
+          This is the default setting provided system.stateVersion is at
+          least "25.11".
+        '';
       }
       {
         assertion = user.hashedPassword != null -> builtins.match ".*:.*" user.hashedPassword == null;

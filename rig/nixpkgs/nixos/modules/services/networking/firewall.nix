@@ -1,5 +1,12 @@
 # networking.firewall: the options of NixOS's services/networking/firewall.nix
 # (names, types, defaults, apply), enforced in the rig's guest with nftables.
+# With the default backend (iptables), what firewall-iptables.nix does:
+# extraInputRules (an option of firewall-nftables.nix) is unused,
+# extraCommands run in the start script before the final refusal,
+# extraStopCommands in the stop and reload scripts, and a reload whose
+# start fails prints "Failed to reload firewall... Stopping", runs the stop
+# script (the firewall is then open) and exits 1.  The guest has no
+# iptables: its rules are nft's, so extraCommands that call iptables fail.
 #
 # The ruleset is the one of NixOS's firewall-nftables.nix (table inet
 # nixos-fw: rpfilter, input with policy drop, input-allow).  The unit is
@@ -62,6 +69,14 @@ let
     + lib.optionalString (udp != "") "    ${match}udp dport { ${udp} } accept\n"
   ) cfg.allInterfaces);
 
+  # The iptables backend takes iptables' syntax ("--limit 1/minute
+  # --limit-burst 5"), said in nft's; what else it is goes as it is (and a
+  # wrong one fails the firewall's start, as iptables would).
+  pingLimit =
+    if cfg.backend != "iptables" then cfg.pingLimit
+    else builtins.replaceStrings [ "--limit-burst " "--limit " ] [ "burst " "" ] cfg.pingLimit
+      + lib.optionalString (lib.hasInfix "--limit-burst" cfg.pingLimit) " packets";
+
   rpfilter = lib.optionalString (cfg.checkReversePath != false) ''
     chain rpfilter {
       type filter hook prerouting priority mangle + 10; policy drop;
@@ -103,23 +118,42 @@ let
       chain input-allow {
     ${allowRules}
     ${lib.optionalString cfg.allowPing
-      "    icmp type echo-request ${lib.optionalString (cfg.pingLimit != null) "limit rate ${cfg.pingLimit} "}accept comment \"allow ping\""}
+      "    icmp type echo-request ${lib.optionalString (cfg.pingLimit != null) "limit rate ${pingLimit} "}accept comment \"allow ping\""}
         icmpv6 type != { nd-redirect, 139 } accept comment "ICMPv6 except redirects and node information queries (RFC 4890, 4.4)"
         ip6 daddr fe80::/64 udp dport 546 accept comment "DHCPv6 client"
-    ${cfg.extraInputRules}
+    ${lib.optionalString (cfg.backend == "nftables") cfg.extraInputRules}
       }
     }
   '';
 
   unitName = if cfg.backend == "nftables" then "nftables" else "firewall";
 
+  iptables = cfg.backend == "iptables";
+
   start = ''
     ${lib.optionalString (cfg.backend == "nftables") "nft flush ruleset"}
     nft -f ${ruleset}
+    ${lib.optionalString iptables cfg.extraCommands}
   '';
   stop = ''
     nft delete table inet nixos-fw 2>/dev/null || true
+    ${lib.optionalString iptables cfg.extraStopCommands}
   '';
+
+  script = name: shell: text: "${pkgs.writeScript name "#!${pkgs.runtimeShell}${shell}\n${text}"}";
+  startScript = script "firewall-start" " -e" start;
+  stopScript = script "firewall-stop" "" stop;
+  # firewall-iptables.nix's reload: a start that fails leaves no firewall.
+  reload = if !iptables then start else ''
+    ${cfg.extraStopCommands}
+    if ! ${startScript}; then
+      echo "Failed to reload firewall... Stopping"
+      ${stopScript}
+      exit 1
+    fi
+  '';
+  # The firewall's own PATH (NixOS: cfg.package ++ extraPackages).
+  fwPath = cfg.extraPackages;
 in
 {
   options.networking.nftables.enable = mkOption {
@@ -142,7 +176,24 @@ in
       default = if config.networking.nftables.enable then "nftables" else "iptables";
       description = "Underlying implementation of the firewall service (the rig uses nft for both).";
     };
-    logRefusedConnections = mkOption { type = types.bool; default = false; description = "Log refused incoming connections."; };
+    logRefusedConnections = mkOption { type = types.bool; default = true; description = "Log refused incoming connections."; };
+    extraCommands = mkOption {
+      type = types.lines;
+      default = "";
+      example = "iptables -A INPUT -p icmp -j ACCEPT";
+      description = "Shell commands run by the firewall's start script (iptables backend only).";
+    };
+    extraStopCommands = mkOption {
+      type = types.lines;
+      default = "";
+      example = "iptables -P INPUT ACCEPT";
+      description = "Shell commands run by the firewall's stop script (iptables backend only).";
+    };
+    extraPackages = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      description = "Packages on the PATH of extraCommands.";
+    };
     logRefusedPackets = mkOption { type = types.bool; default = false; description = "Log all refused incoming packets."; };
     logRefusedUnicastsOnly = mkOption {
       type = types.bool;
@@ -221,7 +272,8 @@ in
           message = "the rig's mini nixpkgs has no firewalld";
         }
         {
-          assertion = cfg.pingLimit == null || !(lib.hasPrefix "--" cfg.pingLimit);
+          # firewall-nftables.nix's (the iptables backend takes "--limit …")
+          assertion = cfg.backend != "nftables" || cfg.pingLimit == null || !(lib.hasPrefix "--" cfg.pingLimit);
           message = "nftables syntax like \"2/second\" should be used in networking.firewall.pingLimit";
         }
       ];
@@ -238,13 +290,13 @@ in
         unitConfig.ConditionCapability = "CAP_NET_ADMIN";
         unitConfig.DefaultDependencies = false;
         reloadIfChanged = true;
-        path = [ pkgs.nftables ];
+        path = [ pkgs.nftables ] ++ fwPath;
         serviceConfig = {
           Type = "oneshot";
           RemainAfterExit = true;
-          ExecStart = "@${pkgs.writeScript "firewall-start" "#!${pkgs.runtimeShell} -e\n${start}"} firewall-start";
-          ExecReload = "@${pkgs.writeScript "firewall-reload" "#!${pkgs.runtimeShell} -e\n${start}"} firewall-reload";
-          ExecStop = "@${pkgs.writeScript "firewall-stop" "#!${pkgs.runtimeShell}\n${stop}"} firewall-stop";
+          ExecStart = "@${startScript} firewall-start";
+          ExecReload = "@${script "firewall-reload" " -e" reload} firewall-reload";
+          ExecStop = "@${stopScript} firewall-stop";
         };
       };
     })

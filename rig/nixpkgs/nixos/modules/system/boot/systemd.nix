@@ -170,21 +170,53 @@ let
       "${pkgs.writeTextFile { name = "unit-${file}"; text = socketText s; destination = "/${file}"; }}/${file}"
     else "/dev/null";
 
-  # startAt: the timer NixOS's systemd.nix makes for the service (wanted by
-  # timers.target, OnCalendar= each event). A calendar event systemd cannot
-  # parse is not checked here (nor by NixOS): the guest's systemd refuses
-  # the timer when the switch starts it.
-  startAtTimerFile = name: s:
-    let file = "${name}.timer"; in
-    "${pkgs.writeTextFile {
-      name = "unit-${builtins.replaceStrings [ "@" ] [ "-" ] file}";
-      destination = "/${file}";
-      text = "[Unit]\n\n[Timer]\n" + keyLines { OnCalendar = s.startAt; } + "\n[Install]\nWantedBy=timers.target\n";
-    }}/${file}";
+  # startAt: NixOS's systemd.nix makes a timer for the service through
+  # systemd.timers (wanted by timers.target, OnCalendar= each event). A
+  # calendar event systemd cannot parse is not checked here (nor by NixOS):
+  # the guest's systemd refuses the timer when the switch starts it.
   startAtServices = lib.filterAttrs (_: s: s.enable && s.startAt != [ ]) services;
+  # systemd.timers, as NixOS has them (timerConfig: the keys of [Timer]; no
+  # Unit= means the service of the same name).
+  timerOpts = { name, ... }: {
+    options = {
+      enable = mkOption { type = types.bool; default = true; description = "If false, the unit is masked."; };
+      description = mkOption { type = types.str; default = ""; description = "Description= of the unit."; };
+      wantedBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that want this one."; };
+      requiredBy = mkOption { type = types.listOf types.str; default = [ ]; description = "Units that require this one."; };
+      after = mkOption { type = types.listOf types.str; default = [ ]; description = "After=."; };
+      before = mkOption { type = types.listOf types.str; default = [ ]; description = "Before=."; };
+      wants = mkOption { type = types.listOf types.str; default = [ ]; description = "Wants=."; };
+      timerConfig = mkOption {
+        type = types.attrsOf unitValue;
+        default = { };
+        example = { OnCalendar = "Sun 14:00:00"; Unit = "foo.service"; };
+        description = "Keys of [Timer] (systemd.timer(5)).";
+      };
+      unitConfig = mkOption { type = types.attrsOf unitValue; default = { }; description = "Keys of [Unit]."; };
+    };
+  };
+
+  timerText = s:
+    "[Unit]\n"
+    + lib.optionalString (s.description != "") "Description=${s.description}\n"
+    + keyLines (lib.filterAttrs (_: v: v != [ ]) { After = s.after; Before = s.before; Wants = s.wants; })
+    + keyLines s.unitConfig
+    + "\n[Timer]\n"
+    + keyLines s.timerConfig;
+
+  timerFile = name: s:
+    let file = "${name}.timer"; in
+    if s.enable then
+      "${pkgs.writeTextFile { name = "unit-${file}"; text = timerText s; destination = "/${file}"; }}/${file}"
+    else "/dev/null";
 in
 {
   options.systemd = {
+    timers = mkOption {
+      type = types.attrsOf (types.submodule timerOpts);
+      default = { };
+      description = "systemd timers.";
+    };
     services = mkOption {
       type = types.attrsOf (types.submodule serviceOpts);
       default = { };
@@ -198,8 +230,12 @@ in
     package = mkOption { type = types.package; default = pkgs.systemd; description = "The systemd package."; };
   };
 
+  config.systemd.timers = lib.mapAttrs
+    (_: s: { wantedBy = [ "timers.target" ]; timerConfig.OnCalendar = s.startAt; })
+    startAtServices;
+
   config.environment.etc = lib.mkMerge (
     lib.mapAttrsToList (name: s: unitLinks "service" (unitFile name s) name s) services
     ++ lib.mapAttrsToList (name: s: unitLinks "socket" (socketFile name s) name s) config.systemd.sockets
-    ++ lib.mapAttrsToList (name: s: unitLinks "timer" (startAtTimerFile name s) name { enable = true; wantedBy = [ "timers.target" ]; requiredBy = [ ]; }) startAtServices);
+    ++ lib.mapAttrsToList (name: s: unitLinks "timer" (timerFile name s) name s) config.systemd.timers);
 }
