@@ -80,10 +80,10 @@ def test_vm_that_never_answers_ssh(rehearse: Rehearse, tmp_path: Path) -> None:
         '  virtualisation.vmVariant.systemd.services.rehearse-sshd.serviceConfig.ExecStart = lib.mkForce "/bin/false";'
     )
     conf = fixed_fripon(tmp_path, extra=mute)
-    result = deep("up", str(conf), *include(), "--name", "mute", "--timeout", "45", timeout=300)
+    result = deep("up", str(conf), *include(), "--name", "mute", "--timeout", "20", timeout=300)
     assert result.returncode == 1
     assert "did not answer SSH on 127.0.0.1:" in result.stderr
-    assert "within 45 s" in result.stderr
+    assert "within 20 s" in result.stderr
     assert "Last lines of its console:" in result.stderr
     assert "rehearse down mute" in result.stderr
     down = deep("destroy", "mute", "--timeout", "30")

@@ -107,19 +107,28 @@ def prop(text: str, key: str) -> str | None:
     return None
 
 
-def is_active(unit: str) -> bool:
-    state = systemctl("is-active", unit).stdout.strip()
-    return state in ("active", "activating", "reloading")
+def active_units() -> set[str]:
+    """The units systemd has active (or activating, reloading), asked once,
+    as NixOS's switch asks systemd once for all units (ListUnits); a unit
+    systemd has not loaded is inactive, as `systemctl is-active` says."""
+    out = systemctl("list-units", "--all", "--plain", "--no-legend", "--full").stdout
+    active = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] in ("active", "activating", "reloading"):
+            active.add(fields[0])
+    return active
 
 
 def plan(old: str | None) -> dict[str, list[str]]:
     old_units, new_units = units_of(old), units_of(OUT)
     p: dict[str, list[str]] = {"stop": [], "restart": [], "reload": [], "start": []}
+    running = active_units()
     for unit, text in old_units.items():
         if text is None:
             continue
         new = new_units.get(unit)
-        active = is_active(unit)
+        active = unit in running
         if new is None:
             if active:
                 p["stop"].append(unit)
