@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from rehearse.pipeline import deploy
 from rehearse.pipeline.run import Report
 from rehearse.store.state import RecordedSource, VMDir, VMState, check_name, process_start
 from rehearse.targets import activation
+from tests.unit.conftest import serving
 
 # --- rehearse.toml ----------------------------------------------------------
 
@@ -455,24 +455,16 @@ def test_the_guest_side_limit_runs_the_command_as_given(tmp_path: Path) -> None:
     assert slow.returncode == 124 and time.monotonic() - t < 5
 
 
-def test_an_http_check_on_something_that_is_not_http(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_http_check_on_something_that_is_not_http(no_proxy: None) -> None:
     """An SSH server on the port: http.client raises BadStatusLine, which is
     no OSError: it used to end the deploy with a traceback."""
-    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    server = socket.create_server(("127.0.0.1", 0))
+
+    def greet(conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    server = serving(greet)
     port = server.getsockname()[1]
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
     try:
         why = activation.run_check(
             cmd_remote(Path("/nonexistent")), Check("http", f"http://127.0.0.1:{port}/"), time.monotonic()

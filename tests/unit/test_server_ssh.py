@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from rehearse.host import server_ssh
 from rehearse.host.server_ssh import _port_of
+from tests.unit.conftest import serving
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOZoe rehearse@srv"
 
@@ -106,22 +106,15 @@ def test_every_authorized_user_refused_is_a_lockout(monkeypatch: pytest.MonkeyPa
 def listener(behaviour: str) -> socket.socket:
     """A local port that greets like sshd, stays silent (a firewall that
     drops, behind QEMU's user network), or closes each connection at once."""
-    srv = socket.create_server(("127.0.0.1", 0))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            if behaviour == "greet":
-                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-            elif behaviour == "silent":
-                time.sleep(1.5)
-            conn.close()
+    def answer(conn: socket.socket) -> None:
+        if behaviour == "greet":
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        elif behaviour == "silent":
+            time.sleep(1.5)
+        conn.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    return srv
+    return serving(answer)
 
 
 @pytest.mark.parametrize(

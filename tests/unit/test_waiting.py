@@ -9,7 +9,6 @@ import re
 import socket
 import struct
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from rehearse.pipeline.run import Words, where_to_look
 from rehearse.targets import activation
 from rehearse.targets.activation import Outcome
 from rehearse.targets.target import VM, Activated, ActivateOptions, Pushed
+from tests.unit.conftest import serving
 from tests.unit.test_input import Clock, main, stopped_vm
 
 
@@ -50,23 +50,15 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
 
 @pytest.fixture
-def resetting_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+def resetting_port(no_proxy: None) -> Iterator[int]:
     """A port that takes each connection and resets it at once, as QEMU's
     forwarding does when nothing listens in the guest."""
-    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    server = socket.create_server(("127.0.0.1", 0))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()  # RST
+    def reset(conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # RST
 
-    threading.Thread(target=serve, daemon=True).start()
+    server = serving(reset)
     yield server.getsockname()[1]
     server.close()
 
