@@ -570,12 +570,12 @@ def _services(version: str, names: list[str]) -> str:
 
 def _mini_plan(old: Path, new: Path, active: set[str]) -> dict[str, list[str]]:
     """The decisions of the mini's own switch-to-configuration (the new
-    toplevel's bin/switch-to-configuration), with `active` for its
-    `systemctl is-active`."""
+    toplevel's bin/switch-to-configuration), with `active` as the units
+    systemd lists as active."""
     script = (new / "bin" / "switch-to-configuration").read_text().removesuffix("sys.exit(main())\n")
     namespace: dict[str, object] = {"__name__": "mini_switch"}
     exec(compile(script, "switch-to-configuration", "exec"), namespace)
-    namespace["is_active"] = lambda unit: unit in active
+    namespace["active_units"] = lambda: set(active)
     decided: dict[str, list[str]] = namespace["plan"](str(old))  # type: ignore[operator]
     return decided
 
